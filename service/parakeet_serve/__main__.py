@@ -1,0 +1,3 @@
+from parakeet_serve.cli import main
+
+main()

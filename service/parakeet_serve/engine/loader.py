@@ -1,0 +1,81 @@
+"""Find a model (bundled demo, local `.nemo` file or Hugging Face id) and load it with NeMo."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
+from parakeet_serve.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEMO = "demo"
+_DEMO_FILE = "demo.nemo"
+# Until a trained demo model ships in the package, `demo` is this small untrained model.
+_PLACEHOLDER = Blueprint(head="hybrid_rnnt_ctc", n_layers=2, d_model=96, vocab_size=128)
+
+
+def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
+    """The local `.nemo` file for `model_id`, downloading it into `cache_dir` when needed."""
+    if model_id == DEMO:
+        return _demo_file(cache_dir)
+    path = Path(model_id).expanduser()
+    if path.suffix == ".nemo" or path.exists():
+        if not path.is_file():
+            raise ModelLoadError(f"Model file {path} does not exist; set PARAKEET_MODEL_ID to a .nemo file.")
+        return path
+    return _from_hub(model_id, cache_dir, offline)
+
+
+def load_nemo_model(path: Path, map_location: str = "cpu") -> Any:
+    """Restore any NeMo ASR model; the class is read from the file's own config."""
+    from nemo.collections.asr.models import ASRModel
+
+    try:
+        return ASRModel.restore_from(str(path), map_location=map_location)
+    except Exception as exc:  # NeMo raises many kinds; the operator needs one line
+        raise ModelLoadError(f"Cannot load model file {path}: {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+def _from_hub(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
+    from huggingface_hub import constants, snapshot_download
+
+    cache = cache_dir or Path(constants.HF_HUB_CACHE)
+    try:
+        folder = snapshot_download(
+            repo_id=model_id, cache_dir=cache, allow_patterns=["*.nemo"], local_files_only=offline
+        )
+    except Exception as exc:  # offline, unknown repository, permissions: all end the start-up
+        reason = "the hub is disabled (PARAKEET_HUB_OFFLINE)" if offline else f"the hub failed: {_one_line(exc)}"
+        raise ModelLoadError(
+            f"Model {model_id} is not in the cache {cache} and {reason}; fix: run once with hub access "
+            f"to fill the cache, copy the model there, or set PARAKEET_MODEL_ID to a local .nemo file."
+        ) from exc
+    files = sorted(Path(folder).glob("*.nemo"))
+    if not files:
+        raise ModelLoadError(f"Model {model_id} on the hub holds no .nemo file; it is not a NeMo ASR model.")
+    return files[0]
+
+
+def _demo_file(cache_dir: Path | None) -> Path:
+    packaged = resources.files("parakeet_serve").joinpath("models", _DEMO_FILE)
+    if packaged.is_file():
+        return Path(str(packaged))
+    target_dir = (cache_dir or Path(tempfile.gettempdir())) / "parakeet-serve-demo"
+    target = target_dir / "placeholder.nemo"
+    if not target.is_file():
+        log.warning("no trained demo model is packaged; building an untrained placeholder", extra={"path": str(target)})
+        model = build_model(_PLACEHOLDER, train_tokenizer(target_dir / "tokenizer", _PLACEHOLDER.vocab_size))
+        partial = target.with_suffix(".partial")
+        model.save_to(str(partial))
+        partial.replace(target)
+    return target
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

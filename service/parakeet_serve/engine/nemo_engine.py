@@ -1,0 +1,316 @@
+"""Batched recognition with a NeMo ASR model through its tensor-level API.
+
+One call encodes a padded batch once and decodes it with NeMo's batched greedy decoder
+(CTC or transducer: RNN-T, TDT, or either head of a hybrid). Word times and confidences come
+from the decoder's own per-token frames and probabilities. Not thread-safe: the scheduler
+calls it from a single worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, open_dict
+
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
+from parakeet_serve.engine.words import TokenSpan, group_words
+from parakeet_serve.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_CONFIDENCE = {
+    "preserve_frame_confidence": True,
+    "preserve_token_confidence": True,
+    "preserve_word_confidence": False,  # words are grouped here, robustly, from token confidences
+    "exclude_blank": True,
+    "aggregation": "min",
+    "method_cfg": {"name": "max_prob"},
+}
+_MIN_BEAM = 4
+_MIN_SECONDS = 0.25  # shorter audio is padded with silence so the encoder has frames to emit
+
+
+class NemoEngine:
+    """Recognises batches of mono float32 audio at `sample_rate`."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        model_id: str,
+        decoder: str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+        long_audio_seconds: float = 480.0,
+        local_attention_context: int = 128,
+    ) -> None:
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(precision, self.device)
+        self.model = model.to(self.device).eval()
+        self._long_audio_samples = int(long_audio_seconds * self.sample_rate)
+        self._local_context = local_attention_context
+        self._head = _pick_head(model, decoder)
+        self._beam_decoding: Any = None
+        self._configure_featurizer()
+        self._configure_decoding()
+        self.info = ModelInfo(
+            model_id=model_id,
+            architecture=type(model).__name__,
+            decoder=self._head,
+            device=str(self.device),
+            precision=str(self.dtype).removeprefix("torch."),
+            sample_rate=self.sample_rate,
+            frame_shift_s=self.frame_shift_s,
+            supports_alternatives=self._head in ("rnnt", "tdt"),
+        )
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.cfg.sample_rate)
+
+    @property
+    def frame_shift_s(self) -> float:
+        """Seconds of audio per encoder output frame."""
+        stride = float(self.model.cfg.preprocessor.window_stride)
+        return stride * int(getattr(self.model.encoder, "subsampling_factor", 1))
+
+    # --- recognition ----------------------------------------------------------------------
+
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
+        """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i."""
+        wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
+        results: list[Transcript | None] = [None] * len(audios)
+        short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
+        long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_samples]
+        if short:
+            for i, t in zip(short, self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short])):
+                results[i] = t
+        for i in long:  # one at a time: padding a short item to an hour would waste the batch
+            with self._local_attention():
+                results[i] = self._transcribe_batch([audios[i]], [wanted[i]])[0]
+        return [r for r in results if r is not None]
+
+    def warmup(self, seconds: float = 2.0) -> None:
+        """Run the whole path once so the first request pays no lazy initialisation."""
+        rng = np.random.default_rng(0)
+        clip = (rng.standard_normal(int(seconds * self.sample_rate)) * 0.01).astype(np.float32)
+        self.transcribe([clip, clip[: len(clip) // 2]])
+
+    def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int]) -> list[Transcript]:
+        signal, lengths = _pad(audios, self.device, min_samples=int(self.sample_rate * _MIN_SECONDS))
+        with torch.inference_mode(), self._autocast():
+            features, feature_lengths = self.model.preprocessor(input_signal=signal, length=lengths)
+            encoded, encoded_lengths = self.model.encoder(audio_signal=features, length=feature_lengths)
+            best = [self._to_hypothesis(h) for h in self._decode_greedy(encoded, encoded_lengths)]
+            transcripts = []
+            for i, hyp in enumerate(best):
+                extra: list[Hypothesis] = []
+                if wanted[i] > 1 and self.info.supports_alternatives:
+                    extra = self._alternatives(encoded[i : i + 1], encoded_lengths[i : i + 1], hyp, wanted[i])
+                transcripts.append(Transcript((hyp, *extra)))
+        return transcripts
+
+    def _decode_greedy(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[Any]:
+        if self._head == "ctc":
+            head = self.model.ctc_decoder if hasattr(self.model, "ctc_decoder") else self.model.decoder
+            log_probs = head(encoder_output=encoded)
+            return self._ctc_decoding.ctc_decoder_predictions_tensor(
+                log_probs, decoder_lengths=lengths, return_hypotheses=True
+            )
+        return self.model.decoding.rnnt_decoder_predictions_tensor(
+            encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True
+        )
+
+    def _alternatives(self, encoded: torch.Tensor, lengths: torch.Tensor, best: Hypothesis, n: int) -> list[Hypothesis]:
+        """Other hypotheses from a transducer beam search; the greedy one stays first."""
+        decoding = self._beam(n)
+        nbest = decoding.rnnt_decoder_predictions_tensor(
+            encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True
+        )[0]
+        scores = [float(h.score) for h in nbest]
+        top = max(scores, default=0.0)
+        norm = sum(math.exp(s - top) for s in scores) or 1.0
+        seen = {best.text}
+        extra = []
+        for h, score in zip(nbest, scores):
+            text = (h.text or "").strip()
+            if text in seen:
+                continue
+            seen.add(text)
+            extra.append(Hypothesis(text=text, confidence=math.exp(score - top) / norm))
+            if len(extra) == n - 1:
+                break
+        return extra
+
+    def _beam(self, n: int) -> Any:
+        size = max(n, _MIN_BEAM)
+        if self._beam_decoding is None or self._beam_decoding.cfg.beam.beam_size < size:
+            cfg = copy.deepcopy(self.model.cfg.decoding)
+            with open_dict(cfg):
+                cfg.strategy = "malsd_batch"
+                cfg.compute_timestamps = False
+                cfg.confidence_cfg = {"preserve_frame_confidence": False}
+                cfg.beam = {"beam_size": size, "return_best_hypothesis": False, "score_norm": True}
+            source = {"tokenizer": self.model.tokenizer} if hasattr(self.model, "tokenizer") else {
+                "vocabulary": self.model.joint.vocabulary
+            }
+            self._beam_decoding = type(self.model.decoding)(
+                decoding_cfg=cfg, decoder=self.model.decoder, joint=self.model.joint, **source
+            )
+        return self._beam_decoding
+
+    # --- hypotheses -> plain data -----------------------------------------------------------
+
+    def _to_hypothesis(self, hyp: Any) -> Hypothesis:
+        ids = self._token_ids(hyp)
+        offsets = hyp.timestamp.get("char", []) if isinstance(hyp.timestamp, dict) else []
+        confidences = [float(c) for c in (hyp.token_confidence or [])]
+        text = (hyp.text or "").strip()
+        if not (len(ids) == len(offsets) == len(confidences)):
+            log.warning("token timing mismatch; words omitted", extra={"tokens": len(ids), "offsets": len(offsets)})
+            return Hypothesis(text=text, confidence=_mean(confidences))
+        spans = [
+            TokenSpan(tid, self._piece(tid), int(o["start_offset"]), int(o["end_offset"]), c)
+            for tid, o, c in zip(ids, offsets, confidences)
+        ]
+        words = group_words(spans, self._detokenize, self.frame_shift_s)
+        return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words))
+
+    def _token_ids(self, hyp: Any) -> list[int]:
+        seq = hyp.y_sequence.tolist() if isinstance(hyp.y_sequence, torch.Tensor) else list(hyp.y_sequence)
+        if self._head != "ctc":
+            return [t for t in seq if t < self._blank_id]
+        ids, previous = [], None
+        for t in seq:  # CTC greedy keeps one label per frame: collapse repeats, drop blanks
+            if t != previous and t != self._blank_id:
+                ids.append(t)
+            previous = t
+        return ids
+
+    def _piece(self, token_id: int) -> str:
+        if hasattr(self.model, "tokenizer"):
+            return self.model.tokenizer.ids_to_tokens([token_id])[0]
+        return self._vocabulary[token_id]
+
+    def _detokenize(self, ids: list[int]) -> str:
+        if hasattr(self.model, "tokenizer"):
+            return self.model.tokenizer.ids_to_text(ids)
+        return "".join(self._vocabulary[i] for i in ids)
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _configure_featurizer(self) -> None:
+        featurizer = self.model.preprocessor.featurizer
+        featurizer.dither = 0.0  # deterministic features: the same audio gives the same words
+        featurizer.pad_to = 0
+
+    def _configure_decoding(self) -> None:
+        if self._head == "ctc":
+            key = "aux_ctc" if hasattr(self.model, "ctc_decoder") else None
+            cfg = copy.deepcopy(self.model.cfg[key].decoding if key else self.model.cfg.decoding)
+            _set_greedy(cfg, "ctc")
+            self._change_decoding(cfg, "ctc")
+            self._ctc_decoding = self.model.ctc_decoding if key else self.model.decoding
+            self._vocabulary = list(getattr(self.model.decoder, "vocabulary", []))
+            self._blank_id = int(self._ctc_decoding.blank_id)
+        else:
+            cfg = copy.deepcopy(self.model.cfg.decoding)
+            _set_greedy(cfg, "rnnt")
+            self._change_decoding(cfg, "rnnt")
+            self._vocabulary = list(getattr(self.model.joint, "vocabulary", []))
+            self._blank_id = int(self.model.decoding.blank_id)
+
+    def _change_decoding(self, cfg: DictConfig, head: str) -> None:
+        if hasattr(self.model, "ctc_decoder"):  # hybrid: choose the head as well
+            self.model.change_decoding_strategy(cfg, decoder_type=head, verbose=False)
+        else:
+            self.model.change_decoding_strategy(cfg, verbose=False)
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            with torch.autocast("cuda", dtype=self.dtype):
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _local_attention(self) -> Iterator[None]:
+        """Limited-context attention for audio too long for full attention (memory then grows linearly).
+
+        NeMo's subsampling already splits its convolution when a tensor would pass 2**31 elements."""
+        encoder = self.model.encoder
+        if not hasattr(encoder, "change_attention_model"):
+            yield
+            return
+        original = (encoder.self_attention_model, list(encoder.att_context_size))
+        ctx = [self._local_context, self._local_context]
+        encoder.change_attention_model("rel_pos_local_attn", ctx, update_config=False, device=self.device)
+        try:
+            yield
+        finally:
+            encoder.change_attention_model(original[0], original[1], update_config=False, device=self.device)
+
+
+def _set_greedy(cfg: DictConfig, head: str) -> None:
+    with open_dict(cfg):
+        cfg.strategy = "greedy_batch"
+        cfg.compute_timestamps = True
+        cfg[f"{head}_timestamp_type"] = "char"
+        cfg.confidence_cfg = dict(_CONFIDENCE)
+
+
+def _pick_head(model: Any, decoder: str) -> str:
+    has_transducer = hasattr(model, "joint")
+    has_ctc = hasattr(model, "ctc_decoder") or not has_transducer
+    if decoder == "ctc":
+        if not has_ctc:
+            raise ModelLoadError("decoder=ctc but the model has no CTC head")
+        return "ctc"
+    if not has_transducer:
+        if decoder in ("rnnt", "tdt"):
+            raise ModelLoadError(f"decoder={decoder} but the model is CTC-only")
+        return "ctc"
+    is_tdt = str(model.cfg.decoding.get("model_type", "rnnt")) == "tdt"
+    if decoder == "tdt" and not is_tdt:
+        raise ModelLoadError("decoder=tdt but the model's transducer is RNN-T")
+    return "tdt" if is_tdt else "rnnt"
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device=cuda but no CUDA device is visible")
+    return torch.device(device)
+
+
+def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32  # half precision on CPU is slower and less accurate
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def _pad(
+    audios: Sequence[np.ndarray], device: torch.device, min_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([max(len(a), min_samples) for a in audios], dtype=torch.long)
+    signal = torch.zeros(len(audios), int(lengths.max()), dtype=torch.float32)
+    for i, a in enumerate(audios):
+        signal[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return signal.to(device, non_blocking=True), lengths.to(device)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0

@@ -1,0 +1,46 @@
+"""Words from token-level hypotheses: grouping, times and confidences."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from parakeet_serve.engine.types import Word
+
+SENTENCEPIECE_WORD_START = "\u2581"
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One emitted token: its id, its tokenizer piece, encoder frames [start, end) and confidence."""
+
+    token_id: int
+    piece: str
+    start_frame: int
+    end_frame: int
+    confidence: float
+
+
+def group_words(
+    tokens: Sequence[TokenSpan], detokenize: Callable[[list[int]], str], frame_shift_s: float
+) -> list[Word]:
+    """Join tokens into words: a SentencePiece piece starting with '▁', or a token after a space
+    (character vocabularies), begins a new word. A word's confidence is its least confident token,
+    so one doubtful piece marks the whole word as doubtful."""
+    groups: list[list[TokenSpan]] = []
+    for token in tokens:
+        if token.piece.strip() == "":
+            groups.append([])  # a space token only separates words
+            continue
+        if not groups or not groups[-1] or token.piece.startswith(SENTENCEPIECE_WORD_START):
+            groups.append([])
+        groups[-1].append(token)
+    words = []
+    for group in filter(None, groups):
+        text = detokenize([t.token_id for t in group]).strip()
+        if not text:
+            continue
+        start = group[0].start_frame * frame_shift_s
+        end = max(group[-1].end_frame, group[0].start_frame + 1) * frame_shift_s
+        words.append(Word(text, round(start, 3), round(end, 3), min(t.confidence for t in group)))
+    return words

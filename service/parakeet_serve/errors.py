@@ -1,0 +1,65 @@
+"""The errors of parakeet-serve.
+
+The core raises only these; each front end maps them to its own status codes in one table
+(`riva/status.py` for gRPC). Every message is one sentence a client can act on.
+
+    ParakeetError
+    ├── SettingsError          bad configuration at start-up
+    ├── ModelLoadError         the model cannot be found or loaded
+    ├── InvalidRequest         the request itself is wrong
+    │   ├── InvalidAudio       empty, corrupt, truncated or undecodable audio
+    │   ├── AudioTooLong       more audio than the service accepts
+    │   └── UnknownModel       no served model matches the requested model or language
+    ├── QueueFull              admission control refused the work (retry later)
+    ├── QueueTimeout           the work waited too long and was dropped
+    ├── NotReady               the model is loading, warming up or the server is draining
+    └── Unauthenticated        missing or wrong credentials
+"""
+
+
+class ParakeetError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class SettingsError(ParakeetError):
+    """The configuration is invalid."""
+
+
+class ModelLoadError(ParakeetError):
+    """The model could not be resolved or loaded."""
+
+
+class InvalidRequest(ParakeetError):
+    """The client sent something the service cannot accept."""
+
+
+class InvalidAudio(InvalidRequest):
+    """The audio cannot be decoded with the declared or detected format."""
+
+
+class AudioTooLong(InvalidRequest):
+    """The audio is longer than the configured maximum."""
+
+
+class UnknownModel(InvalidRequest):
+    """No served model matches the request."""
+
+
+class QueueFull(ParakeetError):
+    """The inference queue is full."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueTimeout(ParakeetError):
+    """The work waited in the queue past its time-to-live."""
+
+
+class NotReady(ParakeetError):
+    """The service cannot take work now."""
+
+
+class Unauthenticated(ParakeetError):
+    """The request lacks valid credentials."""

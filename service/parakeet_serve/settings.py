@@ -1,0 +1,142 @@
+"""The one validated settings object: every knob is a `PARAKEET_*` variable and a CLI flag.
+
+Settings are built once (in `cli.py`, or by a test) and each component receives the values it
+needs; nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parakeet_serve.errors import SettingsError
+
+ENV_PREFIX = "PARAKEET_"
+
+
+class Settings(BaseSettings):
+    """Configuration of one parakeet-serve process."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # --- model -------------------------------------------------------------------------
+    model_id: str = "nvidia/parakeet-tdt_ctc-1.1b"
+    """Model to serve: a Hugging Face id, a path to a `.nemo` file, or `demo` (bundled)."""
+    model_cache_dir: Path | None = None
+    """Where hub downloads are cached (the model-cache volume); None uses the hub's default."""
+    hub_offline: bool = False
+    """Never contact the hub; load only what is already in the cache."""
+    decoder: Literal["auto", "tdt", "rnnt", "ctc"] = "auto"
+    """Decoder head: `auto` takes the transducer of a hybrid model; `ctc` its CTC head."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the model runs; `auto` picks CUDA when present."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Inference precision; `auto` is bf16 on CUDA (fp16 where bf16 is missing) and fp32 on CPU."""
+    language_code: str = "en-US"
+    """Language of the served model, matched against `RecognitionConfig.language_code`."""
+    model_name: str = ""
+    """Name clients may put in `RecognitionConfig.model`; empty derives one from the model id."""
+    warmup: bool = True
+    """Transcribe a short clip at start, before health reports SERVING."""
+    long_audio_seconds: float = Field(480.0, gt=0)
+    """Audio longer than this is encoded with local attention so memory grows linearly."""
+    local_attention_context: int = Field(128, ge=16, le=1024)
+    """Frames of left and right context for local attention on long audio."""
+
+    # --- limits and batching -----------------------------------------------------------------
+    max_audio_seconds: float = Field(600.0, gt=0, le=36000)
+    """Longest audio accepted by `Recognize`, in seconds."""
+    max_upload_mb: int = Field(64, ge=1, le=2047)
+    """Largest gRPC message accepted, in MiB."""
+    microbatch_window_ms: float = Field(8.0, ge=0, le=1000)
+    """How long the batcher waits for more work once it has some."""
+    microbatch_max_batch: int = Field(32, ge=1, le=1024)
+    """Most items in one inference batch."""
+    queue_max_factor: int = Field(4, ge=1, le=1000)
+    """The queue holds `queue_max_factor * microbatch_max_batch` items; more are refused."""
+    max_queue_wait_s: float = Field(30.0, gt=0)
+    """Work that waited longer than this is dropped before it costs compute."""
+
+    # --- gRPC server ----------------------------------------------------------------------
+    host: str = "[::]"
+    """Address the gRPC server binds."""
+    port: int = Field(50051, ge=0, le=65535, validation_alias=AliasChoices("PARAKEET_PORT", "PORT", "port"))
+    """gRPC port (Riva's is 50051); 0 picks a free one."""
+    grpc_tls: bool = False
+    """Serve TLS; needs `grpc_cert` and `grpc_key`."""
+    grpc_cert: Path | None = None
+    """PEM certificate chain of the server; reloaded when the file changes."""
+    grpc_key: Path | None = None
+    """PEM private key of the server; reloaded when the file changes."""
+    grpc_client_ca: Path | None = None
+    """PEM bundle of CAs trusted for client certificates; set it to require mutual TLS."""
+    auth_token: SecretStr | None = None
+    """When set, every RPC needs `authorization: Bearer <token>` metadata."""
+    keepalive_time_s: float = Field(30.0, gt=0)
+    """Interval of server keepalive pings on idle connections."""
+    keepalive_timeout_s: float = Field(10.0, gt=0)
+    """How long a keepalive ping may go unanswered before the connection is closed."""
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may run before they are cancelled."""
+
+    # --- logging ----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level of the structured JSON log."""
+
+    @model_validator(mode="after")
+    def _tls_files_present(self) -> Settings:
+        if self.grpc_tls and (self.grpc_cert is None or self.grpc_key is None):
+            raise ValueError("PARAKEET_GRPC_TLS=true needs PARAKEET_GRPC_CERT and PARAKEET_GRPC_KEY")
+        if self.grpc_client_ca is not None and not self.grpc_tls:
+            raise ValueError("PARAKEET_GRPC_CLIENT_CA needs PARAKEET_GRPC_TLS=true")
+        for name in ("grpc_cert", "grpc_key", "grpc_client_ca"):
+            path = getattr(self, name)
+            if path is not None and self.grpc_tls and not path.is_file():
+                raise ValueError(f"{env_name(name)}={path}: no such file")
+        return self
+
+    @property
+    def served_model_name(self) -> str:
+        """The name clients see in `GetRivaSpeechRecognitionConfig` and may ask for."""
+        if self.model_name:
+            return self.model_name
+        return Path(self.model_id).stem if self.model_id.endswith(".nemo") else self.model_id.split("/")[-1]
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def queue_capacity(self) -> int:
+        return self.queue_max_factor * self.microbatch_max_batch
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    return "PORT" if field == "port" else ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit values (CLI flags, tests) taking precedence.
+
+    Raises `SettingsError` with one line per bad value: the variable, the value and what is expected.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        message = err["msg"].removeprefix("Value error, ")
+        if field:
+            lines.append(f"{env_name(field)}={err.get('input')!r}: {message}")
+        else:
+            lines.append(message)
+    return "invalid settings: " + "; ".join(lines)
