@@ -92,8 +92,9 @@ class NemoEngine:
         short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
         long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_samples]
         if short:
-            for i, t in zip(short, self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short])):
-                results[i] = t
+            batch = self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short])
+            for i, transcript in zip(short, batch, strict=True):
+                results[i] = transcript
         for i in long:  # one at a time: padding a short item to an hour would waste the batch
             with self._local_attention():
                 results[i] = self._transcribe_batch([audios[i]], [wanted[i]])[0]
@@ -141,7 +142,7 @@ class NemoEngine:
         norm = sum(math.exp(s - top) for s in scores) or 1.0
         seen = {best.text}
         extra = []
-        for h, score in zip(nbest, scores):
+        for h, score in zip(nbest, scores, strict=True):
             text = (h.text or "").strip()
             if text in seen:
                 continue
@@ -180,7 +181,7 @@ class NemoEngine:
             return Hypothesis(text=text, confidence=_mean(confidences))
         spans = [
             TokenSpan(tid, self._piece(tid), int(o["start_offset"]), int(o["end_offset"]), c)
-            for tid, o, c in zip(ids, offsets, confidences)
+            for tid, o, c in zip(ids, offsets, confidences, strict=True)
         ]
         words = group_words(spans, self._detokenize, self.frame_shift_s)
         return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words))
