@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parakeet_serve.engine.loader import DEMO, load_nemo_model, resolve_model_file
+from parakeet_serve.engine.loader import DEMO, load_nemo_model, quiet_nemo, resolve_model_file
 from parakeet_serve.engine.nemo_engine import NemoEngine
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, Word
 
@@ -23,6 +23,7 @@ def load_engine(
     local_attention_context: int = 128,
 ) -> NemoEngine:
     """Resolve, load and prepare `model_id` for inference (not yet warmed up)."""
+    quiet_nemo()
     model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline))
     return NemoEngine(
         model,

@@ -19,6 +19,13 @@ _DEMO_FILE = "demo.nemo"
 _PLACEHOLDER = Blueprint(head="hybrid_rnnt_ctc", n_layers=2, d_model=96, vocab_size=128)
 
 
+def quiet_nemo() -> None:
+    """NeMo's own INFO/WARNING lines are not JSON and tell an operator nothing; keep its errors."""
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)
+
+
 def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
     """The local `.nemo` file for `model_id`, downloading it into `cache_dir` when needed."""
     if model_id == DEMO:

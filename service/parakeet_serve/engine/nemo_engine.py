@@ -256,10 +256,12 @@ class NemoEngine:
         original = (encoder.self_attention_model, list(encoder.att_context_size))
         ctx = [self._local_context, self._local_context]
         encoder.change_attention_model("rel_pos_local_attn", ctx, update_config=False, device=self.device)
+        encoder.eval()  # the swapped-in attention modules are born in training mode (dropout on)
         try:
             yield
         finally:
             encoder.change_attention_model(original[0], original[1], update_config=False, device=self.device)
+            encoder.eval()
 
 
 def _set_greedy(cfg: DictConfig, head: str) -> None:

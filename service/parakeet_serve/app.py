@@ -1,0 +1,97 @@
+"""The service's life cycle: serve health at once, load and warm the model, serve, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.errors import NotReady
+from parakeet_serve.recognizer import Recognizer
+from parakeet_serve.riva.server import RivaServer
+from parakeet_serve.scheduler import Scheduler
+from parakeet_serve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Application:
+    """One server process. Health is NOT_SERVING until `load` has warmed the model, and again from `drain` on."""
+
+    def __init__(self, settings: Settings, engine: NemoEngine | None = None) -> None:
+        self.settings = settings
+        self._engine = engine
+        self._scheduler: Scheduler | None = None
+        self._recognizer: Recognizer | None = None
+        self._draining = False
+        self.server = RivaServer(settings, self.recognizer, self.model_parameters)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def recognizer(self) -> Recognizer:
+        """The ready core, or `NotReady` with the reason."""
+        if self._draining:
+            raise NotReady("The server is shutting down; retry on another replica.")
+        if self._recognizer is None:
+            raise NotReady("The model is still loading; retry shortly.")
+        return self._recognizer
+
+    def model_parameters(self) -> dict[str, str]:
+        """What `GetRivaSpeechRecognitionConfig` reports about the served model."""
+        recognizer = self.recognizer()
+        info, s = recognizer.info, self.settings
+        return {
+            "type": "offline",
+            "language_code": s.language_code,
+            "sample_rate": str(info.sample_rate),
+            "model_id": info.model_id,
+            "architecture": info.architecture,
+            "decoder_type": info.decoder,
+            "device": info.device,
+            "precision": info.precision,
+            "max_alternatives": "10" if info.supports_alternatives else "1",
+            "max_audio_seconds": f"{s.max_audio_seconds:g}",
+            "max_batch_size": str(s.microbatch_max_batch),
+            "word_time_offsets": "true",
+        }
+
+    async def start(self) -> None:
+        await self.server.start()
+        log.info("grpc server listening", extra={"port": self.port, "tls": self.settings.grpc_tls})
+
+    async def load(self) -> None:
+        """Load (unless given) and warm the engine, then report SERVING."""
+        s = self.settings
+        engine = self._engine or await asyncio.to_thread(
+            load_engine, s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, decoder=s.decoder,
+            device=s.device, precision=s.precision, long_audio_seconds=s.long_audio_seconds,
+            local_attention_context=s.local_attention_context,
+        )
+        if s.warmup:
+            await asyncio.to_thread(engine.warmup)
+        self._scheduler = Scheduler(
+            engine, sample_rate=engine.sample_rate, window_s=s.microbatch_window_ms / 1000,
+            max_batch=s.microbatch_max_batch, capacity=s.queue_capacity, max_wait_s=s.max_queue_wait_s,
+        )
+        await self._scheduler.start()
+        self._recognizer = Recognizer(
+            self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
+            max_audio_seconds=s.max_audio_seconds,
+        )
+        if not self._draining:
+            await self.server.set_serving(True)
+        log.info("model ready", extra={k: str(v) for k, v in vars(engine.info).items() if k != "extra"})
+
+    async def drain(self) -> None:
+        """Stop taking work, finish in-flight requests within the grace period, then stop."""
+        if self._draining:
+            return
+        self._draining = True
+        log.info("draining", extra={"grace_s": self.settings.shutdown_grace_s})
+        await self.server.set_serving(False)
+        await self.server.stop(self.settings.shutdown_grace_s)
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+        log.info("stopped")

@@ -1,0 +1,123 @@
+"""Command line: `parakeet-serve serve` runs the server, `parakeet-serve transcribe` is a client.
+
+Every `serve` flag is generated from the settings fields (`--max-audio-seconds` for
+`PARAKEET_MAX_AUDIO_SECONDS`), so flags and variables cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from parakeet_serve import __version__
+from parakeet_serve.errors import ParakeetError
+from parakeet_serve.logs import configure_logging
+from parakeet_serve.settings import Settings, env_name, load_settings
+
+_SHORT_FLAGS = {"model_id": "--model"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ParakeetError as exc:
+        print(f"parakeet-serve: {exc}", file=sys.stderr)
+        raise SystemExit(2 if args.command == "serve" else 1) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parakeet-serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"parakeet-serve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the Riva-compatible gRPC server")
+    _add_settings_flags(serve)
+    serve.set_defaults(run=_run_serve)
+
+    transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
+    transcribe.add_argument("file", type=Path, help="audio file (WAV, FLAC or Ogg/Opus)")
+    transcribe.add_argument("--server", default="localhost:50051", help="HOST:PORT of the server")
+    transcribe.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca)")
+    transcribe.add_argument("--ca", type=Path, help="PEM CA bundle that signed the server certificate")
+    transcribe.add_argument("--cert", type=Path, help="client certificate for mutual TLS")
+    transcribe.add_argument("--key", type=Path, help="client private key for mutual TLS")
+    transcribe.add_argument("--token", help="bearer token, when the server requires one")
+    transcribe.add_argument("--language-code", default="en-US")
+    transcribe.add_argument("--no-punctuation", action="store_true", help="ask for text without punctuation")
+    transcribe.add_argument("--words", action="store_true", help="print word start/end times and confidences")
+    transcribe.add_argument("--alternatives", type=int, default=1, help="how many hypotheses to print")
+    transcribe.set_defaults(run=_run_transcribe)
+    return parser
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flags = [f"--{name.replace('_', '-')}"] + ([_SHORT_FLAGS[name]] if name in _SHORT_FLAGS else [])
+        help_text = f"{field.description or ''} [{env_name(name)}]".strip()
+        if field.annotation is bool:
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(*flags, dest=name, default=None, metavar="VALUE", help=help_text)
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    settings = load_settings(**{name: getattr(args, name) for name in Settings.model_fields})
+    configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    from parakeet_serve.app import Application  # NeMo and torch load only when serving
+
+    app = Application(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(app.load())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        if loading.done():
+            loading.result()  # a load failure ends the process with its one-line reason
+            await stopping
+    finally:
+        stopping.cancel()
+        await app.drain()
+        if not loading.done():
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ParakeetError):
+                await loading
+
+
+def _run_transcribe(args: argparse.Namespace) -> None:
+    from parakeet_serve.client import ClientOptions, transcribe_file
+
+    if not args.file.is_file():
+        raise SystemExit(f"parakeet-serve: no such file: {args.file}")
+    options = ClientOptions(
+        server=args.server, tls=args.tls, ca=args.ca, cert=args.cert, key=args.key, token=args.token,
+        language_code=args.language_code, punctuation=not args.no_punctuation, word_times=args.words,
+        max_alternatives=args.alternatives,
+    )
+    try:
+        lines = transcribe_file(args.file, options)
+    except Exception as exc:  # grpc.RpcError carries the server's one sentence
+        raise SystemExit(f"parakeet-serve: {_rpc_error(exc)}") from None
+    print("\n".join(lines))
+
+
+def _rpc_error(exc: Any) -> str:
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {details()}"
+    return str(exc)

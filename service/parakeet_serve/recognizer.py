@@ -1,0 +1,109 @@
+"""The recognition core that every front end calls: audio in, transcripts out.
+
+Front ends convert their request into `AudioFormat` + `RecognitionOptions`, call
+`Recognizer.recognize`, and convert the `ChannelResult`s back; they never touch the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from parakeet_serve.audio import AudioFormat, decode_audio
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Word
+from parakeet_serve.errors import UnknownModel
+from parakeet_serve.scheduler import Scheduler
+from parakeet_serve.text import strip_punctuation_and_case
+
+log = logging.getLogger(__name__)
+
+MAX_ALTERNATIVES = 10
+
+
+@dataclass(frozen=True)
+class RecognitionOptions:
+    """What the client asked for, independent of any wire format."""
+
+    language_code: str = ""
+    model: str = ""
+    max_alternatives: int = 1
+    word_time_offsets: bool = False
+    automatic_punctuation: bool = False
+    separate_channels: bool = False
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    """The hypotheses for one channel (channel 0 holds a downmix unless channels were separated)."""
+
+    channel: int
+    hypotheses: tuple[Hypothesis, ...]
+    audio_processed_s: float
+
+
+class Recognizer:
+    """Decodes audio, queues it for the engine and shapes the transcripts as the client asked."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        info: ModelInfo,
+        *,
+        model_name: str,
+        language_code: str,
+        max_audio_seconds: float,
+    ) -> None:
+        self._scheduler = scheduler
+        self.info = info
+        self.model_name = model_name
+        self.language_code = language_code
+        self.max_audio_seconds = max_audio_seconds
+
+    def check_model(self, options: RecognitionOptions) -> None:
+        """Raise `UnknownModel` unless this server serves the requested model and language."""
+        if options.model and options.model != self.model_name:
+            raise UnknownModel(f"Model {options.model!r} is not served here; this server serves {self.model_name!r}.")
+        if options.language_code and not _same_language(options.language_code, self.language_code):
+            raise UnknownModel(
+                f"Language {options.language_code!r} is not served here; this server recognises {self.language_code}."
+            )
+
+    async def recognize(self, data: bytes, fmt: AudioFormat, options: RecognitionOptions) -> list[ChannelResult]:
+        """Recognise a whole audio (one result per channel when channels are separated)."""
+        self.check_model(options)
+        audio = await asyncio.to_thread(
+            decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
+        )
+        tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
+        wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
+        transcripts = await asyncio.gather(*(self._scheduler.transcribe(t, wanted) for t in tracks))
+        return [
+            ChannelResult(
+                channel=i,
+                hypotheses=tuple(_shape(h, options) for h in t.hypotheses[:wanted]),
+                audio_processed_s=audio.duration_s,
+            )
+            for i, t in enumerate(transcripts)
+        ]
+
+
+def _shape(hyp: Hypothesis, options: RecognitionOptions) -> Hypothesis:
+    words = hyp.words if options.word_time_offsets else ()
+    if options.automatic_punctuation:
+        return dataclasses.replace(hyp, words=words)
+    stripped = tuple(_strip_word(w) for w in words)
+    return dataclasses.replace(
+        hyp, text=strip_punctuation_and_case(hyp.text), words=tuple(w for w in stripped if w.text)
+    )
+
+
+def _strip_word(word: Word) -> Word:
+    return dataclasses.replace(word, text=strip_punctuation_and_case(word.text))
+
+
+def _same_language(asked: str, served: str) -> bool:
+    """`en` and `en-US` match `en-US`; `de-DE` does not."""
+    asked_parts, served_parts = asked.lower().split("-"), served.lower().split("-")
+    return asked_parts[0] == served_parts[0] and (len(asked_parts) == 1 or asked_parts == served_parts)

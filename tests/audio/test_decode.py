@@ -1,0 +1,113 @@
+"""Audio decoding: every encoding and container, resampling, channels, and refusals."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from parakeet_serve.audio import AudioFormat, Encoding, decode_audio
+from parakeet_serve.errors import AudioTooLong, InvalidAudio
+from tests.conftest import pcm16
+
+TARGET = 16000
+
+
+def tone(freq: float, rate: int, seconds: float = 1.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.stack([0.5 * np.sin(2 * np.pi * (freq + 200 * c) * t) for c in range(channels)]).astype(np.float32)
+
+
+def peak_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    return float(np.argmax(spectrum) * rate / samples.size)
+
+
+def encoded(samples: np.ndarray, rate: int, fmt: str, subtype: str) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples.T, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+CASES = {
+    # name: (bytes builder, declared format)
+    "raw pcm": (lambda s, r: pcm16(s), lambda r: AudioFormat(Encoding.LINEAR_PCM, r, 1)),
+    "wav unspecified": (lambda s, r: encoded(s, r, "WAV", "PCM_16"), lambda r: AudioFormat()),
+    "wav declared pcm": (lambda s, r: encoded(s, r, "WAV", "PCM_16"), lambda r: AudioFormat(Encoding.LINEAR_PCM, r)),
+    "wav float": (lambda s, r: encoded(s, r, "WAV", "FLOAT"), lambda r: AudioFormat()),
+    "wav mulaw": (lambda s, r: encoded(s, r, "WAV", "ULAW"), lambda r: AudioFormat(Encoding.MULAW, r)),
+    "flac unspecified": (lambda s, r: encoded(s, r, "FLAC", "PCM_16"), lambda r: AudioFormat()),
+    "flac declared": (lambda s, r: encoded(s, r, "FLAC", "PCM_16"), lambda r: AudioFormat(Encoding.FLAC, r)),
+    "raw mulaw": (lambda s, r: encoded(s, r, "RAW", "ULAW"), lambda r: AudioFormat(Encoding.MULAW, r, 1)),
+    "raw alaw": (lambda s, r: encoded(s, r, "RAW", "ALAW"), lambda r: AudioFormat(Encoding.ALAW, r, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
+def test_every_encoding_and_rate_decodes_to_the_same_tone(case: str, rate: int) -> None:
+    build, declare = CASES[case]
+    audio = decode_audio(build(tone(440, rate), rate), declare(rate), target_rate=TARGET, max_seconds=60)
+    assert audio.sample_rate == TARGET
+    assert audio.duration_s == pytest.approx(1.0, abs=0.01)
+    assert peak_hz(audio.mono(), TARGET) == pytest.approx(440, abs=3)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_ogg_opus_decodes(rate: int) -> None:
+    data = encoded(tone(440, rate, seconds=2.0), rate, "OGG", "OPUS")
+    audio = decode_audio(data, AudioFormat(Encoding.OGGOPUS, rate), target_rate=TARGET, max_seconds=60)
+    assert audio.duration_s == pytest.approx(2.0, abs=0.05)
+    assert peak_hz(audio.mono(), TARGET) == pytest.approx(440, abs=5)
+
+
+def test_stereo_keeps_both_channels_and_downmixes() -> None:
+    stereo = tone(300, 44100, channels=2)  # left 300 Hz, right 500 Hz
+    audio = decode_audio(pcm16(stereo), AudioFormat(Encoding.LINEAR_PCM, 44100, 2), target_rate=TARGET, max_seconds=60)
+    assert audio.channels == 2
+    assert peak_hz(audio.samples[0], TARGET) == pytest.approx(300, abs=3)
+    assert peak_hz(audio.samples[1], TARGET) == pytest.approx(500, abs=3)
+    mono = audio.mono()
+    assert mono.shape == (audio.samples.shape[1],)
+    assert np.allclose(mono, audio.samples.mean(axis=0), atol=1e-6)
+
+
+def test_container_rate_wins_over_declared_rate() -> None:
+    data = encoded(tone(440, 8000), 8000, "WAV", "PCM_16")
+    audio = decode_audio(data, AudioFormat(Encoding.LINEAR_PCM, 44100), target_rate=TARGET, max_seconds=60)
+    assert audio.duration_s == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "error", "phrase"),
+    [
+        (b"", AudioFormat(Encoding.LINEAR_PCM, 16000), InvalidAudio, "empty"),
+        (b"\x00" * 33, AudioFormat(Encoding.LINEAR_PCM, 16000), InvalidAudio, "truncated"),
+        (b"\x00" * 64, AudioFormat(), InvalidAudio, "WAV, FLAC or Ogg header"),
+        (b"\x00" * 64, AudioFormat(Encoding.LINEAR_PCM), InvalidAudio, "needs sample_rate_hertz"),
+        (b"\x00" * 64, AudioFormat(Encoding.LINEAR_PCM, 4000), InvalidAudio, "outside 8000"),
+        (b"\x00" * 64, AudioFormat(Encoding.LINEAR_PCM, 16000, 9), InvalidAudio, "channels"),
+        (b"\x00" * 64, AudioFormat(Encoding.FLAC, 16000), InvalidAudio, "FLAC header"),
+        (b"\x00" * 64000, AudioFormat(Encoding.LINEAR_PCM, 16000), AudioTooLong, "longer than"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", AudioFormat(), InvalidAudio, "corrupt or truncated"),
+        (b"fLaC\x00\x00", AudioFormat(), InvalidAudio, "corrupt or truncated"),
+    ],
+)
+def test_bad_audio_is_refused_with_a_reason(data: bytes, fmt: AudioFormat, error: type, phrase: str) -> None:
+    with pytest.raises(error, match=phrase):
+        decode_audio(data, fmt, target_rate=TARGET, max_seconds=1.0)
+
+
+def test_nan_samples_are_refused() -> None:
+    samples = tone(440, 16000)
+    samples[0, 100] = np.nan
+    with pytest.raises(InvalidAudio, match="NaN"):
+        decode_audio(encoded(samples, 16000, "WAV", "FLOAT"), AudioFormat(), target_rate=TARGET, max_seconds=60)
+
+
+def test_long_container_is_refused_before_decoding() -> None:
+    data = encoded(tone(440, 8000, seconds=3.0), 8000, "FLAC", "PCM_16")
+    with pytest.raises(AudioTooLong, match="3.0 s"):
+        decode_audio(data, AudioFormat(), target_rate=TARGET, max_seconds=2.0)

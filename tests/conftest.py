@@ -1,0 +1,138 @@
+"""Shared fixtures: tiny models built from a config, and real servers on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import riva.client
+
+from parakeet_serve.app import Application
+from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
+from parakeet_serve.engine.loader import quiet_nemo
+from parakeet_serve.settings import Settings, load_settings
+
+HEADS = ("ctc", "rnnt", "tdt", "hybrid_rnnt_ctc", "hybrid_tdt_ctc")
+SAMPLE_RATE = 16000
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One randomly initialised `.nemo` file per decoder type, sharing a tokenizer."""
+    quiet_nemo()
+    root = tmp_path_factory.mktemp("models")
+    tokenizer = train_tokenizer(root / "tokenizer", vocab_size=64)
+    paths = {}
+    for head in HEADS:
+        paths[head] = root / f"{head}.nemo"
+        build_model(Blueprint(head=head), tokenizer).save_to(str(paths[head]))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_models: dict[str, Path]) -> NemoEngine:
+    """The engine behind the server tests: a hybrid TDT-CTC model, as Parakeet's default is."""
+    return load_engine(str(tiny_models["hybrid_tdt_ctc"]))
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread, so synchronous tests can drive async servers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        return self.submit(coro).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.close()
+
+
+@dataclass
+class Served:
+    """A running server and how to reach it."""
+
+    app: Application
+    settings: Settings
+    loop: LoopThread
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.app.port}"
+
+    def asr(self, **auth: Any) -> riva.client.ASRService:
+        return riva.client.ASRService(riva.client.Auth(uri=self.address, **auth))
+
+
+ServeFactory = Callable[..., Served]
+
+
+@pytest.fixture
+def serve(engine: NemoEngine, loop_thread: LoopThread) -> Iterator[ServeFactory]:
+    """Start a real server on an ephemeral loopback port with the given settings; `load=False`
+    leaves it in its not-yet-ready state."""
+    started: list[Served] = []
+
+    def factory(load: bool = True, **overrides: Any) -> Served:
+        settings = load_settings(**{"host": "127.0.0.1", "port": 0, "warmup": False, **overrides})
+        app = Application(settings, engine=engine)
+        loop_thread.run(app.start())
+        if load:
+            loop_thread.run(app.load())
+        served = Served(app, settings, loop_thread)
+        started.append(served)
+        return served
+
+    yield factory
+    for served in started:
+        loop_thread.run(served.app.drain(), timeout=120)
+
+
+def speechlike(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """Deterministic voiced-sound-like audio (harmonics under a syllable envelope), float32 (channels, n)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    out = []
+    for c in range(channels):
+        f0 = 110 + 40 * c + 20 * np.sin(2 * np.pi * 0.5 * t)
+        phase = 2 * np.pi * np.cumsum(f0) / rate
+        voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+        envelope = 0.5 * (1 + np.sin(2 * np.pi * 3 * t + c)) ** 2 / 4
+        out.append(0.3 * voice * envelope + 0.005 * rng.standard_normal(t.size))
+    return np.clip(np.array(out, dtype=np.float32), -1, 1)
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """Interleaved little-endian 16-bit PCM of (channels, n) float samples."""
+    return (np.clip(samples.T, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def rpc_code(call: Callable[[], Any]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK

@@ -1,0 +1,119 @@
+"""The engine on tiny random models of every decoder type, loaded from `.nemo` like real ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.errors import ModelLoadError
+from tests.conftest import HEADS, SAMPLE_RATE, speechlike
+
+EXPECTED_DECODER = {"ctc": "ctc", "rnnt": "rnnt", "tdt": "tdt", "hybrid_rnnt_ctc": "rnnt", "hybrid_tdt_ctc": "tdt"}
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_models: dict[str, Path]) -> dict[str, NemoEngine]:
+    return {head: load_engine(str(path)) for head, path in tiny_models.items()}
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_each_decoder_type_transcribes_a_batch_with_consistent_words(engines: dict[str, NemoEngine], head: str) -> None:
+    engine = engines[head]
+    assert engine.info.decoder == EXPECTED_DECODER[head]
+    audios = [speechlike(s, seed=i)[0] for i, s in enumerate((0.7, 2.0, 3.3))]
+    transcripts = engine.transcribe(audios)
+    assert len(transcripts) == 3
+    for audio, transcript in zip(audios, transcripts, strict=True):
+        best = transcript.best
+        duration = len(audio) / SAMPLE_RATE
+        assert " ".join(w.text for w in best.words) == " ".join(best.text.split())
+        starts = [w.start_s for w in best.words]
+        assert starts == sorted(starts)
+        for w in best.words:
+            assert 0 <= w.start_s < w.end_s <= duration + engine.frame_shift_s
+            assert 0.0 <= w.confidence <= 1.0
+        assert 0.0 <= best.confidence <= 1.0
+
+
+@pytest.mark.parametrize("head", ["hybrid_rnnt_ctc", "hybrid_tdt_ctc"])
+def test_hybrid_models_serve_their_ctc_head_on_request(tiny_models: dict[str, Path], head: str) -> None:
+    engine = load_engine(str(tiny_models[head]), decoder="ctc")
+    assert engine.info.decoder == "ctc"
+    assert len(engine.transcribe([speechlike(1.0)[0]])) == 1
+
+
+def test_transducer_gives_distinct_alternatives_greedy_first(engines: dict[str, NemoEngine]) -> None:
+    engine = engines["rnnt"]
+    audio = speechlike(2.0, seed=3)[0]
+    greedy = engine.transcribe([audio])[0]
+    several = engine.transcribe([audio], [4])[0]
+    assert 1 <= len(several.hypotheses) <= 4
+    assert several.best == greedy.best
+    texts = [h.text for h in several.hypotheses]
+    assert len(set(texts)) == len(texts)
+
+
+def test_ctc_gives_one_hypothesis_whatever_is_asked(engines: dict[str, NemoEngine]) -> None:
+    assert len(engines["ctc"].transcribe([speechlike(1.0)[0]], [5])[0].hypotheses) == 1
+
+
+def test_short_audio_is_padded_not_failed(engines: dict[str, NemoEngine]) -> None:
+    for head in ("ctc", "tdt"):
+        assert len(engines[head].transcribe([np.zeros(10, np.float32), np.zeros(1, np.float32)])) == 2
+
+
+def test_long_audio_uses_local_attention_and_restores_full_attention(tiny_models: dict[str, Path]) -> None:
+    engine = load_engine(str(tiny_models["hybrid_tdt_ctc"]), long_audio_seconds=5.0, local_attention_context=32)
+    full = engine.model.encoder.self_attention_model
+    audios = [speechlike(2.0)[0], speechlike(12.0, seed=1)[0]]
+    before = engine.transcribe([audios[1]])
+    batched = engine.transcribe(audios)
+    assert engine.model.encoder.self_attention_model == full
+    assert batched[0] == engine.transcribe([audios[0]])[0]  # the short one was batched without the long one
+    assert batched[1] == before[0]  # the swap keeps the weights: nothing retrained, nothing left in training mode
+    assert batched[1].best.words == () or batched[1].best.words[-1].end_s <= 12.0 + engine.frame_shift_s
+
+
+def test_twenty_minutes_of_audio_in_one_request(tiny_models: dict[str, Path]) -> None:
+    engine = load_engine(str(tiny_models["tdt"]), long_audio_seconds=60.0)
+    audio = np.tile(speechlike(10.0)[0], 120)  # 20 minutes
+    transcript = engine.transcribe([audio])[0]
+    assert all(w.end_s <= 1200.0 + engine.frame_shift_s for w in transcript.best.words)
+
+
+def test_missing_model_file_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist") as info:
+        load_engine(str(tmp_path / "nope.nemo"))
+    assert "\n" not in str(info.value)
+
+
+def test_uncached_hub_model_offline_names_model_cache_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        load_engine("nvidia/parakeet-tdt-0.6b-v2", cache_dir=tmp_path / "cache", offline=True)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "nvidia/parakeet-tdt-0.6b-v2" in message and str(tmp_path / "cache") in message and "fix:" in message
+
+
+def test_unreachable_hub_is_reported_the_same_way(tmp_path: Path) -> None:
+    # This machine (like CI) reaches no hub: the real download path fails and must say why.
+    with pytest.raises(ModelLoadError, match="not in the cache"):
+        load_engine("nvidia/parakeet-tdt_ctc-1.1b", cache_dir=tmp_path)
+
+
+def test_corrupt_model_file_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.nemo"
+    bad.write_bytes(b"not a tar archive")
+    with pytest.raises(ModelLoadError, match="Cannot load model file") as info:
+        load_engine(str(bad))
+    assert "\n" not in str(info.value)
+
+
+def test_decoder_that_the_model_lacks_is_refused(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(ModelLoadError, match="no CTC head"):
+        load_engine(str(tiny_models["rnnt"]), decoder="ctc")
+    with pytest.raises(ModelLoadError, match="RNN-T"):
+        load_engine(str(tiny_models["rnnt"]), decoder="tdt")

@@ -1,0 +1,30 @@
+"""Grouping tokens into words."""
+
+from parakeet_serve.engine.words import TokenSpan, group_words
+
+
+def detok(pieces: dict[int, str]):
+    return lambda ids: "".join(pieces[i] for i in ids).replace("\u2581", " ").strip()
+
+
+def test_sentencepiece_pieces_group_at_word_starts_with_min_confidence() -> None:
+    pieces = {1: "\u2581hel", 2: "lo", 3: "\u2581wor", 4: "ld", 5: "\u2581a"}
+    tokens = [
+        TokenSpan(1, pieces[1], 0, 1, 0.9), TokenSpan(2, pieces[2], 2, 3, 0.5),
+        TokenSpan(3, pieces[3], 5, 6, 0.8), TokenSpan(4, pieces[4], 7, 8, 0.7), TokenSpan(5, pieces[5], 9, 9, 1.0),
+    ]
+    words = group_words(tokens, detok(pieces), frame_shift_s=0.08)
+    assert [(w.text, w.start_s, w.end_s, w.confidence) for w in words] == [
+        ("hello", 0.0, 0.24, 0.5), ("world", 0.4, 0.64, 0.7), ("a", 0.72, 0.8, 1.0)
+    ]
+
+
+def test_character_vocabularies_split_at_space_tokens() -> None:
+    pieces = {1: "h", 2: "i", 3: " ", 4: "y", 5: "o"}
+    tokens = [TokenSpan(i, pieces[i], i, i + 1, 0.5) for i in (1, 2, 3, 4, 5)]
+    words = group_words(tokens, detok(pieces), frame_shift_s=0.04)
+    assert [w.text for w in words] == ["hi", "yo"]
+
+
+def test_no_tokens_no_words() -> None:
+    assert group_words([], detok({}), 0.08) == []
