@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -23,6 +24,14 @@ from parakeet_serve.settings import Settings, load_settings
 
 HEADS = ("ctc", "rnnt", "tdt", "hybrid_rnnt_ctc", "hybrid_tdt_ctc")
 SAMPLE_RATE = 16000
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the environment: tests start from none of ours."""
+    for key in list(os.environ):
+        if key.startswith("PARAKEET_") or key == "PORT":
+            monkeypatch.delenv(key)
 
 
 @pytest.fixture(scope="session")
@@ -87,28 +96,35 @@ class Served:
         return riva.client.ASRService(riva.client.Auth(uri=self.address, **auth))
 
 
+    def stop(self) -> None:
+        self.loop.run(self.app.drain(), timeout=120)
+
+
+def start_server(loop: LoopThread, engine: NemoEngine, load: bool = True, **overrides: Any) -> Served:
+    """A real server on an ephemeral loopback port; `load=False` leaves it not yet ready."""
+    settings = load_settings(**{"host": "127.0.0.1", "port": 0, "warmup": False, **overrides})
+    app = Application(settings, engine=engine)
+    loop.run(app.start())
+    if load:
+        loop.run(app.load())
+    return Served(app, settings, loop)
+
+
 ServeFactory = Callable[..., Served]
 
 
 @pytest.fixture
 def serve(engine: NemoEngine, loop_thread: LoopThread) -> Iterator[ServeFactory]:
-    """Start a real server on an ephemeral loopback port with the given settings; `load=False`
-    leaves it in its not-yet-ready state."""
+    """Start servers with per-test settings; all are drained when the test ends."""
     started: list[Served] = []
 
     def factory(load: bool = True, **overrides: Any) -> Served:
-        settings = load_settings(**{"host": "127.0.0.1", "port": 0, "warmup": False, **overrides})
-        app = Application(settings, engine=engine)
-        loop_thread.run(app.start())
-        if load:
-            loop_thread.run(app.load())
-        served = Served(app, settings, loop_thread)
-        started.append(served)
-        return served
+        started.append(start_server(loop_thread, engine, load, **overrides))
+        return started[-1]
 
     yield factory
     for served in started:
-        loop_thread.run(served.app.drain(), timeout=120)
+        served.stop()
 
 
 def speechlike(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, channels: int = 1) -> np.ndarray:

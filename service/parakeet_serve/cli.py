@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
 
 _SHORT_FLAGS = {"model_id": "--model"}
+DEMO_SAMPLE = "call-the-front-desk.wav"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -41,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the Riva-compatible gRPC server")
     _add_settings_flags(serve)
     serve.set_defaults(run=_run_serve)
+
+    demo = commands.add_parser(
+        "demo", help="start a server on the bundled demo model, transcribe a bundled sample through gRPC, stop"
+    )
+    demo.add_argument("file", type=Path, nargs="?", help="audio file instead of the bundled sample")
+    demo.set_defaults(run=_run_demo)
 
     transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
     transcribe.add_argument("file", type=Path, help="audio file (WAV, FLAC or Ogg/Opus)")
@@ -97,6 +105,28 @@ async def _serve(settings: Settings) -> None:
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError, ParakeetError):
                 await loading
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    settings = load_settings(model_id="demo", host="127.0.0.1", port=0, log_level="WARNING")
+    configure_logging(settings.log_level)
+    sample = args.file or Path(str(resources.files("parakeet_serve").joinpath("samples", DEMO_SAMPLE)))
+    print("\n".join(asyncio.run(_demo(settings, sample))))
+
+
+async def _demo(settings: Settings, sample: Path) -> list[str]:
+    from parakeet_serve.app import Application
+    from parakeet_serve.client import ClientOptions, transcribe_file
+
+    app = Application(settings)
+    await app.start()
+    try:
+        await app.load()
+        options = ClientOptions(server=f"127.0.0.1:{app.port}", word_times=True)
+        lines = await asyncio.to_thread(transcribe_file, sample, options)
+    finally:
+        await app.drain()
+    return [f"{sample.name} via gRPC on port {app.port}:", *lines]
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:

@@ -29,40 +29,47 @@ class RivaServer:
         model_parameters: Callable[[], dict[str, str]],
     ) -> None:
         self._settings = settings
-        interceptors = [BearerTokenInterceptor(settings.auth_token.get_secret_value())] if settings.auth_token else []
-        self._server = grpc.aio.server(interceptors=interceptors, options=_channel_options(settings))
-        self.health = health.aio.HealthServicer()
-        riva_asr_pb2_grpc.add_RivaSpeechRecognitionServicer_to_server(
-            RivaAsrServicer(recognizer, model_parameters), self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(SERVICES, self._server)
-        self.port = self._bind()
-
-    def _bind(self) -> int:
-        address = f"{self._settings.host}:{self._settings.port}"
-        s = self._settings
-        if s.grpc_tls and s.grpc_cert and s.grpc_key:
-            return self._server.add_secure_port(
-                address, ReloadingCertificates(s.grpc_cert, s.grpc_key, s.grpc_client_ca).credentials()
-            )
-        return self._server.add_insecure_port(address)
+        self._servicer = RivaAsrServicer(recognizer, model_parameters)
+        self._server: grpc.aio.Server | None = None
+        self.health: health.aio.HealthServicer | None = None
+        self.port = 0
 
     async def start(self) -> None:
+        """Build, bind and start the server; grpc.aio servers belong to the loop they are made on."""
+        s = self._settings
+        interceptors = [BearerTokenInterceptor(s.auth_token.get_secret_value())] if s.auth_token else []
+        self._server = grpc.aio.server(interceptors=interceptors, options=_channel_options(s))
+        self.health = health.aio.HealthServicer()
+        riva_asr_pb2_grpc.add_RivaSpeechRecognitionServicer_to_server(self._servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(SERVICES, self._server)
+        self.port = self._bind(self._server)
         await self.set_serving(False)
         await self._server.start()
 
+    def _bind(self, server: grpc.aio.Server) -> int:
+        s = self._settings
+        address = f"{s.host}:{s.port}"
+        if s.grpc_tls and s.grpc_cert and s.grpc_key:
+            return server.add_secure_port(
+                address, ReloadingCertificates(s.grpc_cert, s.grpc_key, s.grpc_client_ca).credentials()
+            )
+        return server.add_insecure_port(address)
+
     async def set_serving(self, serving: bool) -> None:
+        if self.health is None:
+            return
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", RIVA_ASR_SERVICE):
             await self.health.set(name, status)
 
     async def stop(self, grace_s: float) -> None:
-        """Refuse new RPCs, let in-flight ones finish for up to `grace_s`, then cancel the rest."""
-        await self._server.stop(grace_s)
-
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
+        """Report NOT_SERVING for good, refuse new RPCs, let in-flight ones finish for up to `grace_s`,
+        then cancel the rest (open health watches count as in flight)."""
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace_s)
 
 
 def _channel_options(s: Settings) -> list[tuple[str, int]]:

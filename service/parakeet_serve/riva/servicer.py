@@ -40,7 +40,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         self._recognizer = recognizer
         self._model_parameters = model_parameters
 
-    async def Recognize(  # noqa: N802 - the protocol's name
+    async def Recognize(
         self, request: riva_asr_pb2.RecognizeRequest, context: grpc.aio.ServicerContext
     ) -> riva_asr_pb2.RecognizeResponse:
         async with _scope(context, "Recognize", request.id.value) as call:
@@ -50,7 +50,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             call.audio_s = results[0].audio_processed_s if results else 0.0
             return convert.recognize_response(results, request.id)
 
-    async def StreamingRecognize(  # noqa: N802
+    async def StreamingRecognize(
         self, request_iterator: AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[riva_asr_pb2.StreamingRecognizeResponse]:
         await context.abort(
@@ -58,7 +58,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         )
         yield riva_asr_pb2.StreamingRecognizeResponse()  # pragma: no cover - abort raises; this makes a generator
 
-    async def GetRivaSpeechRecognitionConfig(  # noqa: N802
+    async def GetRivaSpeechRecognitionConfig(
         self, request: riva_asr_pb2.RivaSpeechRecognitionConfigRequest, context: grpc.aio.ServicerContext
     ) -> riva_asr_pb2.RivaSpeechRecognitionConfigResponse:
         async with _scope(context, "GetRivaSpeechRecognitionConfig", ""):
@@ -72,6 +72,7 @@ async def _scope(context: grpc.aio.ServicerContext, rpc: str, request_id: str) -
     call = _Call(rpc, request_id or uuid.uuid4().hex[:16])
     started = time.perf_counter()
     code = grpc.StatusCode.OK
+    log.debug("request received", extra={"rpc": rpc, "request_id": call.request_id})
     try:
         yield call
     except asyncio.CancelledError:

@@ -1,0 +1,130 @@
+"""Server plumbing: health transitions, reflection, TLS, mutual TLS and certificate rotation."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import riva.client
+import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from parakeet_serve.riva.server import RIVA_ASR_SERVICE
+from tests.conftest import Served, ServeFactory, rpc_code
+from tests.riva.test_bad_input import WAV
+
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health_status(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+
+def test_health_is_not_serving_until_loaded_then_serving_then_not_serving_on_drain(serve: ServeFactory) -> None:
+    served = serve(load=False, shutdown_grace_s=1)
+    assert health_status(served.address) == NOT_SERVING
+    assert health_status(served.address, RIVA_ASR_SERVICE) == NOT_SERVING
+    asr = served.asr()
+    config = riva.client.RecognitionConfig(language_code="en-US")
+    with pytest.raises(grpc.RpcError) as info:
+        asr.offline_recognize(WAV, config)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "loading" in info.value.details()
+
+    served.loop.run(served.app.load())
+    assert health_status(served.address) == SERVING
+    assert asr.offline_recognize(WAV, config).results
+
+    with grpc.insecure_channel(served.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == SERVING
+        draining = served.loop.submit(served.app.drain())
+        assert next(watch).status == NOT_SERVING
+        draining.result(60)
+
+
+def test_reflection_lists_riva_and_health(serve: ServeFactory) -> None:
+    served = serve()
+    with grpc.insecure_channel(served.address) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {RIVA_ASR_SERVICE, "grpc.health.v1.Health"} <= services
+
+
+def _write(ca: trustme.CA, directory: Path, name: str, common_name: str = "localhost") -> tuple[Path, Path]:
+    cert = ca.issue_cert(common_name, "127.0.0.1")
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert.private_key_pem.write_to_path(str(key_path))
+    cert_path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return cert_path, key_path
+
+
+def _ca_file(ca: trustme.CA, path: Path) -> Path:
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def _tls_asr(served: Served, ca: Path, client: tuple[Path, Path] | None = None) -> riva.client.ASRService:
+    extra = {"ssl_client_cert": str(client[0]), "ssl_client_key": str(client[1])} if client else {}
+    return served.asr(ssl_root_cert=str(ca), use_ssl=True, **extra)
+
+
+CONFIG = riva.client.RecognitionConfig(language_code="en-US")
+
+
+def test_tls_refuses_plaintext_and_serves_clients_that_trust_the_ca(serve: ServeFactory, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, key = _write(ca, tmp_path, "server")
+    served = serve(grpc_tls=True, grpc_cert=cert, grpc_key=key)
+    plain = served.asr()
+    assert rpc_code(lambda: plain.offline_recognize(WAV, CONFIG)) == grpc.StatusCode.UNAVAILABLE
+    stranger = _tls_asr(served, _ca_file(trustme.CA(), tmp_path / "other-ca.pem"))
+    assert rpc_code(lambda: stranger.offline_recognize(WAV, CONFIG)) == grpc.StatusCode.UNAVAILABLE
+    assert _tls_asr(served, _ca_file(ca, tmp_path / "ca.pem")).offline_recognize(WAV, CONFIG).results
+
+
+def test_mutual_tls_rejects_clients_without_a_trusted_certificate(serve: ServeFactory, tmp_path: Path) -> None:
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    cert, key = _write(server_ca, tmp_path, "server")
+    served = serve(grpc_tls=True, grpc_cert=cert, grpc_key=key, grpc_client_ca=_ca_file(client_ca, tmp_path / "cc.pem"))
+    trust = _ca_file(server_ca, tmp_path / "ca.pem")
+    no_cert = _tls_asr(served, trust)
+    assert rpc_code(lambda: no_cert.offline_recognize(WAV, CONFIG)) == grpc.StatusCode.UNAVAILABLE
+    wrong = _tls_asr(served, trust, _write(trustme.CA(), tmp_path, "rogue", "client"))
+    assert rpc_code(lambda: wrong.offline_recognize(WAV, CONFIG)) == grpc.StatusCode.UNAVAILABLE
+    good = _tls_asr(served, trust, _write(client_ca, tmp_path, "client", "client"))
+    assert good.offline_recognize(WAV, CONFIG).results
+
+
+def test_rotated_certificate_is_used_for_new_connections_without_dropping_old_ones(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    cert, key = _write(old_ca, tmp_path, "server")
+    served = serve(grpc_tls=True, grpc_cert=cert, grpc_key=key)
+    old_client = _tls_asr(served, _ca_file(old_ca, tmp_path / "old.pem"))
+    assert old_client.offline_recognize(WAV, CONFIG).results
+
+    fresh_cert, fresh_key = _write(new_ca, tmp_path, "fresh")  # cert-manager writes new files in place
+    os.replace(fresh_key, key)
+    os.replace(fresh_cert, cert)
+    later = time.time() + 5
+    os.utime(cert, (later, later))
+    os.utime(key, (later, later))
+
+    new_client = _tls_asr(served, _ca_file(new_ca, tmp_path / "new.pem"))
+    assert new_client.offline_recognize(WAV, CONFIG).results
+    assert old_client.offline_recognize(WAV, CONFIG).results  # its connection predates the rotation
+
+
+def test_keepalive_and_message_limits_are_applied(serve: ServeFactory) -> None:
+    served = serve(max_upload_mb=1)
+    big = b"\x00" * (2 * 1024 * 1024)
+    config = riva.client.RecognitionConfig(
+        language_code="en-US", encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000
+    )
+    assert rpc_code(lambda: served.asr().offline_recognize(big, config)) == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,0 +1,142 @@
+"""The console script as users run it: serve, SIGTERM drain, transcribe, and start-up errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import riva.client
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import pcm16, speechlike
+
+CLI = [sys.executable, "-m", "parakeet_serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(address: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "server exited during start-up"
+        try:
+            with grpc.insecure_channel(address) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become SERVING")
+
+
+class LineWatcher:
+    """Collects a process's stderr lines and lets a test wait for one."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: any(text in line for line in self.lines), timeout), text
+
+
+def test_sigterm_drains_in_flight_requests_then_exits(tiny_models: dict[str, Path]) -> None:
+    port = free_port()
+    env = {**os.environ, "PARAKEET_SHUTDOWN_GRACE_S": "60"}
+    process = subprocess.Popen(
+        [*CLI, "serve", "--model", str(tiny_models["tdt"]), "--port", str(port), "--host", "127.0.0.1",
+         "--log-level", "DEBUG", "--max-audio-seconds", "1200"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        logs = LineWatcher(process.stderr)
+        address = f"127.0.0.1:{port}"
+        wait_serving(address, process)
+        asr = riva.client.ASRService(riva.client.Auth(uri=address))
+        config = riva.client.RecognitionConfig(
+            encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000, language_code="en-US"
+        )
+        audio = pcm16(speechlike(600.0))  # ten minutes: the request is still running when SIGTERM arrives
+        pending = asr.offline_recognize(audio, config, future=True)
+        logs.wait_for('"request received"')
+        process.send_signal(signal.SIGTERM)
+        response = pending.result(timeout=120)
+        assert response.results[0].audio_processed == 600.0
+        assert process.wait(timeout=60) == 0
+        logs.wait_for('"draining"')
+        logs.wait_for('"stopped"')
+    finally:
+        process.kill()
+
+
+def test_transcribe_command_prints_transcript_and_word_times(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import soundfile as sf
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--model", str(tiny_models["hybrid_tdt_ctc"]), "--port", str(port), "--host", "127.0.0.1"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_serving(f"127.0.0.1:{port}", process)
+        wav = tmp_path / "a.wav"
+        sf.write(wav, speechlike(2.0)[0], 16000)
+        out = subprocess.run(
+            [*CLI, "transcribe", str(wav), "--server", f"127.0.0.1:{port}", "--words"],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout.splitlines()
+        word_lines = [line for line in out[1:] if line.startswith("  ")]
+        assert len(word_lines) == len(out[0].split())
+        for line in word_lines:
+            start, end, confidence, _word = line.split(maxsplit=3)
+            assert 0 <= float(start) <= float(end) <= 2.1 and 0 <= float(confidence) <= 1
+        missing = subprocess.run(
+            [*CLI, "transcribe", str(tmp_path / "none.wav"), "--server", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert missing.returncode != 0 and "no such file" in missing.stderr
+        empty = tmp_path / "empty.wav"
+        empty.write_bytes(b"")
+        refused = subprocess.run(
+            [*CLI, "transcribe", str(empty), "--server", f"127.0.0.1:{port}"], capture_output=True, text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 1 and "INVALID_ARGUMENT: The audio is empty." in refused.stderr
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def test_bad_settings_and_missing_model_end_start_up_with_one_line(tmp_path: Path) -> None:
+    bad = subprocess.run([*CLI, "serve", "--microbatch-max-batch", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("parakeet-serve: invalid settings: PARAKEET_MICROBATCH_MAX_BATCH='0'")
+    offline = subprocess.run(
+        [*CLI, "serve", "--model", "nvidia/parakeet-tdt-0.6b-v2", "--model-cache-dir", str(tmp_path),
+         "--hub-offline", "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert offline.returncode == 2
+    last = offline.stderr.strip().splitlines()[-1]
+    assert last.startswith("parakeet-serve: Model nvidia/parakeet-tdt-0.6b-v2 is not in the cache")
+    assert str(tmp_path) in last and "fix:" in last
