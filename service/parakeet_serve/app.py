@@ -30,6 +30,11 @@ class Application:
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the inference worker."""
+        return self._scheduler.queued if self._scheduler else 0
+
     def recognizer(self) -> Recognizer:
         """The ready core, or `NotReady` with the reason."""
         if self._draining:

@@ -1,0 +1,177 @@
+"""Micro-batching boundaries, admission control and callers that leave, one at a time.
+
+The engine here is a recorder that can be held, so that what is queued while a batch runs is
+exact; it stands in for the model, not for the scheduler under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from parakeet_serve.engine.types import Hypothesis, Transcript
+from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
+from parakeet_serve.scheduler import Scheduler
+
+
+class HeldEngine:
+    """Answers each audio with its length; blocks while `gate` is clear."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.batches: list[list[int]] = []
+        self.entered = 0
+        self.fail = False
+
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
+        self.entered += 1
+        self.gate.wait(30)
+        self.batches.append([len(a) for a in audios])
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return [Transcript((Hypothesis(str(len(a)), 1.0),)) for a in audios]
+
+
+def audio(n: int) -> np.ndarray:
+    return np.zeros(n, np.float32)
+
+
+async def started(engine: HeldEngine, **overrides) -> Scheduler:
+    options = {"sample_rate": 16000, "window_s": 0.0, "max_batch": 4, "capacity": 16, "max_wait_s": 30.0, **overrides}
+    scheduler = Scheduler(engine, **options)
+    await scheduler.start()
+    return scheduler
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def test_batches_never_exceed_max_batch_and_keep_order() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine)
+        first = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)  # the first job is in the (held) engine
+        rest = [asyncio.create_task(scheduler.transcribe(audio(n))) for n in range(2, 11)]
+        await until(lambda: scheduler.queued == 9)
+        engine.gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert [r.best.text for r in results] == [str(n) for n in range(1, 11)]
+        assert engine.batches == [[1], [2, 3, 4, 5], [6, 7, 8, 9], [10]]
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_window_gathers_work_that_arrives_within_it() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        scheduler = await started(engine, window_s=0.5)
+        first = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(scheduler.transcribe(audio(2)))
+        await asyncio.gather(first, second)
+        assert engine.batches == [[1, 2]]
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_refuses_with_a_retry_hint() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine, capacity=2)
+        running = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)
+        queued = [asyncio.create_task(scheduler.transcribe(audio(2))) for _ in range(2)]
+        await until(lambda: scheduler.queued == 2)
+        with pytest.raises(QueueFull, match="capacity") as info:
+            await scheduler.transcribe(audio(3))
+        assert info.value.retry_after_s > 0
+        engine.gate.set()
+        await asyncio.gather(running, *queued)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_work_past_its_ttl_is_dropped_before_compute() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine, max_wait_s=0.05)
+        running = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)
+        stale = asyncio.create_task(scheduler.transcribe(audio(2)))
+        await asyncio.sleep(0.1)  # longer than the TTL, on purpose
+        engine.gate.set()
+        await running
+        with pytest.raises(QueueTimeout, match="waited"):
+            await stale
+        assert engine.batches == [[1]]
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_callers_that_leave_cost_no_compute() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine)
+        running = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)
+        leaving = asyncio.create_task(scheduler.transcribe(audio(2)))
+        staying = asyncio.create_task(scheduler.transcribe(audio(3)))
+        await until(lambda: scheduler.queued == 2)
+        leaving.cancel()
+        engine.gate.set()
+        await asyncio.gather(running, staying)
+        assert engine.batches == [[1], [3]]
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_batch_fails_its_callers_and_the_scheduler_goes_on() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        scheduler = await started(engine)
+        engine.fail = True
+        with pytest.raises(RuntimeError, match="exploded"):
+            await scheduler.transcribe(audio(1))
+        engine.fail = False
+        assert (await scheduler.transcribe(audio(2))).best.text == "2"
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stop_answers_queued_work_and_refuses_new_work() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine)
+        running = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)
+        queued = asyncio.create_task(scheduler.transcribe(audio(2)))
+        await until(lambda: scheduler.queued == 1)
+        threading.Timer(0.05, engine.gate.set).start()
+        await scheduler.stop()
+        with pytest.raises(NotReady):
+            await queued
+        with pytest.raises(NotReady):
+            await scheduler.transcribe(audio(3))
+        running.cancel()
+
+    asyncio.run(scenario())
