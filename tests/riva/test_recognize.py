@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 
 import grpc
@@ -197,3 +198,19 @@ def test_bearer_token_is_required_when_configured(serve: ServeFactory) -> None:
         assert "Bearer" in info.value.details()
     good = served.asr(metadata_args=[["authorization", "Bearer s3cret"]])
     assert good.offline_recognize(data, config()).results
+
+
+def test_one_log_line_per_request_with_figures_and_no_text(server: Served, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="parakeet_serve")
+    cfg = config(profanity_filter=True)
+    cfg.speech_contexts.add(phrases=["parakeet"], boost=10.0)
+    request = riva_asr_pb2.RecognizeRequest(config=cfg, audio=ENCODINGS["sniffed WAV"][0])
+    request.id.value = "log-me"
+    transcript = server.asr().stub.Recognize(request).results[0].alternatives[0].transcript
+    lines = [r for r in caplog.records if getattr(r, "request_id", None) == "log-me" and r.msg == "request finished"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line.rpc, line.code, line.audio_s) == ("Recognize", "OK", 2.5)
+    assert line.ignored_fields == ["speech_contexts", "profanity_filter"]
+    assert 0 < line.rtf < 10
+    assert len(transcript) < 8 or transcript not in caplog.text  # short random words could match by chance

@@ -42,6 +42,15 @@ def recognition_options(config: riva_asr_pb2.RecognitionConfig) -> RecognitionOp
     )
 
 
+def ignored_fields(config: riva_asr_pb2.RecognitionConfig) -> list[str]:
+    """Fields the client set that this server accepts but does not act on (reported in the request log)."""
+    ignored = [name for name in ("speech_contexts", "custom_configuration") if len(getattr(config, name))]
+    ignored += [name for name in ("profanity_filter", "verbatim_transcripts") if getattr(config, name)]
+    if config.HasField("diarization_config") and config.diarization_config.enable_speaker_diarization:
+        ignored.append("diarization_config")
+    return ignored
+
+
 def recognize_response(
     results: Sequence[ChannelResult], request_id: riva_common_pb2.RequestId | None = None
 ) -> riva_asr_pb2.RecognizeResponse:

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
@@ -28,6 +28,7 @@ class _Call:
     rpc: str
     request_id: str
     audio_s: float = 0.0
+    ignored: list[str] = field(default_factory=list)
 
 
 class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
@@ -45,6 +46,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     ) -> riva_asr_pb2.RecognizeResponse:
         async with _scope(context, "Recognize", request.id.value) as call:
             recognizer = self._recognizer()
+            call.ignored = convert.ignored_fields(request.config)
             fmt = convert.audio_format(request.config)
             results = await recognizer.recognize(request.audio, fmt, convert.recognition_options(request.config))
             call.audio_s = results[0].audio_processed_s if results else 0.0
@@ -95,5 +97,6 @@ async def _scope(context: grpc.aio.ServicerContext, rpc: str, request_id: str) -
             extra={
                 "rpc": rpc, "request_id": call.request_id, "code": code.name, "audio_s": round(call.audio_s, 3),
                 "elapsed_s": round(elapsed, 4), "rtf": round(elapsed / call.audio_s, 4) if call.audio_s else None,
+                **({"ignored_fields": call.ignored} if call.ignored else {}),
             },
         )
