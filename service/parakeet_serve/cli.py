@@ -22,7 +22,8 @@ from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
 
 _SHORT_FLAGS = {"model_id": "--model"}
-DEMO_SAMPLE = "call-the-front-desk.wav"
+DEMO_SAMPLE = "flight-number.wav"
+DEMO_EVAL = "demo-eval.jsonl"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("file", type=Path, nargs="?", help="audio file instead of the bundled sample")
     demo.set_defaults(run=_run_demo)
+
+    evaluate = commands.add_parser("eval", help="word and character error rates of a model on a NeMo manifest")
+    evaluate.add_argument("--model", default="demo", help="hub id, .nemo path or demo")
+    evaluate.add_argument("--manifest", type=Path, help="JSON lines with audio_filepath, duration, text "
+                          "(default: the demo model's held-out set)")
+    evaluate.add_argument("--decoder", default="auto", choices=["auto", "tdt", "rnnt", "ctc"])
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.set_defaults(run=_run_eval)
 
     transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
     transcribe.add_argument("file", type=Path, help="audio file (WAV, FLAC or Ogg/Opus)")
@@ -126,7 +135,30 @@ async def _demo(settings: Settings, sample: Path) -> list[str]:
         lines = await asyncio.to_thread(transcribe_file, sample, options)
     finally:
         await app.drain()
-    return [f"{sample.name} via gRPC on port {app.port}:", *lines]
+    reference = sample.with_suffix(".txt")
+    expected = [f"expected: {reference.read_text().strip()}"] if reference.is_file() else []
+    return [f"{sample.name} via gRPC on port {app.port}:", *lines, *expected]
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from parakeet_serve.engine import load_engine
+    from parakeet_serve.evaluation import evaluate, read_manifest
+
+    configure_logging("WARNING")
+    manifest = args.manifest or Path(str(resources.files("parakeet_serve").joinpath("eval", DEMO_EVAL)))
+    entries = read_manifest(manifest)
+    engine = load_engine(args.model, decoder=args.decoder)
+
+    def transcribe(audios: Sequence[Any]) -> list[str]:
+        return [t.best.text for t in engine.transcribe(audios)]
+
+    def bar(batches: Any) -> Any:
+        return tqdm(batches, desc=manifest.name, unit="batch", file=sys.stderr)
+
+    report = evaluate(transcribe, entries, engine.sample_rate, args.batch_size, progress=bar)
+    print(f"{args.model} ({engine.info.decoder}) on {manifest}: {report.summary()}")
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:

@@ -52,6 +52,8 @@ class Blueprint:
     n_mels: int = 80
     sample_rate: int = 16000
     att_context: tuple[int, int] = (-1, -1)
+    spec_augment: bool = False  # masks on the features while training
+    dropout: float = 0.1
 
 
 def train_tokenizer(out_dir: Path, vocab_size: int, texts: Iterable[str] = _DEFAULT_TEXT) -> Path:
@@ -91,10 +93,14 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
             "ff_expansion_factor": bp.ff_expansion, "self_attention_model": "rel_pos",
             "n_heads": bp.n_heads, "att_context_size": list(bp.att_context), "xscaling": True,
             "untie_biases": True, "pos_emb_max_len": 5000, "conv_kernel_size": bp.conv_kernel,
-            "conv_norm_type": "batch_norm", "dropout": 0.1, "dropout_pre_encoder": 0.1,
-            "dropout_emb": 0.0, "dropout_att": 0.1,
+            "conv_norm_type": "batch_norm", "dropout": bp.dropout, "dropout_pre_encoder": bp.dropout,
+            "dropout_emb": 0.0, "dropout_att": bp.dropout,
         },
         "optim": {"name": "adamw", "lr": 1e-3},
+        **({"spec_augment": {
+            "_target_": "nemo.collections.asr.modules.SpectrogramAugmentation",
+            "freq_masks": 2, "time_masks": 4, "freq_width": 15, "time_width": 0.05,
+        }} if bp.spec_augment else {}),
         "train_ds": None,
         "validation_ds": None,
         "model_defaults": {"enc_hidden": bp.d_model, "pred_hidden": bp.pred_hidden, "joint_hidden": bp.joint_hidden},
@@ -108,11 +114,11 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
     cfg["decoder"] = {
         "_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
         "random_state_sampling": False, "blank_as_pad": True,
-        "prednet": {"pred_hidden": bp.pred_hidden, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.1},
+        "prednet": {"pred_hidden": bp.pred_hidden, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.0},
     }
     cfg["joint"] = {
         "_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None, "preserve_memory": False,
-        "fuse_loss_wer": False, "jointnet": {"joint_hidden": bp.joint_hidden, "activation": "relu", "dropout": 0.1},
+        "fuse_loss_wer": False, "jointnet": {"joint_hidden": bp.joint_hidden, "activation": "relu", "dropout": bp.dropout},
     }
     cfg["decoding"] = {"strategy": "greedy_batch", "greedy": {"max_symbols": 10}}
     cfg["loss"] = {"loss_name": "default"}

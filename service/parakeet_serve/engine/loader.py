@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-_DEMO_FILE = "demo.nemo"
-# Until a trained demo model ships in the package, `demo` is this small untrained model.
-_PLACEHOLDER = Blueprint(head="hybrid_rnnt_ctc", n_layers=2, d_model=96, vocab_size=128)
+_DEMO_FILE = "demo.nemo"  # trained by training/ (see training/README.md)
 
 
 def quiet_nemo() -> None:
@@ -29,7 +25,7 @@ def quiet_nemo() -> None:
 def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
     """The local `.nemo` file for `model_id`, downloading it into `cache_dir` when needed."""
     if model_id == DEMO:
-        return _demo_file(cache_dir)
+        return _demo_file()
     path = Path(model_id).expanduser()
     if path.suffix == ".nemo" or path.exists():
         if not path.is_file():
@@ -68,19 +64,14 @@ def _from_hub(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
     return files[0]
 
 
-def _demo_file(cache_dir: Path | None) -> Path:
+def _demo_file() -> Path:
     packaged = resources.files("parakeet_serve").joinpath("models", _DEMO_FILE)
-    if packaged.is_file():
-        return Path(str(packaged))
-    target_dir = (cache_dir or Path(tempfile.gettempdir())) / "parakeet-serve-demo"
-    target = target_dir / "placeholder.nemo"
-    if not target.is_file():
-        log.warning("no trained demo model is packaged; building an untrained placeholder", extra={"path": str(target)})
-        model = build_model(_PLACEHOLDER, train_tokenizer(target_dir / "tokenizer", _PLACEHOLDER.vocab_size))
-        partial = target.with_suffix(".partial")
-        model.save_to(str(partial))
-        partial.replace(target)
-    return target
+    if not packaged.is_file():
+        raise ModelLoadError(
+            "The demo model is not in this installation; rebuild it with `python -m training.build` "
+            "from a source checkout, or set PARAKEET_MODEL_ID to another model."
+        )
+    return Path(str(packaged))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,142 @@
+"""Train the demo model on CPU within a time budget and export it as a `.nemo` file.
+
+A FastConformer hybrid RNN-T + CTC model (the Parakeet TDT-CTC family, with an RNN-T head
+because NeMo's TDT loss needs CUDA), trained with a plain PyTorch loop over NeMo's modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
+from parakeet_serve.engine.loader import quiet_nemo
+from training.rnnt_loss import rnnt_loss
+
+ROOT = Path(__file__).resolve().parent
+DEMO = Blueprint(
+    head="hybrid_rnnt_ctc", n_layers=8, d_model=128, n_heads=4, conv_kernel=9, subsampling_channels=128,
+    pred_hidden=160, joint_hidden=160, vocab_size=128, spec_augment=True, dropout=0.1,
+)
+CTC_WEIGHT = 0.3
+DEFAULT_OUT = ROOT.parent / "service" / "parakeet_serve" / "models" / "demo.nemo"
+
+
+def load(manifest: Path) -> tuple[list[torch.Tensor], list[str]]:
+    audios, texts = [], []
+    for line in manifest.read_text().splitlines():
+        entry = json.loads(line)
+        audio, _ = sf.read(entry["audio_filepath"], dtype="float32")
+        audios.append(torch.from_numpy(audio))
+        texts.append(entry["text"])
+    return audios, texts
+
+
+def batches(lengths: list[int], max_samples: int, rng: random.Random) -> list[list[int]]:
+    """Length-sorted buckets (little padding), each up to `max_samples` of padded audio, shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i] + rng.random() * 8000)
+    out, current = [], []
+    for i in order:
+        if current and lengths[i] * (len(current) + 1) > max_samples:
+            out.append(current)
+            current = []
+        current.append(i)
+    out.append(current)
+    rng.shuffle(out)
+    return out
+
+
+def collate(audios: list[torch.Tensor], tokens: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, ...]:
+    lens = torch.tensor([len(audios[i]) for i in idx])
+    signal = torch.zeros(len(idx), int(lens.max()))
+    tlens = torch.tensor([len(tokens[i]) for i in idx])
+    targets = torch.zeros(len(idx), int(tlens.max()), dtype=torch.long)
+    for row, i in enumerate(idx):
+        signal[row, : len(audios[i])] = audios[i]
+        targets[row, : len(tokens[i])] = torch.tensor(tokens[i])
+    return signal, lens, targets, tlens
+
+
+def loss_of(model, signal, lens, targets, tlens) -> torch.Tensor:
+    encoded, encoded_len = model.forward(input_signal=signal, input_signal_length=lens)
+    decoded, target_len, _ = model.decoder(targets=targets, target_length=tlens)
+    joint = model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
+    rnnt = rnnt_loss(joint, targets, encoded_len, target_len, blank=model.decoder.blank_idx).mean()
+    log_probs = model.ctc_decoder(encoder_output=encoded)
+    ctc = model.ctc_loss(log_probs=log_probs, targets=targets, input_lengths=encoded_len, target_lengths=tlens)
+    return (1 - CTC_WEIGHT) * rnnt + CTC_WEIGHT * ctc
+
+
+def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay over the time budget to 2% of the peak."""
+    return peak * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train(manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float) -> None:
+    quiet_nemo()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    workdir = ROOT / "data" / "model"
+    audios, texts = load(manifest)
+    tokenizer = train_tokenizer(workdir / "tokenizer", DEMO.vocab_size, texts)
+    model = build_model(DEMO, tokenizer, seed).train()
+    tokens = [model.tokenizer.text_to_ids(t) for t in texts]
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h; model {params / 1e6:.2f} M params")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
+    started, step, epoch = time.monotonic(), 0, 0
+    budget = minutes * 60
+    while time.monotonic() - started < budget:
+        epoch += 1
+        running = []
+        for idx in batches([len(a) for a in audios], int(batch_seconds * 16000), rng):
+            progress = (time.monotonic() - started) / budget
+            if progress >= 1:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, progress, peak_lr, warmup=150)
+            loss = loss_of(model, *collate(audios, tokens, idx))
+            if not torch.isfinite(loss):
+                print(f"step {step}: non-finite loss, batch skipped", flush=True)
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            running.append(float(loss))
+            step += 1
+            if step % 25 == 0:
+                elapsed = (time.monotonic() - started) / 60
+                print(f"epoch {epoch} step {step} loss {np.mean(running[-25:]):.3f} lr {group['lr']:.2e} "
+                      f"{elapsed:.1f} min", flush=True)
+    model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(out))
+    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB) after {step} steps, {epoch} epochs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "train.jsonl")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--minutes", type=float, default=40.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--batch-seconds", type=float, default=160.0)
+    parser.add_argument("--threads", type=int, default=2)
+    a = parser.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
+    train(a.manifest, a.out, a.minutes, a.seed, a.lr, a.batch_seconds)
+
+
+if __name__ == "__main__":
+    main()
