@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.synth import RATE, Voice, augment, held_out_voice, synthesise, training_voice
+from training.synth import HELD_OUT_VOICE, RATE, Voice, augment, held_out_voice, synthesise, training_voice
 from training.text import unique_sentences
 
 ROOT = Path(__file__).resolve().parent
@@ -59,8 +59,9 @@ def build(train_count: int, sentence_count: int, eval_seen: int, eval_held_out: 
         evaluation = pool.map(_render, eval_jobs, chunksize=8)
     _write_manifest(ROOT / "data" / "train.jsonl", train)
     _write_manifest(EVAL_DIR / "demo-eval.jsonl", evaluation)
-    _write_manifest(EVAL_DIR / "demo-eval-seen-voices.jsonl", [e for e in evaluation if e["voice"] != "festival:ked_diphone"])
-    _write_manifest(EVAL_DIR / "demo-eval-held-out-voice.jsonl", [e for e in evaluation if e["voice"] == "festival:ked_diphone"])
+    held_out = [e for e in evaluation if e["voice"] == HELD_OUT_VOICE]
+    _write_manifest(EVAL_DIR / "demo-eval-seen-voices.jsonl", [e for e in evaluation if e not in held_out])
+    _write_manifest(EVAL_DIR / "demo-eval-held-out-voice.jsonl", held_out)
     write_samples(eval_sentences[0], eval_sentences[eval_seen])
     hours = sum(e["duration"] for e in train) / 3600
     print(f"train: {len(train)} utterances, {hours:.2f} h; eval: {len(evaluation)} utterances")

@@ -37,6 +37,8 @@ DEVICES = "lights heating music television fan alarm radio oven dishwasher".spli
 ADJECTIVES = "new old small large quick early late cold warm quiet busy cheap expensive next last".split()
 COLORS = "red blue green black white yellow silver grey".split()
 UNITS = "dollars euros pounds minutes hours days weeks percent miles kilometers".split()
+REPLIES = ["yes", "no", "okay", "sure", "thank you"]
+FIELDS = ["name", "number", "address", "date"]
 VERBS = "call book cancel check send open close find order schedule confirm change move reset".split()
 
 
@@ -72,7 +74,7 @@ def time_of_day(rng: random.Random) -> str:
 
 
 def date(rng: random.Random) -> str:
-    day, month = rng.choice(ORDINALS + ["twenty first", "twenty second", "thirtieth"]), rng.choice(MONTHS)
+    day, month = rng.choice([*ORDINALS, "twenty first", "twenty second", "thirtieth"]), rng.choice(MONTHS)
     return rng.choice([f"{month} {day}", f"the {day} of {month}", f"{rng.choice(DAYS)} {month} {day}"])
 
 
@@ -111,7 +113,7 @@ TEMPLATES: list[Callable[[random.Random], str]] = [
     lambda r: f"my name is {person(r)} and i live in {r.choice(PLACES)}",
     lambda r: f"the {r.choice(COLORS)} {r.choice(ITEMS)} costs {amount(r)}",
     lambda r: f"we need {number(r, 2, 50)} more {r.choice(ITEMS)}s by {r.choice(DAYS)}",
-    lambda r: f"{r.choice(['yes', 'no', 'okay', 'sure', 'thank you'])} {r.choice(['that works', 'please', 'that is fine', 'go ahead', 'not now'])}",
+    lambda r: f"{r.choice(REPLIES)} {r.choice(['that works', 'please', 'that is fine', 'go ahead', 'not now'])}",
     lambda r: f"remind me to {r.choice(VERBS)} the {r.choice(ITEMS)} on {date(r)}",
     lambda r: f"the train to {r.choice(PLACES)} leaves at {time_of_day(r)} from platform {number(r, 1, 20)}",
     lambda r: f"what time does the {r.choice(ITEMS)} {r.choice(['arrive', 'open', 'close', 'start'])}",
@@ -122,7 +124,7 @@ TEMPLATES: list[Callable[[random.Random], str]] = [
     lambda r: f"order {number(r, 1, 9)} {r.choice(ITEMS)}s and {number(r, 1, 9)} {r.choice(ITEMS)}s",
     lambda r: f"my flight number is {r.choice(COLORS)} {digits(r, 3)} on {date(r)}",
     lambda r: f"how much is a {r.choice(ITEMS)} to {r.choice(PLACES)}",
-    lambda r: f"please {r.choice(['repeat', 'spell', 'confirm'])} the {r.choice(['name', 'number', 'address', 'date'])}",
+    lambda r: f"please {r.choice(['repeat', 'spell', 'confirm'])} the {r.choice(FIELDS)}",
 ]
 
 

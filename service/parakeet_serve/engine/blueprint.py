@@ -118,7 +118,8 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
     }
     cfg["joint"] = {
         "_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None, "preserve_memory": False,
-        "fuse_loss_wer": False, "jointnet": {"joint_hidden": bp.joint_hidden, "activation": "relu", "dropout": bp.dropout},
+        "fuse_loss_wer": False,
+        "jointnet": {"joint_hidden": bp.joint_hidden, "activation": "relu", "dropout": bp.dropout},
     }
     cfg["decoding"] = {"strategy": "greedy_batch", "greedy": {"max_symbols": 10}}
     cfg["loss"] = {"loss_name": "default"}
