@@ -53,6 +53,12 @@ def engine(tiny_models: dict[str, Path]) -> NemoEngine:
     return load_engine(str(tiny_models["hybrid_tdt_ctc"]))
 
 
+@pytest.fixture(scope="session")
+def demo_engine() -> NemoEngine:
+    """The bundled demo model, trained on synthetic speech: the tests that assert accuracy use it."""
+    return load_engine("demo")
+
+
 class LoopThread:
     """An asyncio loop in a daemon thread, so synchronous tests can drive async servers."""
 
@@ -102,7 +108,7 @@ class Served:
 
 def start_server(loop: LoopThread, engine: NemoEngine, load: bool = True, **overrides: Any) -> Served:
     """A real server on an ephemeral loopback port; `load=False` leaves it not yet ready."""
-    settings = load_settings(**{"host": "127.0.0.1", "port": 0, "warmup": False, **overrides})
+    settings = load_settings(**{"host": "127.0.0.1", "port": 0, "warmup": False, "max_streams": 8, **overrides})
     app = Application(settings, engine=engine)
     loop.run(app.start())
     if load:

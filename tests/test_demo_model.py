@@ -13,7 +13,7 @@ import pytest
 import riva.client
 import soundfile as sf
 
-from parakeet_serve.engine import load_engine
+from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import error_counts, read_manifest
 from tests.conftest import LoopThread, Served, start_server
 
@@ -23,8 +23,8 @@ HELD_OUT_VOICE = PACKAGE / "eval" / "demo-eval-held-out-voice.jsonl"
 
 
 @pytest.fixture(scope="module")
-def demo(loop_thread: LoopThread) -> Iterator[Served]:
-    served = start_server(loop_thread, load_engine("demo"), model_id="demo")
+def demo(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
+    served = start_server(loop_thread, demo_engine, model_id="demo")
     yield served
     served.stop()
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Hypothesis, Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
 from parakeet_serve.scheduler import Scheduler
@@ -37,12 +38,29 @@ class HeldEngine:
         return [Transcript((Hypothesis(str(len(a)), 1.0),)) for a in audios]
 
 
+class StepRecorder:
+    """Stands in for the streaming engine: records each step batch in the engine's shared log."""
+
+    def __init__(self, engine: HeldEngine) -> None:
+        self.engine = engine
+
+    def open(self) -> StreamState:
+        return StreamState()
+
+    def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
+        self.engine.batches.append([-len(i.audio) for i in inputs])  # negative: a step batch
+        return [StepOutput((), 0, len(i.audio) / 16000, 0.0) for i in inputs]
+
+
 def audio(n: int) -> np.ndarray:
     return np.zeros(n, np.float32)
 
 
 async def started(engine: HeldEngine, **overrides) -> Scheduler:
-    options = {"sample_rate": 16000, "window_s": 0.0, "max_batch": 4, "capacity": 16, "max_wait_s": 30.0, **overrides}
+    options = {
+        "sample_rate": 16000, "window_s": 0.0, "max_batch": 4, "capacity": 16, "max_wait_s": 30.0,
+        "streamer": StepRecorder(engine), "max_streams": 2, **overrides,
+    }
     scheduler = Scheduler(engine, **options)
     await scheduler.start()
     return scheduler
@@ -173,5 +191,41 @@ def test_stop_answers_queued_work_and_refuses_new_work() -> None:
         with pytest.raises(NotReady):
             await scheduler.transcribe(audio(3))
         running.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_streams_beyond_the_maximum_are_refused_until_one_leaves() -> None:
+    async def scenario() -> None:
+        scheduler = await started(HeldEngine(), max_streams=2)
+        with scheduler.stream(), scheduler.stream():
+            assert scheduler.active_streams == 2
+            with pytest.raises(QueueFull, match="maximum of 2 streams"), scheduler.stream():
+                pass
+        assert scheduler.active_streams == 0
+        with scheduler.stream() as state:
+            assert isinstance(state, StreamState)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stream_steps_are_never_refused_and_go_before_queued_offline_work() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine, capacity=2, max_batch=1)
+        running = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)
+        queued = [asyncio.create_task(scheduler.transcribe(audio(n))) for n in (2, 3)]
+        await until(lambda: scheduler.queued == 2)
+        with scheduler.stream() as state:  # the offline queue is full, yet the stream's steps run
+            steps = [asyncio.create_task(scheduler.step(StreamInput(state, audio(n)))) for n in (7, 8)]
+            await asyncio.sleep(0.01)
+            engine.gate.set()
+            await asyncio.gather(running, *queued, *steps)
+        # one batch of each kind in turn: a stream step, then offline work, then the next step
+        assert engine.batches == [[1], [-7], [2], [-8], [3]]
+        await scheduler.stop()
 
     asyncio.run(scenario())

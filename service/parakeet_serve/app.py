@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.streaming import Streamer, measure_capacity
 from parakeet_serve.errors import NotReady
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva.server import RivaServer
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.settings import Settings
+from parakeet_serve.streaming import StreamGeometry
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,10 @@ class Application:
         self._engine = engine
         self._scheduler: Scheduler | None = None
         self._recognizer: Recognizer | None = None
+        self._streamer: Streamer | None = None
         self._draining = False
-        self.server = RivaServer(settings, self.recognizer, self.model_parameters)
+        self._closing = asyncio.Event()  # open streams wrap up and send their finals
+        self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing)
 
     @property
     def port(self) -> int:
@@ -47,8 +52,17 @@ class Application:
         """What `GetRivaSpeechRecognitionConfig` reports about the served model."""
         recognizer = self.recognizer()
         info, s = recognizer.info, self.settings
+        streaming = {}
+        if self._streamer is not None and self._scheduler is not None:
+            streaming = {
+                "streaming": "true",
+                "chunk_size": f"{self._streamer.chunk_s:g}",
+                "ms_per_timestep": f"{info.frame_shift_s * 1000:g}",
+                "stop_history_ms": f"{s.stop_history_ms:g}",
+                "max_streams": str(self._scheduler.max_streams),
+            }
         return {
-            "type": "offline",
+            "type": "online" if streaming else "offline",
             "language_code": s.language_code,
             "sample_rate": str(info.sample_rate),
             "model_id": info.model_id,
@@ -60,6 +74,7 @@ class Application:
             "max_audio_seconds": f"{s.max_audio_seconds:g}",
             "max_batch_size": str(s.microbatch_max_batch),
             "word_time_offsets": "true",
+            **streaming,
         }
 
     async def start(self) -> None:
@@ -76,27 +91,51 @@ class Application:
         )
         if s.warmup:
             await asyncio.to_thread(engine.warmup)
+        streamer = self._streamer = Streamer(engine, s.stream_context_seconds)
+        max_streams = s.max_streams or await asyncio.to_thread(
+            measure_capacity, streamer, engine.sample_rate, s.microbatch_max_batch
+        )
         self._scheduler = Scheduler(
             engine, sample_rate=engine.sample_rate, window_s=s.microbatch_window_ms / 1000,
             max_batch=s.microbatch_max_batch, capacity=s.queue_capacity, max_wait_s=s.max_queue_wait_s,
+            streamer=streamer, max_streams=max_streams,
         )
         await self._scheduler.start()
+        geometry = StreamGeometry(
+            samples_for_chunks=streamer.samples_for_chunks,
+            chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
+            frame_shift_s=engine.frame_shift_s,
+        )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
-            max_audio_seconds=s.max_audio_seconds,
+            max_audio_seconds=s.max_audio_seconds, geometry=geometry, detokenize=engine.detokenize,
         )
         if not self._draining:
             await self.server.set_serving(True)
-        log.info("model ready", extra={k: str(v) for k, v in vars(engine.info).items() if k != "extra"})
+        log.info(
+            "model ready",
+            extra={
+                **{k: str(v) for k, v in vars(engine.info).items() if k != "extra"},
+                "max_streams": max_streams, "stream_chunk_s": streamer.chunk_s,
+            },
+        )
 
     async def drain(self) -> None:
-        """Stop taking work, finish in-flight requests within the grace period, then stop."""
+        """Stop taking work and let in-flight requests finish within the grace period; open streams
+        are served until shortly before it ends, then send their finals and close."""
         if self._draining:
             return
         self._draining = True
-        log.info("draining", extra={"grace_s": self.settings.shutdown_grace_s})
+        grace = self.settings.shutdown_grace_s
+        log.info("draining", extra={"grace_s": grace})
         await self.server.set_serving(False)
-        await self.server.stop(self.settings.shutdown_grace_s)
+        stopping = asyncio.create_task(self.server.stop(grace))
+        done, _ = await asyncio.wait({stopping}, timeout=max(0.0, grace - min(2.0, grace / 4)))
+        if not done:
+            streams = self._scheduler.active_streams if self._scheduler else 0
+            log.info("closing open streams", extra={"streams": streams})
+            self._closing.set()
+        await stopping
         if self._scheduler is not None:
             await self._scheduler.stop()
         log.info("stopped")

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--decoder", default="auto", choices=["auto", "tdt", "rnnt", "ctc"])
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.set_defaults(run=_run_eval)
+
+    bench = commands.add_parser("bench", help="benchmark a server (or one started here)")
+    modes = bench.add_subparsers(dest="mode", required=True)
+    stream = modes.add_parser("stream", help="N concurrent real-time streams of an evaluation set")
+    target = stream.add_mutually_exclusive_group()
+    target.add_argument("--server", help="HOST:PORT of a running server (plaintext)")
+    target.add_argument("--model", default="demo", help="start a server on this model for the run (default: demo)")
+    stream.add_argument("--manifest", type=Path, help="NeMo manifest (default: the demo model's held-out set)")
+    stream.add_argument("--streams", type=int, default=8)
+    stream.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message, sent in real time")
+    stream.add_argument("--gap-s", type=float, default=1.5, help="silence after each file")
+    stream.add_argument("--files-per-stream", type=int, default=0, help="0 shares the manifest between the streams")
+    stream.add_argument("--stop-history-ms", type=int, default=0, help="endpointing silence (0: server default)")
+    stream.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    stream.set_defaults(run=_run_bench_stream)
 
     transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
     transcribe.add_argument("file", type=Path, help="audio file (WAV, FLAC or Ogg/Opus)")
@@ -159,6 +175,61 @@ def _run_eval(args: argparse.Namespace) -> None:
 
     report = evaluate(transcribe, entries, engine.sample_rate, args.batch_size, progress=bar)
     print(f"{args.model} ({engine.info.decoder}) on {manifest}: {report.summary()}")
+
+
+def _run_bench_stream(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from parakeet_serve.bench import StreamBenchOptions, bench_stream
+    from parakeet_serve.evaluation import read_manifest
+
+    manifest = args.manifest or Path(str(resources.files("parakeet_serve").joinpath("eval", DEMO_EVAL)))
+    options = StreamBenchOptions(
+        streams=args.streams, chunk_ms=args.chunk_ms, gap_s=args.gap_s, realtime=not args.fast,
+        stop_history_ms=args.stop_history_ms, files_per_stream=args.files_per_stream,
+    )
+    entries = read_manifest(manifest)
+    with contextlib.ExitStack() as stack:
+        server = args.server or stack.enter_context(server_process(args.model))
+        bar = stack.enter_context(tqdm(desc="streamed", unit="s", unit_scale=1 / 16000, file=sys.stderr))
+        report = asyncio.run(bench_stream(server, entries, options, progress=bar.update))
+    print(f"{args.streams} streams of {manifest.name} against {server}:")
+    print(report.table())
+
+
+@contextlib.contextmanager
+def server_process(model: str, timeout_s: float = 300.0) -> Iterator[str]:
+    """A `parakeet-serve serve` subprocess on a free loopback port (settings from the environment)."""
+    import socket
+    import subprocess
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "parakeet_serve", "serve", "--model", model, "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "WARNING"]
+    process = subprocess.Popen(command)
+    target = f"127.0.0.1:{port}"
+    try:
+        with grpc.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise ParakeetError(f"the server for {model} exited with code {process.returncode}")
+                with contextlib.suppress(grpc.RpcError):
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        break
+                if time.monotonic() > deadline:
+                    raise ParakeetError(f"the server for {model} was not ready within {timeout_s:g} s")
+                time.sleep(0.5)
+        yield target
+    finally:
+        process.terminate()
+        process.wait(60)
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:

@@ -7,15 +7,18 @@ Front ends convert their request into `AudioFormat` + `RecognitionOptions`, call
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from parakeet_serve.audio import AudioFormat, decode_audio
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Word
+from parakeet_serve.audio.stream import StreamDecoder
+from parakeet_serve.engine.types import Hypothesis, ModelInfo
 from parakeet_serve.errors import UnknownModel
 from parakeet_serve.scheduler import Scheduler
-from parakeet_serve.text import strip_punctuation_and_case
+from parakeet_serve.streaming import StreamGeometry, StreamOptions, StreamSession
+from parakeet_serve.text import shape_hypothesis
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,12 @@ class Recognizer:
         model_name: str,
         language_code: str,
         max_audio_seconds: float,
+        geometry: StreamGeometry | None = None,
+        detokenize: Callable[[list[int]], str] | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._geometry = geometry
+        self._detokenize = detokenize
         self.info = info
         self.model_name = model_name
         self.language_code = language_code
@@ -70,6 +77,16 @@ class Recognizer:
                 f"Language {options.language_code!r} is not served here; this server recognises {self.language_code}."
             )
 
+    @contextlib.contextmanager
+    def stream(self, fmt: AudioFormat, options: RecognitionOptions, stream: StreamOptions) -> Iterator[StreamSession]:
+        """Admit a stream for the duration of the block (`QueueFull` when the server holds its maximum)."""
+        self.check_model(options)
+        decoder = StreamDecoder(fmt, self.info.sample_rate)
+        if self._geometry is None or self._detokenize is None:
+            raise UnknownModel(f"Model {self.model_name!r} is served for Recognize only; it cannot stream.")
+        with self._scheduler.stream() as state:
+            yield StreamSession(self._scheduler, state, decoder, self._geometry, self._detokenize, stream)
+
     async def recognize(self, data: bytes, fmt: AudioFormat, options: RecognitionOptions) -> list[ChannelResult]:
         """Recognise a whole audio (one result per channel when channels are separated)."""
         self.check_model(options)
@@ -82,25 +99,14 @@ class Recognizer:
         return [
             ChannelResult(
                 channel=i,
-                hypotheses=tuple(_shape(h, options) for h in t.hypotheses[:wanted]),
+                hypotheses=tuple(
+                    shape_hypothesis(h, options.word_time_offsets, options.automatic_punctuation)
+                    for h in t.hypotheses[:wanted]
+                ),
                 audio_processed_s=audio.duration_s,
             )
             for i, t in enumerate(transcripts)
         ]
-
-
-def _shape(hyp: Hypothesis, options: RecognitionOptions) -> Hypothesis:
-    words = hyp.words if options.word_time_offsets else ()
-    if options.automatic_punctuation:
-        return dataclasses.replace(hyp, words=words)
-    stripped = tuple(_strip_word(w) for w in words)
-    return dataclasses.replace(
-        hyp, text=strip_punctuation_and_case(hyp.text), words=tuple(w for w in stripped if w.text)
-    )
-
-
-def _strip_word(word: Word) -> Word:
-    return dataclasses.replace(word, text=strip_punctuation_and_case(word.text))
 
 
 def _same_language(asked: str, served: str) -> bool:

@@ -1,9 +1,14 @@
 """Dynamic micro-batching in front of the engine.
 
-One asyncio task owns a bounded queue; each entry carries its reply future and enqueue time.
-The task gathers a batch (up to `max_batch`, waiting at most `window_s` for more once it has
-one), drops entries whose caller left or that waited past their time-to-live, and runs the
-batch on a single worker thread, so the event loop never waits on the model.
+Two kinds of work share one inference thread: whole audios (`Recognize`) in a bounded queue
+with a time-to-live, and streaming steps of admitted streams. One asyncio task gathers work
+(up to `max_batch` of each kind, waiting at most `window_s` for more once it has some), drops
+offline entries whose caller left or that waited past their time-to-live, and runs a batch of
+stream steps, then a batch of offline work, in turn: neither kind can starve the other, and
+the event loop never waits on the model.
+
+Streams are admitted up to `max_streams` at a time; an admitted stream's steps are never
+refused, so a stream that got in keeps its latency while newcomers are turned away.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
 
@@ -30,6 +37,22 @@ class BatchEngine(Protocol):
 
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
         ...
+
+
+class StepEngine(Protocol):
+    """What the scheduler needs to run streaming steps."""
+
+    def open(self) -> StreamState:
+        ...
+
+    def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
+        ...
+
+
+@dataclass
+class _Step:
+    item: StreamInput
+    reply: asyncio.Future[StepOutput]
 
 
 @dataclass
@@ -50,7 +73,7 @@ class BatchStats:
 
 
 class Scheduler:
-    """Queues recognition work and runs it in micro-batches on one inference thread."""
+    """Queues recognition work and streaming steps and runs them in micro-batches on one thread."""
 
     def __init__(
         self,
@@ -61,13 +84,21 @@ class Scheduler:
         max_batch: int,
         capacity: int,
         max_wait_s: float,
+        streamer: StepEngine | None = None,
+        max_streams: int = 0,
     ) -> None:
         self._engine = engine
+        self._streamer = streamer
         self._sample_rate = sample_rate
         self._window_s = window_s
         self._max_batch = max_batch
+        self._capacity = capacity
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=capacity)
+        self.max_streams = max_streams
+        self.active_streams = 0
+        self._queue: deque[_Job] = deque()
+        self._steps: deque[_Step] = deque()
+        self._wake = asyncio.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
         self.last_batch: BatchStats | None = None
@@ -81,55 +112,91 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            if not job.reply.done():
-                job.reply.set_exception(NotReady("The server is shutting down."))
+        for pending in (*self._queue, *self._steps):
+            if not pending.reply.done():
+                pending.reply.set_exception(NotReady("The server is shutting down."))
+        self._queue.clear()
+        self._steps.clear()
         self._worker.shutdown(wait=True)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     async def transcribe(self, audio: np.ndarray, alternatives: int = 1) -> Transcript:
         """Recognise one mono audio at the engine's rate; cancelling the caller frees its slot."""
-        if self._task is None or self._task.done():
-            raise NotReady("The inference scheduler is not running.")
-        job = _Job(audio, alternatives, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
+        self._check_running()
+        if len(self._queue) >= self._capacity:
             raise QueueFull(
-                f"The server is at capacity ({self._queue.maxsize} requests queued); retry in a moment.",
+                f"The server is at capacity ({self._capacity} requests queued); retry in a moment.",
                 retry_after_s=max(self._window_s, 0.5),
-            ) from None
+            )
+        job = _Job(audio, alternatives, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._wake.set()
         try:
             return await job.reply
         finally:
             job.reply.cancel()  # a caller that left: the batcher skips its job
 
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[StreamState]:
+        """Admit a stream for the duration of the block, or refuse it with `QueueFull`."""
+        self._check_running()
+        if self._streamer is None:
+            raise NotReady("This model cannot stream.")
+        if self.active_streams >= self.max_streams:
+            raise QueueFull(
+                f"The server holds its maximum of {self.max_streams} streams; retry in a moment or on another replica.",
+                retry_after_s=1.0,
+            )
+        self.active_streams += 1
+        try:
+            yield self._streamer.open()
+        finally:
+            self.active_streams -= 1
+
+    async def step(self, item: StreamInput) -> StepOutput:
+        """Run one streaming step of an admitted stream (never refused for capacity)."""
+        self._check_running()
+        step = _Step(item, asyncio.get_running_loop().create_future())
+        self._steps.append(step)
+        self._wake.set()
+        try:
+            return await step.reply
+        finally:
+            step.reply.cancel()
+
+    def _check_running(self) -> None:
+        if self._task is None or self._task.done():
+            raise NotReady("The inference scheduler is not running.")
+
     async def _run(self) -> None:
         while True:
-            batch = await self._gather()
-            if batch:
-                await self._execute(batch)
+            await self._gather()
+            steps = self._take(self._steps)
+            if steps:
+                await self._execute_steps(steps)
+            jobs = [job for job in self._take(self._queue) if self._admit(job)]
+            if jobs:
+                await self._execute(jobs)
 
-    async def _gather(self) -> list[_Job]:
-        first = await self._queue.get()
-        batch = [first]
+    async def _gather(self) -> None:
+        """Wait for work, then up to `window_s` for a fuller batch."""
+        while not (self._queue or self._steps):
+            self._wake.clear()
+            await self._wake.wait()
         deadline = time.monotonic() + self._window_s
-        while len(batch) < self._max_batch:
-            if self._queue.empty():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            else:
-                batch.append(self._queue.get_nowait())
-        return [job for job in batch if self._admit(job)]
+        while max(len(self._queue), len(self._steps)) < self._max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _take(self, queue: deque) -> list:
+        return [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
 
     def _admit(self, job: _Job) -> bool:
         """Keep a job only if its caller still waits and it has not outlived its time-to-live."""
@@ -144,17 +211,11 @@ class Scheduler:
         return True
 
     async def _execute(self, batch: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        try:
-            transcripts = await loop.run_in_executor(
-                self._worker, self._engine.transcribe, [j.audio for j in batch], [j.alternatives for j in batch]
-            )
-        except Exception as exc:  # a failed batch fails its requests, never the scheduler
-            log.exception("inference batch failed", extra={"batch_size": len(batch)})
-            for job in batch:
-                if not job.reply.done():
-                    job.reply.set_exception(exc)
+        transcripts = await self._call(
+            batch, self._engine.transcribe, [j.audio for j in batch], [j.alternatives for j in batch]
+        )
+        if transcripts is None:
             return
         self.last_batch = BatchStats(
             size=len(batch),
@@ -164,3 +225,25 @@ class Scheduler:
         for job, transcript in zip(batch, transcripts, strict=True):
             if not job.reply.done():
                 job.reply.set_result(transcript)
+
+    async def _execute_steps(self, steps: list[_Step]) -> None:
+        live = [s for s in steps if not s.reply.done()]
+        if not live or self._streamer is None:
+            return
+        outputs = await self._call(live, self._streamer.step, [s.item for s in live])
+        if outputs is None:
+            return
+        for step, output in zip(live, outputs, strict=True):
+            if not step.reply.done():
+                step.reply.set_result(output)
+
+    async def _call(self, batch: Sequence[_Job | _Step], fn, *args) -> list | None:
+        """Run `fn` on the inference thread; a failed batch fails its callers, never the scheduler."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        except Exception as exc:
+            log.exception("inference batch failed", extra={"batch_size": len(batch)})
+            for pending in batch:
+                if not pending.reply.done():
+                    pending.reply.set_exception(exc)
+            return None

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = Field(30.0, gt=0)
     """Work that waited longer than this is dropped before it costs compute."""
 
+    # --- streaming --------------------------------------------------------------------------
+    stream_step_ms: float = Field(320.0, ge=10, le=5000)
+    """Interim results come this often; rounded up to whole encoder chunks of the model."""
+    stream_context_seconds: float = Field(10.0, ge=0.5, le=60)
+    """Left attention context of a stream, for models trained with full attention."""
+    max_streams: int = Field(0, ge=0, le=100000)
+    """Most streams open at once; more are refused. 0 measures what the device holds in real time at warm-up."""
+    stop_history_ms: float = Field(800.0, ge=80, le=10000)
+    """Silence that ends an utterance when the client's `endpointing_config.stop_history` is unset."""
+
     # --- gRPC server ----------------------------------------------------------------------
     host: str = "[::]"
     """Address the gRPC server binds."""

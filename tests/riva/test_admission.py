@@ -32,6 +32,9 @@ class HeldEngine:
     def warmup(self) -> None:
         pass
 
+    def __getattr__(self, name: str) -> object:  # streaming and the rest go straight to the real engine
+        return getattr(self._engine, name)
+
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
         self.entered += 1
         self.gate.wait(60)

@@ -49,7 +49,7 @@ def decode_audio(data: bytes, fmt: AudioFormat, *, target_rate: int, max_seconds
 def _read_container(data: bytes, container: Container, max_seconds: float) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            _check_shape(f.samplerate, f.channels)
+            check_shape(f.samplerate, f.channels)
             if f.frames > 0:
                 _check_duration(f.frames / f.samplerate, max_seconds)
             samples = f.read(dtype="float32", always_2d=True)
@@ -75,7 +75,7 @@ def _read_raw(data: bytes, fmt: AudioFormat, max_seconds: float) -> tuple[np.nda
     channels = fmt.channels or 1
     if fmt.sample_rate <= 0:
         raise InvalidAudio(f"Headerless {encoding.name} audio needs sample_rate_hertz.")
-    _check_shape(fmt.sample_rate, channels)
+    check_shape(fmt.sample_rate, channels)
     width = 2 if encoding is Encoding.LINEAR_PCM else 1
     if len(data) % (width * channels):
         raise InvalidAudio(
@@ -101,7 +101,7 @@ def _resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
-def _check_shape(rate: int, channels: int) -> None:
+def check_shape(rate: int, channels: int) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InvalidAudio(f"A sample rate of {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz.")
     if not 1 <= channels <= MAX_CHANNELS:

@@ -83,6 +83,10 @@ class NemoEngine:
         stride = float(self.model.cfg.preprocessor.window_stride)
         return stride * int(getattr(self.model.encoder, "subsampling_factor", 1))
 
+    @property
+    def ctc_head(self) -> Any:
+        return self.model.ctc_decoder if hasattr(self.model, "ctc_decoder") else self.model.decoder
+
     # --- recognition ----------------------------------------------------------------------
 
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
@@ -108,7 +112,7 @@ class NemoEngine:
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int]) -> list[Transcript]:
         signal, lengths = _pad(audios, self.device, min_samples=int(self.sample_rate * _MIN_SECONDS))
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             features, feature_lengths = self.model.preprocessor(input_signal=signal, length=lengths)
             encoded, encoded_lengths = self.model.encoder(audio_signal=features, length=feature_lengths)
             best = [self._to_hypothesis(h) for h in self._decode_greedy(encoded, encoded_lengths)]
@@ -122,8 +126,7 @@ class NemoEngine:
 
     def _decode_greedy(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[Any]:
         if self._head == "ctc":
-            head = self.model.ctc_decoder if hasattr(self.model, "ctc_decoder") else self.model.decoder
-            log_probs = head(encoder_output=encoded)
+            log_probs = self.ctc_head(encoder_output=encoded)
             return self._ctc_decoding.ctc_decoder_predictions_tensor(
                 log_probs, decoder_lengths=lengths, return_hypotheses=True
             )
@@ -180,29 +183,29 @@ class NemoEngine:
             log.warning("token timing mismatch; words omitted", extra={"tokens": len(ids), "offsets": len(offsets)})
             return Hypothesis(text=text, confidence=_mean(confidences))
         spans = [
-            TokenSpan(tid, self._piece(tid), int(o["start_offset"]), int(o["end_offset"]), c)
+            TokenSpan(tid, self.piece(tid), int(o["start_offset"]), int(o["end_offset"]), c)
             for tid, o, c in zip(ids, offsets, confidences, strict=True)
         ]
-        words = group_words(spans, self._detokenize, self.frame_shift_s)
+        words = group_words(spans, self.detokenize, self.frame_shift_s)
         return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words))
 
     def _token_ids(self, hyp: Any) -> list[int]:
         seq = hyp.y_sequence.tolist() if isinstance(hyp.y_sequence, torch.Tensor) else list(hyp.y_sequence)
         if self._head != "ctc":
-            return [t for t in seq if t < self._blank_id]
+            return [t for t in seq if t < self.blank_id]
         ids, previous = [], None
         for t in seq:  # CTC greedy keeps one label per frame: collapse repeats, drop blanks
-            if t != previous and t != self._blank_id:
+            if t != previous and t != self.blank_id:
                 ids.append(t)
             previous = t
         return ids
 
-    def _piece(self, token_id: int) -> str:
+    def piece(self, token_id: int) -> str:
         if hasattr(self.model, "tokenizer"):
             return self.model.tokenizer.ids_to_tokens([token_id])[0]
         return self._vocabulary[token_id]
 
-    def _detokenize(self, ids: list[int]) -> str:
+    def detokenize(self, ids: list[int]) -> str:
         if hasattr(self.model, "tokenizer"):
             return self.model.tokenizer.ids_to_text(ids)
         return "".join(self._vocabulary[i] for i in ids)
@@ -222,13 +225,13 @@ class NemoEngine:
             self._change_decoding(cfg, "ctc")
             self._ctc_decoding = self.model.ctc_decoding if key else self.model.decoding
             self._vocabulary = list(getattr(self.model.decoder, "vocabulary", []))
-            self._blank_id = int(self._ctc_decoding.blank_id)
+            self.blank_id = int(self._ctc_decoding.blank_id)
         else:
             cfg = copy.deepcopy(self.model.cfg.decoding)
             _set_greedy(cfg, "rnnt")
             self._change_decoding(cfg, "rnnt")
             self._vocabulary = list(getattr(self.model.joint, "vocabulary", []))
-            self._blank_id = int(self.model.decoding.blank_id)
+            self.blank_id = int(self.model.decoding.blank_id)
 
     def _change_decoding(self, cfg: DictConfig, head: str) -> None:
         if hasattr(self.model, "ctc_decoder"):  # hybrid: choose the head as well
@@ -237,7 +240,7 @@ class NemoEngine:
             self.model.change_decoding_strategy(cfg, verbose=False)
 
     @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
+    def autocast(self) -> Iterator[None]:
         if self.device.type == "cuda" and self.dtype != torch.float32:
             with torch.autocast("cuda", dtype=self.dtype):
                 yield

@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from riva.client.proto import riva_asr_pb2, riva_audio_pb2, riva_common_pb2
 
 from parakeet_serve.audio import AudioFormat, Encoding
+from parakeet_serve.engine.types import Hypothesis
 from parakeet_serve.errors import InvalidAudio
 from parakeet_serve.recognizer import ChannelResult, RecognitionOptions
+from parakeet_serve.streaming import StreamEvent, StreamOptions
 
 _ENCODINGS = {
     riva_audio_pb2.ENCODING_UNSPECIFIED: Encoding.UNSPECIFIED,
@@ -42,12 +44,29 @@ def recognition_options(config: riva_asr_pb2.RecognitionConfig) -> RecognitionOp
     )
 
 
+def stream_options(config: riva_asr_pb2.StreamingRecognitionConfig, default_stop_history_ms: float) -> StreamOptions:
+    """Riva's endpointing semantics: an absent or non-positive field means the server's default."""
+    stop_ms = config.config.endpointing_config.stop_history
+    return StreamOptions(
+        interim_results=config.interim_results,
+        word_time_offsets=config.config.enable_word_time_offsets,
+        automatic_punctuation=config.config.enable_automatic_punctuation,
+        stop_history_s=(stop_ms if stop_ms > 0 else default_stop_history_ms) / 1000,
+    )
+
+
 def ignored_fields(config: riva_asr_pb2.RecognitionConfig) -> list[str]:
     """Fields the client set that this server accepts but does not act on (reported in the request log)."""
     ignored = [name for name in ("speech_contexts", "custom_configuration") if len(getattr(config, name))]
     ignored += [name for name in ("profanity_filter", "verbatim_transcripts") if getattr(config, name)]
     if config.HasField("diarization_config") and config.diarization_config.enable_speaker_diarization:
         ignored.append("diarization_config")
+    endpointing = config.endpointing_config
+    ignored += [
+        f"endpointing_config.{name}"
+        for name in ("start_history", "start_threshold", "stop_threshold", "stop_history_eou", "stop_threshold_eou")
+        if getattr(endpointing, name) > 0
+    ]
     return ignored
 
 
@@ -60,25 +79,33 @@ def recognize_response(
     return response
 
 
+def streaming_response(event: StreamEvent) -> riva_asr_pb2.StreamingRecognizeResponse:
+    result = riva_asr_pb2.StreamingRecognitionResult(
+        alternatives=[_alternative(event.hypothesis)],
+        is_final=event.final,
+        stability=event.stability,
+        audio_processed=event.audio_processed_s,
+    )
+    return riva_asr_pb2.StreamingRecognizeResponse(results=[result])
+
+
 def _result(result: ChannelResult) -> riva_asr_pb2.SpeechRecognitionResult:
     return riva_asr_pb2.SpeechRecognitionResult(
         channel_tag=result.channel,
         audio_processed=result.audio_processed_s,
-        alternatives=[
-            riva_asr_pb2.SpeechRecognitionAlternative(
-                transcript=h.text,
-                confidence=h.confidence,
-                words=[
-                    riva_asr_pb2.WordInfo(
-                        word=w.text,
-                        start_time=round(w.start_s * 1000),
-                        end_time=round(w.end_s * 1000),
-                        confidence=w.confidence,
-                    )
-                    for w in h.words
-                ],
+        alternatives=[_alternative(h) for h in result.hypotheses],
+    )
+
+
+def _alternative(h: Hypothesis) -> riva_asr_pb2.SpeechRecognitionAlternative:
+    return riva_asr_pb2.SpeechRecognitionAlternative(
+        transcript=h.text,
+        confidence=h.confidence,
+        words=[
+            riva_asr_pb2.WordInfo(
+                word=w.text, start_time=round(w.start_s * 1000), end_time=round(w.end_s * 1000), confidence=w.confidence
             )
-            for h in result.hypotheses
+            for w in h.words
         ],
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import grpc
@@ -27,9 +28,10 @@ class RivaServer:
         settings: Settings,
         recognizer: Callable[[], Recognizer],
         model_parameters: Callable[[], dict[str, str]],
+        closing: asyncio.Event,
     ) -> None:
         self._settings = settings
-        self._servicer = RivaAsrServicer(recognizer, model_parameters)
+        self._servicer = RivaAsrServicer(recognizer, model_parameters, closing, settings.stop_history_ms)
         self._server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
         self.port = 0

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
@@ -29,6 +30,7 @@ class _Call:
     request_id: str
     audio_s: float = 0.0
     ignored: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
@@ -37,9 +39,17 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     `recognizer` returns the ready core or raises `NotReady` (model loading, warming, draining).
     """
 
-    def __init__(self, recognizer: Callable[[], Recognizer], model_parameters: Callable[[], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        recognizer: Callable[[], Recognizer],
+        model_parameters: Callable[[], dict[str, str]],
+        closing: asyncio.Event,
+        stop_history_ms: float,
+    ) -> None:
         self._recognizer = recognizer
         self._model_parameters = model_parameters
+        self._closing = closing  # set when open streams must wrap up (the drain's grace is ending)
+        self._stop_history_ms = stop_history_ms
 
     async def Recognize(
         self, request: riva_asr_pb2.RecognizeRequest, context: grpc.aio.ServicerContext
@@ -55,10 +65,37 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[riva_asr_pb2.StreamingRecognizeResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "StreamingRecognize is not available in this version; use Recognize."
-        )
-        yield riva_asr_pb2.StreamingRecognizeResponse()  # pragma: no cover - abort raises; this makes a generator
+        async with _scope(context, "StreamingRecognize", "") as call:
+            recognizer = self._recognizer()
+            requests = _until(request_iterator, self._closing)
+            first = await anext(requests, None)
+            if first is None or not first.HasField("streaming_config"):
+                raise InvalidRequest("The first message of a stream must carry streaming_config.")
+            if first.id.value:
+                call.request_id = first.id.value
+            config = first.streaming_config
+            call.ignored = convert.ignored_fields(config.config)
+            options = convert.stream_options(config, self._stop_history_ms)
+            fmt = convert.audio_format(config.config)
+            with recognizer.stream(fmt, convert.recognition_options(config.config), options) as session:
+                if first.audio_content:
+                    for event in await session.push(first.audio_content):
+                        yield convert.streaming_response(event)
+                async for request in requests:
+                    if request.HasField("streaming_config"):
+                        raise InvalidRequest("streaming_config may only come in the first message of a stream.")
+                    for event in await session.push(request.audio_content):
+                        yield convert.streaming_response(event)
+                for event in await session.finish():
+                    yield convert.streaming_response(event)
+                call.audio_s = session.audio_s
+                call.figures = {"finals": session.finals, "compute_amplification": session.compute_amplification}
+                context.set_trailing_metadata(
+                    (
+                        ("x-parakeet-audio-seconds", f"{session.audio_s:.3f}"),
+                        ("x-parakeet-encoder-seconds", f"{session.encoder_input_s:.3f}"),
+                    )
+                )
 
     async def GetRivaSpeechRecognitionConfig(
         self, request: riva_asr_pb2.RivaSpeechRecognitionConfigRequest, context: grpc.aio.ServicerContext
@@ -97,6 +134,29 @@ async def _scope(context: grpc.aio.ServicerContext, rpc: str, request_id: str) -
             extra={
                 "rpc": rpc, "request_id": call.request_id, "code": code.name, "audio_s": round(call.audio_s, 3),
                 "elapsed_s": round(elapsed, 4), "rtf": round(elapsed / call.audio_s, 4) if call.audio_s else None,
+                **call.figures,
                 **({"ignored_fields": call.ignored} if call.ignored else {}),
             },
         )
+
+
+async def _until(messages: AsyncIterator[Any], closing: asyncio.Event) -> AsyncIterator[Any]:
+    """The client's messages until it half-closes, or until `closing` is set (the stream then ends cleanly)."""
+    stop = asyncio.ensure_future(closing.wait())
+    iterator = aiter(messages)
+    message: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            message = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait((message, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not message.done():
+                return
+            try:
+                item = message.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        stop.cancel()
+        if message is not None:
+            message.cancel()

@@ -1,0 +1,306 @@
+"""Cache-aware streaming: every audio sample is featurised once and every frame encoded once.
+
+A stream's state carries all a step needs: the last samples (the STFT looks 16 ms around each
+feature frame), features not yet encoded, the subsampling's feature context, the encoder's
+attention and convolution caches, and the decoder's state. A step featurises new audio, encodes
+whole chunks of the model's attention context (batched across streams) and continues the
+greedy decoder from where the last step left it, so text is only ever extended.
+
+For a model trained with chunked limited attention and causal convolutions (the demo model),
+this reproduces the offline encoding exactly. Models trained with full attention (the Parakeet
+checkpoints) run the same path with a bounded left context, the chunk as look-ahead and running
+per-mel normalisation in place of whole-utterance statistics, which costs them some accuracy
+against their offline transcripts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from parakeet_serve.engine.words import TokenSpan
+
+_FEATURE_CONTEXT = 2  # feature frames of audio kept before the next frame: the STFT window reaches back 16 ms
+
+
+@dataclass
+class StreamState:
+    """Where one stream stands; owned by the streaming core, touched only by the inference thread."""
+
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    audio_offset: int = 0  # absolute sample index of audio[0]
+    features: torch.Tensor | None = None  # featurised, not yet encoded: (mels, n)
+    next_feature: int = 0  # absolute index of the next feature frame to compute
+    pre_encode: torch.Tensor | None = None  # the subsampling's context: last feature frames fed
+    caches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    frames: int = 0  # encoder frames produced
+    encoded_features: int = 0  # feature frames encoded (each once)
+    decoder: Any = None  # the transducer's decoding state; None starts an utterance afresh
+    ctc_last: int = -1  # the CTC label of the previous frame (repeats collapse across chunks)
+    utterance_start: int = 0  # encoder frame where the current decoder state began
+    encoder_input_frames: int = 0  # feature frames fed to the encoder, context included
+    feature_stats: torch.Tensor | None = None  # per-mel count, sum, sum of squares (running normalisation)
+    ended: bool = False
+
+    def reset_decoder(self) -> None:
+        """Start the next utterance with a fresh decoder (after a final result)."""
+        self.decoder = None
+        self.ctc_last = -1
+        self.utterance_start = self.frames
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """New audio (mono float32 at the model's rate) for one stream; `last` flushes it."""
+
+    state: StreamState
+    audio: np.ndarray
+    last: bool = False
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step added to a stream: new tokens (absolute encoder frames) and its progress."""
+
+    tokens: tuple[TokenSpan, ...]
+    frames: int  # encoder frames of the stream so far
+    audio_s: float  # audio the encoded frames depend on: what the stream has had processed
+    encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
+
+
+class Streamer:
+    """Runs streaming steps for a `NemoEngine`; not thread-safe (the inference thread calls it)."""
+
+    def __init__(self, engine: Any, left_context_s: float) -> None:
+        self._engine = engine
+        model = engine.model
+        self._encoder = model.encoder
+        featurizer = model.preprocessor.featurizer
+        self._hop = int(featurizer.hop_length)
+        self._half_window = int(featurizer.n_fft) // 2
+        self._feature_s = self._hop / engine.sample_rate
+        # Models trained with whole-utterance normalisation (Parakeet's) stream with statistics of
+        # the audio heard so far instead; cache-aware models are trained without any.
+        self._running_norm = featurizer.normalize == "per_feature"
+        frame_s = engine.frame_shift_s
+        if self._encoder.att_context_style == "chunked_limited":
+            self._encoder.setup_streaming_params()  # the chunking the model was trained with
+        else:
+            chunk = 4
+            left = max(1, round(left_context_s / frame_s / chunk))
+            self._encoder.setup_streaming_params(chunk_size=chunk, shift_size=chunk, left_chunks=left)
+        cfg = self._encoder.streaming_cfg
+        self._first_chunk, self._chunk = _pair(cfg.chunk_size)
+        self._pre_encode = _pair(cfg.pre_encode_cache_size)[1]
+        self._drop = int(cfg.drop_extra_pre_encoded)
+        self._keep_all = self._encoder.att_context_style != "regular"
+        self.chunk_s = int(cfg.valid_out_len) * frame_s
+        self._frame_s = frame_s
+        self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
+
+    def open(self) -> StreamState:
+        return StreamState()
+
+    def samples_for_chunks(self, n: int) -> int:
+        """Samples of audio (at the model's rate) that complete the first `n` encoder chunks."""
+        features = self._first_chunk + (n - 1) * self._chunk
+        return (features - 1) * self._hop + self._half_window
+
+    def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
+        """Featurise, encode and decode whatever whole chunks the new audio completes."""
+        tokens: dict[int, list[TokenSpan]] = {id(i.state): [] for i in inputs}
+        with torch.inference_mode(), self._engine.autocast():
+            for item in inputs:
+                self._featurize(item.state, item.audio, item.last)
+            while True:
+                ready = [i.state for i in inputs if self._chunk_ready(i.state, i.last)]
+                if not ready:
+                    break
+                first = [s for s in ready if s.caches is None]
+                for group in (first, [s for s in ready if s.caches is not None]):
+                    if group:
+                        for state, new in zip(group, self._encode_and_decode(group), strict=True):
+                            tokens[id(state)].extend(new)
+        return [
+            StepOutput(
+                tuple(tokens[id(i.state)]),
+                i.state.frames,
+                self._processed_samples(i.state, i.last) / self._engine.sample_rate,
+                i.state.encoder_input_frames * self._feature_s,
+            )
+            for i in inputs
+        ]
+
+    def _processed_samples(self, st: StreamState, last: bool) -> int:
+        received = st.audio_offset + len(st.audio)
+        if last or not st.encoded_features:
+            return received if last else 0
+        return min(received, (st.encoded_features - 1) * self._hop + self._half_window)
+
+    # --- features ------------------------------------------------------------------------
+
+    def _featurize(self, st: StreamState, audio: np.ndarray, last: bool) -> None:
+        if len(audio):
+            st.audio = np.concatenate([st.audio, audio.astype(np.float32, copy=False)])
+        first_frame = max(st.next_feature - _FEATURE_CONTEXT, 0)
+        start = first_frame * self._hop - st.audio_offset
+        segment = st.audio[start:]
+        if len(segment) == 0 or (not last and len(segment) < self._half_window + self._hop):
+            return
+        signal = torch.from_numpy(segment).to(self._engine.device)[None]
+        with self._raw_features():
+            features, length = self._engine.model.preprocessor(
+                input_signal=signal, length=torch.tensor([len(segment)], device=signal.device)
+            )
+        available = int(length[0])
+        if not last:  # a frame is final once the audio covers its whole window
+            available = min(available, (len(segment) - self._half_window) // self._hop + 1)
+        skip = st.next_feature - first_frame
+        if available > skip:
+            new = features[0, :, skip:available].float()
+            if self._running_norm:
+                new = _normalise(st, new)
+            st.features = new if st.features is None else torch.cat([st.features, new], dim=1)
+            st.next_feature = first_frame + available
+        keep_from = max(st.next_feature - _FEATURE_CONTEXT, 0) * self._hop
+        st.audio = st.audio[keep_from - st.audio_offset :]
+        st.audio_offset = keep_from
+
+    @contextmanager
+    def _raw_features(self) -> Iterator[None]:
+        featurizer = self._engine.model.preprocessor.featurizer
+        saved = featurizer.normalize
+        featurizer.normalize = None if self._running_norm else saved
+        try:
+            yield
+        finally:
+            featurizer.normalize = saved
+
+    def _chunk_ready(self, st: StreamState, last: bool) -> bool:
+        pending = 0 if st.features is None else st.features.shape[1]
+        needed = self._first_chunk if st.caches is None else self._chunk
+        return pending >= needed or (last and pending > 0)
+
+    # --- encoder and decoder -------------------------------------------------------------
+
+    def _encode_and_decode(self, group: list[StreamState]) -> list[list[TokenSpan]]:
+        starting = group[0].caches is None
+        width = self._first_chunk if starting else self._chunk
+        inputs, lengths = [], []
+        for st in group:
+            assert st.features is not None
+            take = st.features[:, :width]
+            st.features = st.features[:, take.shape[1] :] if st.features.shape[1] > take.shape[1] else None
+            fed = take if starting else torch.cat([st.pre_encode, take], dim=1)
+            st.pre_encode = fed[:, -self._pre_encode :] if self._pre_encode else fed[:, :0]
+            st.encoder_input_frames += fed.shape[1]
+            st.encoded_features += take.shape[1]
+            inputs.append(fed)
+            lengths.append(fed.shape[1])
+        signal = torch.zeros(len(group), inputs[0].shape[0], max(lengths), device=self._engine.device)
+        for row, fed in enumerate(inputs):
+            signal[row, :, : fed.shape[1]] = fed
+        channel, time, channel_len = self._batched_caches(group)
+        encoded, encoded_len, channel, time, channel_len = self._encoder.cache_aware_stream_step(
+            processed_signal=signal,
+            processed_signal_length=torch.tensor(lengths, device=signal.device),
+            cache_last_channel=channel,
+            cache_last_time=time,
+            cache_last_channel_len=channel_len,
+            keep_all_outputs=self._keep_all,
+            drop_extra_pre_encoded=0 if starting else self._drop,
+        )
+        for row, st in enumerate(group):
+            st.caches = (channel[:, row : row + 1], time[:, row : row + 1], channel_len[row : row + 1])
+        new_frames = [int(n) for n in encoded_len]
+        decoded = self._decode_ctc(group, encoded, new_frames) if self._computer is None else self._decode(
+            group, encoded, encoded_len
+        )
+        for st, n in zip(group, new_frames, strict=True):
+            st.frames += n
+        return decoded
+
+    def _batched_caches(self, group: list[StreamState]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if group[0].caches is None:
+            return self._encoder.get_initial_cache_state(batch_size=len(group), device=self._engine.device)
+        channel = torch.cat([st.caches[0] for st in group], dim=1)  # type: ignore[index]
+        time = torch.cat([st.caches[1] for st in group], dim=1)  # type: ignore[index]
+        lengths = torch.cat([st.caches[2] for st in group])  # type: ignore[index]
+        return channel, time, lengths
+
+    def _decode(self, group: list[StreamState], encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[TokenSpan]]:
+        """Continue each stream's transducer hypothesis over its new frames (label-looping greedy)."""
+        computer = self._computer
+        previous = None
+        if any(st.decoder is not None for st in group):
+            previous = computer.merge_to_batched_state([st.decoder for st in group])
+        hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous)
+        for st, item in zip(group, computer.split_batched_state(state), strict=True):
+            st.decoder = item
+        counts, labels, times, durations, confidence = hyps.get_data_without_blank()
+        out = []
+        for row, st in enumerate(group):
+            n = int(counts[row])
+            spans = []
+            for k in range(n):
+                start = st.utterance_start + int(times[row, k])
+                width = int(durations[row, k]) if durations is not None else 1
+                conf = float(confidence[row, k]) if confidence is not None else 1.0
+                label = int(labels[row, k])
+                spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
+            out.append(spans)
+        return out
+
+    def _decode_ctc(self, group: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
+        """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
+        log_probs = self._engine.ctc_head(encoder_output=encoded)
+        best, labels = log_probs.max(dim=-1)
+        blank = self._engine.blank_id
+        out = []
+        for row, st in enumerate(group):
+            spans = []
+            for t in range(lengths[row]):
+                label = int(labels[row, t])
+                if label != blank and label != st.ctc_last:
+                    frame, confidence = st.frames + t, float(best[row, t].exp())
+                    spans.append(TokenSpan(label, self._engine.piece(label), frame, frame + 1, confidence))
+                st.ctc_last = label
+            out.append(spans)
+        return out
+
+
+def _normalise(st: StreamState, new: torch.Tensor) -> torch.Tensor:
+    """Per-mel mean and variance over all the stream's frames so far, as NeMo's per_feature does per utterance."""
+    stats = torch.stack([torch.full_like(new[:, 0], new.shape[1]), new.sum(1), (new * new).sum(1)])
+    st.feature_stats = stats if st.feature_stats is None else st.feature_stats + stats
+    count, total, squares = st.feature_stats
+    mean = total / count
+    std = ((squares - count * mean * mean).clamp(min=0) / (count - 1).clamp(min=1)).sqrt() + 1e-5
+    return (new - mean[:, None]) / std[:, None]
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """NeMo gives (first chunk, later chunks) for causal subsampling, one number otherwise."""
+    if isinstance(value, int):
+        return value, value
+    return int(value[0]), int(value[1])
+
+
+def measure_capacity(streamer: Streamer, sample_rate: int, batch: int, load: float = 0.6) -> int:
+    """Streams the device holds in real time: a steady-state step of `batch` streams is timed, and
+    the streams that keep the worker busy `load` of the time are allowed. Also warms the path up."""
+    rng = np.random.default_rng(0)
+    states = [streamer.open() for _ in range(batch)]
+    audio = (rng.standard_normal(streamer.samples_for_chunks(3)) * 0.01).astype(np.float32)
+    first, rest = audio[: streamer.samples_for_chunks(1)], audio[streamer.samples_for_chunks(1) :]
+    streamer.step([StreamInput(st, first) for st in states])
+    started = time.perf_counter()
+    streamer.step([StreamInput(st, rest) for st in states])
+    per_chunk = (time.perf_counter() - started) / 2
+    return max(1, int(batch * load * streamer.chunk_s / per_chunk))

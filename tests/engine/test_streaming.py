@@ -1,0 +1,149 @@
+"""Cache-aware streaming in the engine: each frame encoded once, the same tokens as offline.
+
+Tiny random models trained for streaming (chunked attention, causal convolutions) are built at
+test time for every decoder type; their streamed tokens must equal their offline tokens for any
+chunking of the audio and any mix of streams in a batch, because the computation is the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
+from parakeet_serve.engine.streaming import Streamer, StreamInput, StreamState, measure_capacity
+from tests.conftest import HEADS, speechlike
+
+
+@pytest.fixture(scope="module")
+def streaming_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("streaming-models")
+    tokenizer = train_tokenizer(root / "tokenizer", vocab_size=64)
+    paths = {}
+    for head in HEADS:
+        paths[head] = root / f"{head}.nemo"
+        bp = Blueprint(head=head, n_layers=2, d_model=64, streaming=True, att_context=(16, 3))
+        build_model(bp, tokenizer, seed=3).save_to(str(paths[head]))
+    return paths
+
+
+def stream_all(streamer: Streamer, audios: list[np.ndarray], chunk_samples: list[int]) -> list[list[int]]:
+    """Stream each audio in its own chunk size, all streams stepped together; token ids per stream."""
+    states = [streamer.open() for _ in audios]
+    tokens: list[list[int]] = [[] for _ in audios]
+    positions = [0] * len(audios)
+    while any(p < len(a) for p, a in zip(positions, audios, strict=True)):
+        batch = []
+        for i, audio in enumerate(audios):
+            if positions[i] < len(audio):
+                chunk = audio[positions[i] : positions[i] + chunk_samples[i]]
+                positions[i] += len(chunk)
+                batch.append((i, StreamInput(states[i], chunk, last=positions[i] >= len(audio))))
+        for (i, _), out in zip(batch, streamer.step([b for _, b in batch]), strict=True):
+            tokens[i].extend(t.token_id for t in out.tokens)
+    return tokens
+
+
+def clips() -> list[np.ndarray]:
+    return [speechlike(2.1, seed=1)[0], speechlike(1.05, seed=2)[0], speechlike(0.6, seed=3)[0]]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_streamed_tokens_equal_offline_for_any_chunking(streaming_models: dict[str, Path], head: str) -> None:
+    engine = load_engine(str(streaming_models[head]))
+    audios = clips()
+    offline = [t.best.text for t in engine.transcribe(audios)]
+    streamer = Streamer(engine, left_context_s=10.0)
+    for sizes in ([160, 800, 16000], [16000, 160, 800]):  # 10 ms, 50 ms and 1 s chunks, in a shared batch
+        streamed = [engine.detokenize(ids).strip() for ids in stream_all(streamer, audios, sizes)]
+        assert streamed == offline
+
+
+def test_each_frame_is_encoded_once(streaming_models: dict[str, Path]) -> None:
+    engine = load_engine(str(streaming_models["hybrid_tdt_ctc"]))
+    streamer = Streamer(engine, left_context_s=10.0)
+    state = streamer.open()
+    audio = speechlike(10.0)[0]
+    outputs = [streamer.step([StreamInput(state, audio[i : i + 1600])])[0] for i in range(0, len(audio), 1600)]
+    last = streamer.step([StreamInput(state, np.zeros(0, np.float32), last=True)])[0]
+    assert outputs[-1].audio_s <= 10.0
+    assert last.audio_s == pytest.approx(10.0)
+    # the subsampling's 9 feature frames of context per 32-frame chunk are all that is fed twice
+    assert last.encoder_input_s / last.audio_s == pytest.approx(41 / 32, abs=0.02)
+    assert state.features is None or state.features.shape[1] < 32  # nothing encoded is kept
+
+
+def test_state_stays_bounded_over_a_long_stream(streaming_models: dict[str, Path]) -> None:
+    engine = load_engine(str(streaming_models["ctc"]))
+    streamer = Streamer(engine, left_context_s=10.0)
+    state = streamer.open()
+    audio = speechlike(2.0)[0]
+    sizes = []
+    for k in range(60):  # two minutes of audio, the decoder restarted as after finals
+        streamer.step([StreamInput(state, audio)])
+        if k % 10 == 0:
+            state.reset_decoder()
+        sizes.append(_state_bytes(state))
+    assert max(sizes[20:]) <= max(sizes[:20]) * 1.05
+    assert len(state.audio) < 2 * streamer.samples_for_chunks(1)
+
+
+def test_decoder_reset_starts_a_new_utterance_at_the_current_frame(streaming_models: dict[str, Path]) -> None:
+    engine = load_engine(str(streaming_models["rnnt"]))
+    streamer = Streamer(engine, left_context_s=10.0)
+    state = streamer.open()
+    audio = speechlike(2.0)[0]
+    streamer.step([StreamInput(state, audio)])
+    state.reset_decoder()
+    reset_at = state.frames
+    out = streamer.step([StreamInput(state, audio, last=True)])[0]
+    assert out.tokens, "the random model emits tokens on speech-like audio"
+    assert min(t.start_frame for t in out.tokens) >= reset_at
+
+
+def test_full_attention_models_stream_with_bounded_context(tiny_models: dict[str, Path]) -> None:
+    """A model trained with full attention streams over chunks of 4 frames and a bounded left
+    context; its text may differ from offline (see the engine's docstring), its timeline may not."""
+    engine: NemoEngine = load_engine(str(tiny_models["hybrid_tdt_ctc"]))
+    streamer = Streamer(engine, left_context_s=2.0)
+    audio = speechlike(4.0)[0]
+    state = streamer.open()
+    outputs = [streamer.step([StreamInput(state, audio[i : i + 3200])])[0] for i in range(0, len(audio), 3200)]
+    last = streamer.step([StreamInput(state, np.zeros(0, np.float32), last=True)])[0]
+    assert streamer.chunk_s == pytest.approx(4 * engine.frame_shift_s)
+    assert abs(last.frames - len(audio) / engine.sample_rate / engine.frame_shift_s) <= 1.5
+    assert all(t.start_frame < last.frames for out in outputs for t in out.tokens)
+    assert state.caches is not None and state.caches[0].shape[2] <= 2.0 / engine.frame_shift_s + 4
+
+
+def test_capacity_is_measured_and_positive(streaming_models: dict[str, Path]) -> None:
+    engine = load_engine(str(streaming_models["ctc"]))
+    assert measure_capacity(Streamer(engine, 10.0), engine.sample_rate, batch=4) >= 1
+
+
+def _state_bytes(state: StreamState) -> int:
+    tensors = [state.features, state.pre_encode, *(state.caches or ())]
+    return state.audio.nbytes + sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def test_whole_utterance_normalisation_becomes_running_statistics(tiny_models: dict[str, Path]) -> None:
+    """Parakeet checkpoints normalise each mel band over the whole utterance; a stream cannot wait
+    for it, so it normalises with the statistics of everything heard so far. When the stream ends
+    those are the utterance's statistics, so the last frames match offline featurisation."""
+    engine: NemoEngine = load_engine(str(tiny_models["ctc"]))
+    assert engine.model.preprocessor.featurizer.normalize == "per_feature"
+    streamer = Streamer(engine, left_context_s=2.0)
+    audio = speechlike(6.0)[0]
+    state = streamer.open()
+    for i in range(0, len(audio), 16000):
+        streamer._featurize(state, audio[i : i + 16000], last=i + 16000 >= len(audio))
+    offline, length = engine.model.preprocessor(input_signal=torch.from_numpy(audio)[None],
+                                           length=torch.tensor([len(audio)]))
+    assert state.features is not None
+    n = state.features.shape[1]
+    assert int(length[0]) == state.next_feature == n
+    assert torch.allclose(state.features[:, -50:], offline[0, :, n - 50 : n], atol=1e-3)

@@ -1,0 +1,312 @@
+"""StreamingRecognize through the real Riva client, on the demo model, on a loopback server."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import riva.client
+from riva.client.proto import riva_asr_pb2
+
+from parakeet_serve.audio import AudioFormat, decode_audio
+from parakeet_serve.engine import NemoEngine
+from parakeet_serve.engine.streaming import StreamState
+from parakeet_serve.evaluation import error_counts, read_manifest
+from tests.conftest import LoopThread, Served, start_server
+
+PACKAGE = Path(str(resources.files("parakeet_serve")))
+SAMPLE = PACKAGE / "samples" / "flight-number.wav"
+EVAL = read_manifest(PACKAGE / "eval" / "demo-eval-seen-voices.jsonl")
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def demo(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
+    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=32)
+    yield served
+    served.stop()
+
+
+@dataclass(frozen=True)
+class Result:
+    final: bool
+    text: str
+    words: tuple[tuple[str, float, float], ...]
+    audio_processed: float
+
+
+def pcm_of(path: Path) -> np.ndarray:
+    return decode_audio(path.read_bytes(), AudioFormat(), target_rate=RATE, max_seconds=600).mono()
+
+
+def as_bytes(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def config(interim: bool = True, stop_history_ms: int = 0, **fields) -> riva.client.StreamingRecognitionConfig:
+    fields = {"encoding": riva.client.AudioEncoding.LINEAR_PCM, "sample_rate_hertz": RATE, **fields}
+    recognition = riva.client.RecognitionConfig(
+        language_code="en-US", enable_word_time_offsets=True,
+        endpointing_config=riva_asr_pb2.EndpointingConfig(stop_history=stop_history_ms), **fields,
+    )
+    return riva.client.StreamingRecognitionConfig(config=recognition, interim_results=interim)
+
+
+def stream(served: Served, data: bytes, chunk_bytes: int, cfg=None) -> list[Result]:
+    chunks = (data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes))
+    out = []
+    for response in served.asr().streaming_response_generator(audio_chunks=chunks, streaming_config=cfg or config()):
+        for r in response.results:
+            alt = r.alternatives[0]
+            words = tuple((w.word, w.start_time / 1000, w.end_time / 1000) for w in alt.words)
+            out.append(Result(r.is_final, alt.transcript, words, r.audio_processed))
+    return out
+
+
+def finals(results: list[Result]) -> list[str]:
+    return [r.text for r in results if r.final]
+
+
+def offline(served: Served, samples: np.ndarray) -> str:
+    cfg = riva.client.RecognitionConfig(encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=RATE,
+                                        language_code="en-US")
+    response = served.asr().offline_recognize(as_bytes(samples), cfg)
+    return " ".join(r.alternatives[0].transcript for r in response.results)
+
+
+def test_chunk_sizes_give_the_same_finals_as_recognize(demo: Served) -> None:
+    samples = pcm_of(SAMPLE)
+    expected = offline(demo, samples)
+    assert error_counts(SAMPLE.with_suffix(".txt").read_text(), expected)[0] <= 1
+    for chunk_ms in (10, 50, 1000):
+        results = stream(demo, as_bytes(samples), chunk_bytes=chunk_ms * RATE // 1000 * 2)
+        assert " ".join(finals(results)) == expected, f"{chunk_ms} ms chunks"
+
+
+def test_interim_results_come_before_the_final_and_only_grow(demo: Served) -> None:
+    results = stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=3200)
+    first_final = next(i for i, r in enumerate(results) if r.final)
+    interims = [r for r in results[:first_final] if not r.final]
+    assert len(interims) >= 3
+    final_words = results[first_final].text.split()
+    for r in interims:  # every interim word but the one still being spoken is already the final's
+        words = r.text.split()
+        assert words[:-1] == final_words[: len(words) - 1]
+    processed = [r.audio_processed for r in results]
+    assert processed == sorted(processed)
+
+
+def test_a_wav_header_may_start_the_stream(demo: Served) -> None:
+    expected = finals(stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=3200))
+    unspecified = config(encoding=riva.client.AudioEncoding.ENCODING_UNSPECIFIED, sample_rate_hertz=0)
+    assert finals(stream(demo, SAMPLE.read_bytes(), chunk_bytes=4000, cfg=unspecified)) == expected
+
+
+Spans = list[tuple[float, float]]
+
+
+def utterances_with_pauses(entries, pause_s: float, lead_s: float = 0.0) -> tuple[np.ndarray, Spans]:
+    parts, spans, t = [np.zeros(int(lead_s * RATE), np.float32)], [], lead_s
+    for entry in entries:
+        audio = pcm_of(entry.audio)
+        parts += [audio, np.zeros(int(pause_s * RATE), np.float32)]
+        spans.append((t, t + len(audio) / RATE))
+        t += len(audio) / RATE + pause_s
+    return np.concatenate(parts), spans
+
+
+def test_each_utterance_gets_one_final_in_order_with_nothing_lost_or_repeated(demo: Served) -> None:
+    entries = EVAL[:4]
+    audio, spans = utterances_with_pauses(entries, pause_s=1.0, lead_s=2.0)  # 2 s of keepalive zeros first
+    results = stream(demo, as_bytes(audio), chunk_bytes=1600)
+    got = [r for r in results if r.final]
+    assert [r.text for r in got] == [offline(demo, pcm_of(e.audio)) for e in entries]
+    for result, (start, end) in zip(got, spans, strict=True):  # word times count from the stream's start
+        assert start - 0.3 <= result.words[0][1] and result.words[-1][2] <= end + 0.4
+
+
+def test_sixteen_concurrent_streams_give_the_finals_each_gives_alone(demo: Served) -> None:
+    clips = [as_bytes(pcm_of(e.audio)) for e in EVAL[:16]]
+    alone = [finals(stream(demo, clip, chunk_bytes=3200)) for clip in clips]
+    together: list[list[str] | None] = [None] * len(clips)
+    start = threading.Barrier(len(clips))
+
+    def run(i: int) -> None:
+        start.wait()
+        together[i] = finals(stream(demo, clips[i], chunk_bytes=3200))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert together == alone
+
+
+def live_streams() -> int:
+    gc.collect()
+    return sum(isinstance(o, StreamState) for o in gc.get_objects())
+
+
+def test_clients_that_vanish_mid_stream_leave_nothing_behind(demo: Served) -> None:
+    before = live_streams()
+    stub = demo.asr().stub
+    chunk = as_bytes(pcm_of(SAMPLE))[:6400]
+    for _ in range(100):
+        answered = threading.Event()
+
+        def requests(answered: threading.Event = answered) -> Iterator[riva_asr_pb2.StreamingRecognizeRequest]:
+            yield riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config())
+            for _ in range(5):
+                yield riva_asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
+            answered.wait(10)  # the client never half-closes: it vanishes
+
+        call = stub.StreamingRecognize(requests())
+        next(call)  # the stream is live and has been answered
+        call.cancel()
+        answered.set()
+    deadline = time.monotonic() + 10
+    while demo.app._scheduler.active_streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert demo.app._scheduler.active_streams == 0
+    assert live_streams() <= before
+    assert finals(stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=3200))  # and it still serves
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_an_hour_of_audio_streamed_fast_keeps_memory_flat(demo: Served) -> None:
+    block, _ = utterances_with_pauses(EVAL[:20], pause_s=1.0)  # about a minute of speech and pauses
+    blocks = int(3600 / (len(block) / RATE)) + 1
+    memory: list[float] = []
+    final_count = 0
+
+    def chunks() -> Iterator[bytes]:
+        data = as_bytes(block)
+        for k in range(blocks):
+            if k in (10, blocks - 1):
+                memory.append(rss_mb())
+            for i in range(0, len(data), 32000):
+                yield data[i : i + 32000]
+
+    cfg = config(interim=False)
+    for response in demo.asr().streaming_response_generator(audio_chunks=chunks(), streaming_config=cfg):
+        final_count += sum(r.is_final for r in response.results)
+        last = response.results[-1].audio_processed if response.results else 0
+    assert last >= 3600
+    assert final_count >= 0.9 * 20 * blocks
+    assert memory[1] - memory[0] < 30, f"RSS grew from {memory[0]:.0f} MB to {memory[1]:.0f} MB"
+
+
+def test_streams_beyond_the_maximum_are_refused_and_admitted_ones_go_on(
+    loop_thread: LoopThread, demo_engine: NemoEngine
+) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=2)
+    release = threading.Event()
+    audio = as_bytes(pcm_of(SAMPLE))
+    try:
+        def held() -> Iterator[bytes]:
+            yield audio[:32000]
+            release.wait(30)
+            yield audio[32000:]
+
+        held_results: list[list[Result]] = []
+        threads = [threading.Thread(target=lambda: held_results.append(_stream_chunks(served, held())))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while served.app._scheduler.active_streams < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(grpc.RpcError) as info:
+            stream(served, audio, 3200)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "maximum of 2 streams" in info.value.details()
+        release.set()
+        for t in threads:
+            t.join(60)
+        assert all(finals(r) for r in held_results) and len(held_results) == 2
+        assert finals(stream(served, audio, 3200))
+    finally:
+        release.set()
+        served.stop()
+
+
+def _stream_chunks(served: Served, chunks: Iterator[bytes]) -> list[Result]:
+    out = []
+    for response in served.asr().streaming_response_generator(audio_chunks=chunks, streaming_config=config()):
+        out += [Result(r.is_final, r.alternatives[0].transcript, (), r.audio_processed) for r in response.results]
+    return out
+
+
+def test_drain_gives_every_live_stream_its_final(loop_thread: LoopThread, demo_engine: NemoEngine) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", shutdown_grace_s=3.0)
+    speech = as_bytes(pcm_of(SAMPLE))
+    expected = offline(served, pcm_of(SAMPLE))
+    results: list[list[Result]] = [[] for _ in range(4)]
+
+    def live(i: int) -> None:
+        def chunks() -> Iterator[bytes]:
+            for k in range(0, len(speech), 3200):
+                yield speech[k : k + 3200]
+                time.sleep(0.01)
+            while True:  # then the client stays on the line, sending keepalive silence
+                yield b"\0" * 3200
+                time.sleep(0.1)
+
+        results[i] = _stream_chunks(served, chunks())
+
+    threads = [threading.Thread(target=live, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    draining = loop_thread.submit(served.app.drain())
+    time.sleep(0.3)
+    with pytest.raises(grpc.RpcError) as info:
+        stream(served, speech, 3200)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    for t in threads:
+        t.join(30)
+    draining.result(30)
+    assert all(" ".join(finals(r)) == expected for r in results)
+
+
+@pytest.mark.parametrize(
+    ("requests", "message"),
+    [
+        ([riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"\0" * 320)], "must carry streaming_config"),
+        ([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config()),
+          riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config())], "only come in the first message"),
+        ([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(encoding=riva.client.AudioEncoding.FLAC))],
+         "not FLAC"),
+        ([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(sample_rate_hertz=0)),
+          riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"\0" * 320)], "needs sample_rate_hertz"),
+        ([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(sample_rate_hertz=1000)),
+          riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"\0" * 320)], "outside 8000"),
+        ([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(
+            encoding=riva.client.AudioEncoding.ENCODING_UNSPECIFIED)),
+          riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"RIFF\0\0\0\0WAVEfmt " + b"\xff" * 40)],
+         "WAV"),
+        ([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(model="whisper"))], "is not served here"),
+    ],
+)
+def test_bad_streams_get_invalid_argument_and_the_server_goes_on(demo: Served, requests, message: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(demo.asr().stub.StreamingRecognize(iter(requests)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in info.value.details()
+    assert finals(stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=16000))
+
