@@ -52,6 +52,10 @@ class Blueprint:
     n_mels: int = 80
     sample_rate: int = 16000
     att_context: tuple[int, int] = (-1, -1)
+    # Cache-aware streaming: chunked attention within `att_context`, causal convolutions and no
+    # whole-utterance feature normalisation, so a stream encodes each frame once and gets the
+    # same output as the whole audio encoded at once.
+    streaming: bool = False
     spec_augment: bool = False  # masks on the features while training
     dropout: float = 0.1
 
@@ -81,7 +85,7 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
         "preprocessor": {
             "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
-            "sample_rate": bp.sample_rate, "normalize": "per_feature", "window_size": 0.025,
+            "sample_rate": bp.sample_rate, "normalize": "NA" if bp.streaming else "per_feature", "window_size": 0.025,
             "window_stride": 0.01, "window": "hann", "features": bp.n_mels, "n_fft": 512,
             "log": True, "frame_splicing": 1, "dither": 0.0, "pad_to": 0, "pad_value": 0.0,
         },
@@ -89,9 +93,11 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
             "_target_": "nemo.collections.asr.modules.ConformerEncoder",
             "feat_in": bp.n_mels, "feat_out": -1, "n_layers": bp.n_layers, "d_model": bp.d_model,
             "subsampling": "dw_striding", "subsampling_factor": 8,
-            "subsampling_conv_channels": bp.subsampling_channels, "causal_downsampling": False,
+            "subsampling_conv_channels": bp.subsampling_channels, "causal_downsampling": bp.streaming,
             "ff_expansion_factor": bp.ff_expansion, "self_attention_model": "rel_pos",
             "n_heads": bp.n_heads, "att_context_size": list(bp.att_context), "xscaling": True,
+            "att_context_style": "chunked_limited" if bp.streaming else "regular",
+            "conv_context_size": "causal" if bp.streaming else None,
             "untie_biases": True, "pos_emb_max_len": 5000, "conv_kernel_size": bp.conv_kernel,
             "conv_norm_type": "batch_norm", "dropout": bp.dropout, "dropout_pre_encoder": bp.dropout,
             "dropout_emb": 0.0, "dropout_att": bp.dropout,
