@@ -165,20 +165,12 @@ def test_config_rpc_lists_the_served_model(server: Served) -> None:
     assert len(response.model_config) == 1
     model = response.model_config[0]
     assert model.model_name == server.app.recognizer().model_name
-    assert model.parameters["type"] == "offline"
+    assert model.parameters["type"] == "online"  # it streams, and serves Recognize too
+    assert model.parameters["streaming"] == "true"
     assert model.parameters["language_code"] == "en-US"
     assert model.parameters["decoder_type"] == "tdt"
     other = stub.GetRivaSpeechRecognitionConfig(riva_asr_pb2.RivaSpeechRecognitionConfigRequest(model_name="other"))
     assert len(other.model_config) == 0
-
-
-def test_streaming_says_unimplemented_in_one_sentence(server: Served) -> None:
-    asr = server.asr()
-    streaming = riva.client.StreamingRecognitionConfig(config=config(), interim_results=True)
-    with pytest.raises(grpc.RpcError) as info:
-        list(asr.streaming_response_generator(iter([pcm16(AUDIO)]), streaming))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "Recognize" in info.value.details()
 
 
 def test_riva_metadata_is_tolerated(serve: ServeFactory) -> None:
