@@ -21,6 +21,7 @@ from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
 from parakeet_serve.settings import Settings, load_settings
+from parakeet_serve.telemetry import Telemetry
 
 HEADS = ("ctc", "rnnt", "tdt", "hybrid_rnnt_ctc", "hybrid_tdt_ctc")
 SAMPLE_RATE = 16000
@@ -30,7 +31,7 @@ SAMPLE_RATE = 16000
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come from the environment: tests start from none of ours."""
     for key in list(os.environ):
-        if key.startswith("PARAKEET_") or key == "PORT":
+        if key.startswith(("PARAKEET_", "OTEL_")) or key == "PORT":
             monkeypatch.delenv(key)
 
 
@@ -98,18 +99,25 @@ class Served:
     def address(self) -> str:
         return f"localhost:{self.app.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.app.metrics_port}/metrics"
+
     def asr(self, **auth: Any) -> riva.client.ASRService:
         return riva.client.ASRService(riva.client.Auth(uri=self.address, **auth))
-
 
     def stop(self) -> None:
         self.loop.run(self.app.drain(), timeout=120)
 
 
-def start_server(loop: LoopThread, engine: NemoEngine, load: bool = True, **overrides: Any) -> Served:
-    """A real server on an ephemeral loopback port; `load=False` leaves it not yet ready."""
-    settings = load_settings(**{"host": "127.0.0.1", "port": 0, "warmup": False, "max_streams": 8, **overrides})
-    app = Application(settings, engine=engine)
+def start_server(
+    loop: LoopThread, engine: NemoEngine, load: bool = True, telemetry: Telemetry | None = None, **overrides: Any
+) -> Served:
+    """A real server (and metrics endpoint) on ephemeral loopback ports; `load=False` leaves it not yet ready."""
+    defaults = {"host": "127.0.0.1", "port": 0, "metrics_host": "127.0.0.1", "metrics_port": 0, "warmup": False,
+                "max_streams": 8}
+    settings = load_settings(**{**defaults, **overrides})
+    app = Application(settings, engine=engine, telemetry=telemetry)
     loop.run(app.start())
     if load:
         loop.run(app.load())
@@ -124,8 +132,8 @@ def serve(engine: NemoEngine, loop_thread: LoopThread) -> Iterator[ServeFactory]
     """Start servers with per-test settings; all are drained when the test ends."""
     started: list[Served] = []
 
-    def factory(load: bool = True, **overrides: Any) -> Served:
-        started.append(start_server(loop_thread, engine, load, **overrides))
+    def factory(load: bool = True, telemetry: Telemetry | None = None, **overrides: Any) -> Served:
+        started.append(start_server(loop_thread, engine, load, telemetry, **overrides))
         return started[-1]
 
     yield factory

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.streaming import Streamer, measure_capacity
@@ -14,6 +15,8 @@ from parakeet_serve.riva.server import RivaServer
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.settings import Settings
 from parakeet_serve.streaming import StreamGeometry
+from parakeet_serve.telemetry import Telemetry
+from parakeet_serve.telemetry.tracing import otlp_exporter
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +24,19 @@ log = logging.getLogger(__name__)
 class Application:
     """One server process. Health is NOT_SERVING until `load` has warmed the model, and again from `drain` on."""
 
-    def __init__(self, settings: Settings, engine: NemoEngine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: NemoEngine | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.settings = settings
+        self.telemetry = telemetry or _telemetry(settings)
+        self.metrics_port = 0
         self._engine = engine
         self._scheduler: Scheduler | None = None
         self._recognizer: Recognizer | None = None
         self._streamer: Streamer | None = None
         self._draining = False
         self._closing = asyncio.Event()  # open streams wrap up and send their finals
-        self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing)
+        self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing, self.telemetry)
 
     @property
     def port(self) -> int:
@@ -78,12 +85,16 @@ class Application:
         }
 
     async def start(self) -> None:
+        s = self.settings
+        self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
         await self.server.start()
-        log.info("grpc server listening", extra={"port": self.port, "tls": self.settings.grpc_tls})
+        log.info("grpc server listening",
+                 extra={"port": self.port, "tls": s.grpc_tls, "metrics_port": self.metrics_port})
 
     async def load(self) -> None:
         """Load (unless given) and warm the engine, then report SERVING."""
         s = self.settings
+        began = time.monotonic()
         engine = self._engine or await asyncio.to_thread(
             load_engine, s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, decoder=s.decoder,
             device=s.device, precision=s.precision, long_audio_seconds=s.long_audio_seconds,
@@ -98,20 +109,24 @@ class Application:
         self._scheduler = Scheduler(
             engine, sample_rate=engine.sample_rate, window_s=s.microbatch_window_ms / 1000,
             max_batch=s.microbatch_max_batch, capacity=s.queue_capacity, max_wait_s=s.max_queue_wait_s,
-            streamer=streamer, max_streams=max_streams,
+            streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics,
         )
         await self._scheduler.start()
         geometry = StreamGeometry(
             samples_for_chunks=streamer.samples_for_chunks,
             chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
             frame_shift_s=engine.frame_shift_s,
+            sample_rate=engine.sample_rate,
         )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
             max_audio_seconds=s.max_audio_seconds, geometry=geometry, detokenize=engine.detokenize,
+            telemetry=self.telemetry,
         )
+        self._export_model(engine, time.monotonic() - began)
         if not self._draining:
             await self.server.set_serving(True)
+            self.telemetry.metrics.ready.set(1)
         log.info(
             "model ready",
             extra={
@@ -128,6 +143,7 @@ class Application:
         self._draining = True
         grace = self.settings.shutdown_grace_s
         log.info("draining", extra={"grace_s": grace})
+        self.telemetry.metrics.ready.set(0)
         await self.server.set_serving(False)
         stopping = asyncio.create_task(self.server.stop(grace))
         done, _ = await asyncio.wait({stopping}, timeout=max(0.0, grace - min(2.0, grace / 4)))
@@ -138,4 +154,23 @@ class Application:
         await stopping
         if self._scheduler is not None:
             await self._scheduler.stop()
+        self.telemetry.close()
         log.info("stopped")
+
+    def _export_model(self, engine: NemoEngine, load_s: float) -> None:
+        """The served model's facts and load time as metrics; CUDA memory when on a GPU."""
+        metrics, info = self.telemetry.metrics, engine.info
+        metrics.model_info.labels(info.model_id, info.decoder, info.device, info.precision).set(1)
+        metrics.model_load_seconds.set(load_s)
+        if engine.device.type == "cuda":
+            import torch
+
+            device = engine.device
+            metrics.watch_gpu_memory(lambda: torch.cuda.memory_allocated(device),
+                                     lambda: torch.cuda.memory_reserved(device))
+
+
+def _telemetry(s: Settings) -> Telemetry:
+    """Metrics always; traces when an OTLP endpoint is configured."""
+    exporter = otlp_exporter(s.otlp_endpoint, s.otlp_protocol) if s.otlp_endpoint else None
+    return Telemetry.create(exporter, s.otel_service_name)

@@ -133,7 +133,8 @@ async def _serve(settings: Settings) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    settings = load_settings(model_id="demo", host="127.0.0.1", port=0, log_level="WARNING")
+    settings = load_settings(model_id="demo", host="127.0.0.1", port=0, metrics_host="127.0.0.1", metrics_port=0,
+                             log_level="WARNING")
     configure_logging(settings.log_level)
     sample = args.file or Path(str(resources.files("parakeet_serve").joinpath("samples", DEMO_SAMPLE)))
     print("\n".join(asyncio.run(_demo(settings, sample))))
@@ -210,7 +211,7 @@ def server_process(model: str, timeout_s: float = 300.0) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "parakeet_serve", "serve", "--model", model, "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "WARNING"]
+               "--port", str(port), "--metrics-port", "0", "--log-level", "WARNING"]
     process = subprocess.Popen(command)
     target = f"127.0.0.1:{port}"
     try:

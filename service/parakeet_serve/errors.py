@@ -11,6 +11,7 @@ The core raises only these; each front end maps them to its own status codes in 
     │   ├── AudioTooLong       more audio than the service accepts
     │   └── UnknownModel       no served model matches the requested model or language
     ├── QueueFull              admission control refused the work (retry later)
+    │   └── StreamLimit        the server holds its maximum of streams
     ├── QueueTimeout           the work waited too long and was dropped
     ├── NotReady               the model is loading, warming up or the server is draining
     └── Unauthenticated        missing or wrong credentials
@@ -51,6 +52,10 @@ class QueueFull(ParakeetError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StreamLimit(QueueFull):
+    """The server holds as many streams as it can keep in real time."""
 
 
 class QueueTimeout(ParakeetError):

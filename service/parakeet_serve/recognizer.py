@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 from parakeet_serve.audio import AudioFormat, decode_audio
 from parakeet_serve.audio.stream import StreamDecoder
-from parakeet_serve.engine.types import Hypothesis, ModelInfo
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
 from parakeet_serve.errors import UnknownModel
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.streaming import StreamGeometry, StreamOptions, StreamSession
+from parakeet_serve.telemetry import Telemetry, Timing
+from parakeet_serve.telemetry.tracing import record_work
 from parakeet_serve.text import shape_hypothesis
+from parakeet_serve.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,10 @@ class Recognizer:
         max_audio_seconds: float,
         geometry: StreamGeometry | None = None,
         detokenize: Callable[[list[int]], str] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._telemetry = telemetry or Telemetry()
         self._geometry = geometry
         self._detokenize = detokenize
         self.info = info
@@ -85,17 +90,42 @@ class Recognizer:
         if self._geometry is None or self._detokenize is None:
             raise UnknownModel(f"Model {self.model_name!r} is served for Recognize only; it cannot stream.")
         with self._scheduler.stream() as state:
-            yield StreamSession(self._scheduler, state, decoder, self._geometry, self._detokenize, stream)
+            yield StreamSession(
+                self._scheduler, state, decoder, self._geometry, self._detokenize, stream, self._telemetry
+            )
 
-    async def recognize(self, data: bytes, fmt: AudioFormat, options: RecognitionOptions) -> list[ChannelResult]:
-        """Recognise a whole audio (one result per channel when channels are separated)."""
+    async def recognize(
+        self, data: bytes, fmt: AudioFormat, options: RecognitionOptions, usage: Usage | None = None
+    ) -> list[ChannelResult]:
+        """Recognise a whole audio (one result per channel when channels are separated).
+
+        `usage`, when given, receives what the request cost: audio, queue wait and compute seconds.
+        """
         self.check_model(options)
-        audio = await asyncio.to_thread(
-            decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
-        )
+        tracer = self._telemetry.tracer
+        with tracer.start_as_current_span("audio.decode"):
+            audio = await asyncio.to_thread(
+                decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
+            )
         tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
         wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
-        transcripts = await asyncio.gather(*(self._scheduler.transcribe(t, wanted) for t in tracks))
+        timings = [Timing("offline") for _ in tracks]
+        try:
+            transcripts = await asyncio.gather(
+                *(self._scheduler.transcribe(t, wanted, timing) for t, timing in zip(tracks, timings, strict=True))
+            )
+        finally:
+            for timing in timings:
+                record_work(tracer, timing)
+        self._telemetry.metrics.audio_seconds.labels("Recognize").inc(audio.duration_s)
+        if usage is not None:
+            usage.add(audio.duration_s, timings)
+        with tracer.start_as_current_span("decode"):
+            return self._shape(transcripts, options, wanted, audio.duration_s)
+
+    def _shape(
+        self, transcripts: list[Transcript], options: RecognitionOptions, wanted: int, duration_s: float
+    ) -> list[ChannelResult]:
         return [
             ChannelResult(
                 channel=i,
@@ -103,7 +133,7 @@ class Recognizer:
                     shape_hypothesis(h, options.word_time_offsets, options.automatic_punctuation)
                     for h in t.hypotheses[:wanted]
                 ),
-                audio_processed_s=audio.duration_s,
+                audio_processed_s=duration_s,
             )
             for i, t in enumerate(transcripts)
         ]

@@ -27,7 +27,8 @@ import numpy as np
 
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Transcript
-from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
+from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
+from parakeet_serve.telemetry import Metrics, Timing
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class StepEngine(Protocol):
 class _Step:
     item: StreamInput
     reply: asyncio.Future[StepOutput]
+    timing: Timing
 
 
 @dataclass
@@ -60,16 +62,8 @@ class _Job:
     audio: np.ndarray
     alternatives: int
     reply: asyncio.Future[Transcript]
+    timing: Timing
     enqueued: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """What one batch cost, for logs and (later) metrics."""
-
-    size: int
-    audio_s: float
-    compute_s: float
 
 
 class Scheduler:
@@ -86,6 +80,7 @@ class Scheduler:
         max_wait_s: float,
         streamer: StepEngine | None = None,
         max_streams: int = 0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._engine = engine
         self._streamer = streamer
@@ -101,7 +96,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
-        self.last_batch: BatchStats | None = None
+        self._metrics = metrics or Metrics()
+        self._metrics.bind_queue(lambda: self.active_streams, max_streams, lambda: len(self._queue), capacity)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduler")
@@ -123,15 +119,18 @@ class Scheduler:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def transcribe(self, audio: np.ndarray, alternatives: int = 1) -> Transcript:
-        """Recognise one mono audio at the engine's rate; cancelling the caller frees its slot."""
+    async def transcribe(self, audio: np.ndarray, alternatives: int = 1, timing: Timing | None = None) -> Transcript:
+        """Recognise one mono audio at the engine's rate; cancelling the caller frees its slot.
+
+        `timing`, when given, is filled with when the work waited and ran.
+        """
         self._check_running()
         if len(self._queue) >= self._capacity:
             raise QueueFull(
                 f"The server is at capacity ({self._capacity} requests queued); retry in a moment.",
                 retry_after_s=max(self._window_s, 0.5),
             )
-        job = _Job(audio, alternatives, asyncio.get_running_loop().create_future())
+        job = _Job(audio, alternatives, asyncio.get_running_loop().create_future(), timing or Timing("offline"))
         self._queue.append(job)
         self._wake.set()
         try:
@@ -146,7 +145,7 @@ class Scheduler:
         if self._streamer is None:
             raise NotReady("This model cannot stream.")
         if self.active_streams >= self.max_streams:
-            raise QueueFull(
+            raise StreamLimit(
                 f"The server holds its maximum of {self.max_streams} streams; retry in a moment or on another replica.",
                 retry_after_s=1.0,
             )
@@ -156,10 +155,10 @@ class Scheduler:
         finally:
             self.active_streams -= 1
 
-    async def step(self, item: StreamInput) -> StepOutput:
+    async def step(self, item: StreamInput, timing: Timing | None = None) -> StepOutput:
         """Run one streaming step of an admitted stream (never refused for capacity)."""
         self._check_running()
-        step = _Step(item, asyncio.get_running_loop().create_future())
+        step = _Step(item, asyncio.get_running_loop().create_future(), timing or Timing("stream"))
         self._steps.append(step)
         self._wake.set()
         try:
@@ -211,17 +210,11 @@ class Scheduler:
         return True
 
     async def _execute(self, batch: list[_Job]) -> None:
-        started = time.perf_counter()
         transcripts = await self._call(
             batch, self._engine.transcribe, [j.audio for j in batch], [j.alternatives for j in batch]
         )
         if transcripts is None:
             return
-        self.last_batch = BatchStats(
-            size=len(batch),
-            audio_s=sum(len(j.audio) for j in batch) / self._sample_rate,
-            compute_s=time.perf_counter() - started,
-        )
         for job, transcript in zip(batch, transcripts, strict=True):
             if not job.reply.done():
                 job.reply.set_result(transcript)
@@ -239,11 +232,26 @@ class Scheduler:
 
     async def _call(self, batch: Sequence[_Job | _Step], fn, *args) -> list | None:
         """Run `fn` on the inference thread; a failed batch fails its callers, never the scheduler."""
+        started = time.time_ns()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+            result = await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+            self._account(batch, started, time.time_ns())
+            return result
         except Exception as exc:
             log.exception("inference batch failed", extra={"batch_size": len(batch)})
             for pending in batch:
                 if not pending.reply.done():
                     pending.reply.set_exception(exc)
             return None
+
+    def _account(self, batch: Sequence[_Job | _Step], started_ns: int, finished_ns: int) -> None:
+        """Stamp each item's timing and record the batch in the metrics."""
+        kind = batch[0].timing.kind
+        for pending in batch:
+            t = pending.timing
+            t.started_ns, t.finished_ns, t.batch_size = started_ns, finished_ns, len(batch)
+            self._metrics.queue_wait.labels(kind).observe(t.queue_wait_s)
+        seconds = (finished_ns - started_ns) / 1e9
+        self._metrics.batch_size.labels(kind).observe(len(batch))
+        self._metrics.inference_duration.labels(kind).observe(seconds)
+        self._metrics.inference_seconds.labels(kind).inc(seconds)

@@ -92,9 +92,26 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight requests may run before they are cancelled."""
 
-    # --- logging ----------------------------------------------------------------------------
+    # --- observability -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Level of the structured JSON log."""
+    metrics_host: str = "0.0.0.0"
+    """Address of the Prometheus `/metrics` endpoint."""
+    metrics_port: int = Field(9400, ge=0, le=65535)
+    """Port of the Prometheus `/metrics` endpoint; 0 picks a free one."""
+    otlp_endpoint: str = Field(
+        "", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "PARAKEET_OTLP_ENDPOINT", "otlp_endpoint")
+    )
+    """OpenTelemetry collector to send traces to (e.g. http://collector:4317); empty turns tracing off."""
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_PROTOCOL", "PARAKEET_OTLP_PROTOCOL", "otlp_protocol")
+    )
+    """OTLP transport: `grpc` (port 4317) or `http/protobuf` (port 4318)."""
+    otel_service_name: str = Field(
+        "parakeet-serve",
+        validation_alias=AliasChoices("OTEL_SERVICE_NAME", "PARAKEET_OTEL_SERVICE_NAME", "otel_service_name"),
+    )
+    """`service.name` of the traces."""
 
     @model_validator(mode="after")
     def _tls_files_present(self) -> Settings:
@@ -124,9 +141,17 @@ class Settings(BaseSettings):
         return self.queue_max_factor * self.microbatch_max_batch
 
 
+_OWN_NAMES = {
+    "port": "PORT",
+    "otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otlp_protocol": "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "otel_service_name": "OTEL_SERVICE_NAME",
+}
+
+
 def env_name(field: str) -> str:
-    """The environment variable of a settings field."""
-    return "PORT" if field == "port" else ENV_PREFIX + field.upper()
+    """The environment variable of a settings field (the standard name where one exists)."""
+    return _OWN_NAMES.get(field, ENV_PREFIX + field.upper())
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -8,20 +8,28 @@ the encoder's context runs on across utterances. Word times count from the start
 
 from __future__ import annotations
 
+import bisect
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import trace
 
 from parakeet_serve.audio.stream import StreamDecoder
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Hypothesis
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
 from parakeet_serve.scheduler import Scheduler
+from parakeet_serve.telemetry import Telemetry, Timing
+from parakeet_serve.telemetry.tracing import record_span, record_work
 from parakeet_serve.text import shape_hypothesis
+from parakeet_serve.usage import Usage
 
 INTERIM_STABILITY = 0.9  # interim text only grows; just its last word may still change
 MAX_UTTERANCE_S = 30.0  # speech without a pause this long is finalised at a word boundary
+_ARRIVALS_KEPT = 8192  # arrival times of recent chunks, to date the end of speech (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class StreamGeometry:
     samples_for_chunks: Callable[[int], int]
     chunks_per_step: int
     frame_shift_s: float
+    sample_rate: int
 
 
 class StreamSession:
@@ -64,6 +73,7 @@ class StreamSession:
         geometry: StreamGeometry,
         detokenize: Callable[[list[int]], str],
         options: StreamOptions,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._state = state
@@ -78,6 +88,11 @@ class StreamSession:
         self._last_interim = ""
         self.last_output: StepOutput | None = None
         self.finals = 0
+        self.usage = Usage()
+        self._telemetry = telemetry or Telemetry()
+        # (samples received so far, when they arrived): when the audio of a given moment came in
+        self._arrived_at: deque[tuple[int, float]] = deque(maxlen=_ARRIVALS_KEPT)
+        self._step_arrival = 0.0  # when the audio that completed the running step arrived
 
     @property
     def audio_s(self) -> float:
@@ -95,39 +110,72 @@ class StreamSession:
     async def push(self, data: bytes) -> list[StreamEvent]:
         """Take an audio chunk; once the audio completes a step, run the step and return its results."""
         audio = self._decoder.feed(data)
+        now = time.monotonic()
         if len(audio):
             self._pending.append(audio)
             self._received += len(audio)
+            self._arrived_at.append((self._received, now))
         due = self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step)
         if self._received < due:
             return []
         while self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step) <= self._received:
             self._steps_due += 1
+        self._step_arrival = now
         return await self._run(last=False)
 
     async def finish(self) -> list[StreamEvent]:
         """The stream ended: decode what is left and finalise the last utterance."""
         self._pending.append(self._decoder.flush())
-        events = await self._run(last=True)
-        if self._utterance:
-            events.append(self._final())
-        return events
+        self._step_arrival = time.monotonic()
+        return await self._run(last=True)
 
     async def _run(self, last: bool) -> list[StreamEvent]:
         audio = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
         self._pending = []
-        out = await self._scheduler.step(StreamInput(self._state, audio, last))
+        timing = Timing("stream")
+        out = await self._scheduler.step(StreamInput(self._state, audio, last), timing)
+        self._account(out, timing)
+        decoding = time.time_ns()
+        events = self._results(out, last)
+        if events:
+            self._observe(events, timing, decoding)
+        return events
+
+    def _account(self, out: StepOutput, timing: Timing) -> None:
+        """Count the audio and encoder input this step added."""
+        metrics = self._telemetry.metrics
+        metrics.audio_seconds.labels("StreamingRecognize").inc(max(0.0, out.audio_s - self.audio_s))
+        metrics.encoder_input_seconds.inc(max(0.0, out.encoder_input_s - self.encoder_input_s))
+        self.usage.add(max(0.0, out.audio_s - self.audio_s), [timing])
         self.last_output = out
+
+    def _observe(self, events: list[StreamEvent], timing: Timing, decoding_ns: int) -> None:
+        """Latency metrics of the results, and a span for the step that produced them."""
+        now = time.monotonic()
+        for event in events:
+            if not event.final:
+                self._telemetry.metrics.interim_latency.observe(now - self._step_arrival)
+        tracer = self._telemetry.tracer
+        finished = time.time_ns()
+        step = record_span(tracer, "stream.step", timing.enqueued_ns, finished,
+                           **{"results.final": sum(e.final for e in events), "results.count": len(events)})
+        context = trace.set_span_in_context(step)
+        record_work(tracer, timing, context)
+        record_span(tracer, "decode", decoding_ns, finished, context)
+
+    def _results(self, out: StepOutput, last: bool) -> list[StreamEvent]:
         self._utterance.extend(out.tokens)
         if not self._utterance:
             return []
+        if last:
+            return [self._final()]
         frame_s = self._geometry.frame_shift_s
         silence_s = (out.frames - (self._utterance[-1].start_frame + 1)) * frame_s
-        if silence_s >= self.options.stop_history_s and not last:
+        if silence_s >= self.options.stop_history_s:
             return [self._final()]
-        if (out.frames - self._utterance[0].start_frame) * frame_s > MAX_UTTERANCE_S and not last:
+        if (out.frames - self._utterance[0].start_frame) * frame_s > MAX_UTTERANCE_S:
             return self._split_long_utterance()
-        if self.options.interim_results and not last:
+        if self.options.interim_results:
             event = self._event(final=False)
             if event.hypothesis.text != self._last_interim:
                 self._last_interim = event.hypothesis.text
@@ -148,6 +196,7 @@ class StreamSession:
 
     def _final(self) -> StreamEvent:
         event = self._event(final=True)
+        self._observe_final_latency()
         self._utterance = []
         self._last_interim = ""
         self._state.reset_decoder()
@@ -164,3 +213,10 @@ class StreamSession:
         )
         return StreamEvent(final, hypothesis, 1.0 if final else INTERIM_STABILITY, self.audio_s)
 
+    def _observe_final_latency(self) -> None:
+        """End of speech (the last token's frame) -> now, by when the audio of that moment arrived."""
+        geometry, arrived = self._geometry, self._arrived_at
+        end_sample = round((self._utterance[-1].start_frame + 1) * geometry.frame_shift_s * geometry.sample_rate)
+        at = bisect.bisect_left(arrived, (end_sample, 0.0))
+        if at < len(arrived) and (at > 0 or len(arrived) < _ARRIVALS_KEPT):  # else that moment's record is gone
+            self._telemetry.metrics.final_latency.observe(time.monotonic() - self._arrived_at[at][1])

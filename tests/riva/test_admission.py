@@ -17,6 +17,7 @@ from parakeet_serve.engine.types import Transcript
 from parakeet_serve.riva.status import RETRY_PUSHBACK_KEY
 from tests.conftest import LoopThread, Served, start_server
 from tests.riva.test_bad_input import WAV
+from tests.telemetry.scrape import Scrape
 
 
 class HeldEngine:
@@ -77,6 +78,7 @@ def test_full_queue_is_resource_exhausted_with_pushback(loop_thread: LoopThread,
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "retry" in info.value.details()
         assert int(dict(info.value.trailing_metadata())[RETRY_PUSHBACK_KEY]) > 0
+        assert Scrape(served.metrics_url).value("parakeet_admission_rejections_total", reason="queue_full") == 1
         held.gate.set()
         assert first.result(60).results and second.result(60).results
     finally:
@@ -96,6 +98,7 @@ def test_work_older_than_the_queue_ttl_is_dropped(loop_thread: LoopThread, held:
             stale.result(60)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert held.batches == [1]
+        assert Scrape(served.metrics_url).value("parakeet_admission_rejections_total", reason="queue_timeout") == 1
     finally:
         held.gate.set()
         served.stop()

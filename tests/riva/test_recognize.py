@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ import soundfile as sf
 from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.engine import NemoEngine
+from parakeet_serve.logs import JsonFormatter
 from tests.conftest import LoopThread, Served, ServeFactory, pcm16, rpc_code, speechlike, start_server
 
 
@@ -205,4 +207,7 @@ def test_one_log_line_per_request_with_figures_and_no_text(server: Served, caplo
     assert (line.rpc, line.code, line.audio_s) == ("Recognize", "OK", 2.5)
     assert line.ignored_fields == ["speech_contexts", "profanity_filter"]
     assert 0 < line.rtf < 10
+    assert 0 <= line.queue_wait_s < 10
+    rendered = json.loads(JsonFormatter().format(line))  # what lands on stderr: one JSON object
+    assert {"ts", "level", "msg", "rpc", "request_id", "code", "elapsed_s", "audio_s", "rtf"} <= set(rendered)
     assert len(transcript) < 8 or transcript not in caplog.text  # short random words could match by chance

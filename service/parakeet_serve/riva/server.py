@@ -15,6 +15,7 @@ from parakeet_serve.riva.auth import BearerTokenInterceptor
 from parakeet_serve.riva.servicer import RivaAsrServicer
 from parakeet_serve.riva.tls import ReloadingCertificates
 from parakeet_serve.settings import Settings
+from parakeet_serve.telemetry import Telemetry
 
 RIVA_ASR_SERVICE = riva_asr_pb2.DESCRIPTOR.services_by_name["RivaSpeechRecognition"].full_name
 SERVICES = (RIVA_ASR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -29,9 +30,10 @@ class RivaServer:
         recognizer: Callable[[], Recognizer],
         model_parameters: Callable[[], dict[str, str]],
         closing: asyncio.Event,
+        telemetry: Telemetry,
     ) -> None:
         self._settings = settings
-        self._servicer = RivaAsrServicer(recognizer, model_parameters, closing, settings.stop_history_ms)
+        self._servicer = RivaAsrServicer(recognizer, model_parameters, closing, settings.stop_history_ms, telemetry)
         self._server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
         self.port = 0

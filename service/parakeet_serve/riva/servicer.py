@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
 from parakeet_serve.errors import InvalidRequest, NotReady, ParakeetError
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva import convert
 from parakeet_serve.riva.status import status_for, trailers_for
+from parakeet_serve.telemetry import Telemetry
+from parakeet_serve.telemetry.tracing import incoming_context
+from parakeet_serve.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ class _Call:
 
     rpc: str
     request_id: str
-    audio_s: float = 0.0
+    usage: Usage = field(default_factory=Usage)
     ignored: list[str] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
 
@@ -45,7 +49,9 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         model_parameters: Callable[[], dict[str, str]],
         closing: asyncio.Event,
         stop_history_ms: float,
+        telemetry: Telemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._recognizer = recognizer
         self._model_parameters = model_parameters
         self._closing = closing  # set when open streams must wrap up (the drain's grace is ending)
@@ -54,18 +60,18 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     async def Recognize(
         self, request: riva_asr_pb2.RecognizeRequest, context: grpc.aio.ServicerContext
     ) -> riva_asr_pb2.RecognizeResponse:
-        async with _scope(context, "Recognize", request.id.value) as call:
+        async with _scope(context, self._telemetry, "Recognize", request.id.value) as call:
             recognizer = self._recognizer()
             call.ignored = convert.ignored_fields(request.config)
             fmt = convert.audio_format(request.config)
-            results = await recognizer.recognize(request.audio, fmt, convert.recognition_options(request.config))
-            call.audio_s = results[0].audio_processed_s if results else 0.0
+            options = convert.recognition_options(request.config)
+            results = await recognizer.recognize(request.audio, fmt, options, call.usage)
             return convert.recognize_response(results, request.id)
 
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[riva_asr_pb2.StreamingRecognizeResponse]:
-        async with _scope(context, "StreamingRecognize", "") as call:
+        async with _scope(context, self._telemetry, "StreamingRecognize", "") as call:
             recognizer = self._recognizer()
             requests = _until(request_iterator, self._closing)
             first = await anext(requests, None)
@@ -78,6 +84,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             options = convert.stream_options(config, self._stop_history_ms)
             fmt = convert.audio_format(config.config)
             with recognizer.stream(fmt, convert.recognition_options(config.config), options) as session:
+                call.usage = session.usage
                 if first.audio_content:
                     for event in await session.push(first.audio_content):
                         yield convert.streaming_response(event)
@@ -88,7 +95,6 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
                         yield convert.streaming_response(event)
                 for event in await session.finish():
                     yield convert.streaming_response(event)
-                call.audio_s = session.audio_s
                 call.figures = {"finals": session.finals, "compute_amplification": session.compute_amplification}
                 context.set_trailing_metadata(
                     (
@@ -100,44 +106,69 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     async def GetRivaSpeechRecognitionConfig(
         self, request: riva_asr_pb2.RivaSpeechRecognitionConfigRequest, context: grpc.aio.ServicerContext
     ) -> riva_asr_pb2.RivaSpeechRecognitionConfigResponse:
-        async with _scope(context, "GetRivaSpeechRecognitionConfig", ""):
+        async with _scope(context, self._telemetry, "GetRivaSpeechRecognitionConfig", ""):
             recognizer = self._recognizer()
             return convert.config_response(recognizer.model_name, self._model_parameters(), request.model_name)
 
 
 @contextlib.asynccontextmanager
-async def _scope(context: grpc.aio.ServicerContext, rpc: str, request_id: str) -> AsyncIterator[_Call]:
-    """Log one line per RPC and turn the core's errors into a status with one sentence."""
+async def _scope(context: grpc.aio.ServicerContext, telemetry: Telemetry, rpc: str, request_id: str
+                 ) -> AsyncIterator[_Call]:
+    """One RPC's span, metrics and log line; the core's errors become a status with one sentence."""
     call = _Call(rpc, request_id or uuid.uuid4().hex[:16])
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     log.debug("request received", extra={"rpc": rpc, "request_id": call.request_id})
-    try:
-        yield call
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED  # the client left or its deadline passed
-        raise
-    except ParakeetError as exc:
-        code, message = status_for(exc)
-        level = logging.INFO if isinstance(exc, InvalidRequest | NotReady) else logging.WARNING
-        log.log(level, "request refused", extra={"rpc": rpc, "request_id": call.request_id, "reason": message})
-        context.set_trailing_metadata(trailers_for(exc))
-        await context.abort(code, message)
-    except Exception:
-        code, message = status_for(Exception())
-        log.exception("request failed", extra={"rpc": rpc, "request_id": call.request_id})
-        await context.abort(code, message)
-    finally:
-        elapsed = time.perf_counter() - started
-        log.info(
-            "request finished",
-            extra={
-                "rpc": rpc, "request_id": call.request_id, "code": code.name, "audio_s": round(call.audio_s, 3),
-                "elapsed_s": round(elapsed, 4), "rtf": round(elapsed / call.audio_s, 4) if call.audio_s else None,
-                **call.figures,
-                **({"ignored_fields": call.ignored} if call.ignored else {}),
-            },
-        )
+    parent = incoming_context(context.invocation_metadata())
+    with telemetry.tracer.start_as_current_span(rpc, context=parent, kind=SpanKind.SERVER,
+                                                record_exception=False, set_status_on_exception=False) as span:
+        try:
+            yield call
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client left or its deadline passed
+            raise
+        except ParakeetError as exc:
+            code, message = status_for(exc)
+            telemetry.metrics.count_rejection(exc)
+            level = logging.INFO if isinstance(exc, InvalidRequest | NotReady) else logging.WARNING
+            log.log(level, "request refused", extra={"rpc": rpc, "request_id": call.request_id, "reason": message})
+            context.set_trailing_metadata(trailers_for(exc))
+            await context.abort(code, message)
+        except Exception as exc:
+            code, message = status_for(exc)
+            span.record_exception(exc)
+            log.exception("request failed", extra={"rpc": rpc, "request_id": call.request_id})
+            await context.abort(code, message)
+        finally:
+            elapsed = time.perf_counter() - started
+            _finish(telemetry, span, call, code, elapsed)
+
+
+def _finish(telemetry: Telemetry, span: Any, call: _Call, code: grpc.StatusCode, elapsed: float) -> None:
+    """Record a finished RPC in the metrics, its span and one log line."""
+    usage, rpc, metrics = call.usage, call.rpc, telemetry.metrics
+    # A stream's processing is its share of inference, not its (real-time) duration.
+    processing = usage.compute_s if rpc == "StreamingRecognize" else elapsed
+    rtf = processing / usage.audio_s if usage.audio_s else None
+    metrics.requests.labels(rpc, code.name).inc()
+    if rpc != "StreamingRecognize":
+        metrics.request_duration.labels(rpc).observe(elapsed)
+    if rtf is not None and code == grpc.StatusCode.OK:
+        metrics.real_time_factor.labels(rpc).observe(rtf)
+    figures = {"audio_s": round(usage.audio_s, 3), "queue_wait_s": round(usage.queue_wait_s, 4),
+               "rtf": round(rtf, 4) if rtf is not None else None}
+    span.set_attributes({"rpc.grpc.status_code": code.value[0], "request.id": call.request_id,
+                         **{k: v for k, v in figures.items() if v is not None}})
+    if code != grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+    log.info(
+        "request finished",
+        extra={
+            "rpc": rpc, "request_id": call.request_id, "code": code.name, "elapsed_s": round(elapsed, 4),
+            **figures, **call.figures,
+            **({"ignored_fields": call.ignored} if call.ignored else {}),
+        },
+    )
 
 
 async def _until(messages: AsyncIterator[Any], closing: asyncio.Event) -> AsyncIterator[Any]:
