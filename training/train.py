@@ -107,16 +107,25 @@ def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float
     return peak * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def train(manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float) -> None:
+def train(
+    manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float,
+    resume: Path | None = None, ctc_only_share: float = CTC_ONLY_SHARE,
+) -> None:
+    """Train within `minutes`; with `resume`, continue a saved model with a fresh schedule."""
     quiet_nemo()
     torch.manual_seed(seed)
     rng = random.Random(seed)
     workdir = ROOT / "data" / "model"
     audios, texts = load(manifest)
-    tokenizer = train_tokenizer(workdir / "tokenizer", DEMO.vocab_size, texts)
-    model = build_model(DEMO, tokenizer, seed).train()
-    if DEMO.streaming:
-        print(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
+    if resume is not None:
+        from nemo.collections.asr.models import ASRModel
+
+        model = ASRModel.restore_from(str(resume), map_location="cpu").train()
+    else:
+        tokenizer = train_tokenizer(workdir / "tokenizer", DEMO.vocab_size, texts)
+        model = build_model(DEMO, tokenizer, seed).train()
+        if DEMO.streaming:
+            print(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
     tokens = [model.tokenizer.text_to_ids(t) for t in texts]
     params = sum(p.numel() for p in model.parameters())
     print(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h; model {params / 1e6:.2f} M params")
@@ -132,7 +141,7 @@ def train(manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, 
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, progress, peak_lr, warmup=300)
-            loss = loss_of(model, *collate(audios, tokens, idx), ctc_only=progress < CTC_ONLY_SHARE)
+            loss = loss_of(model, *collate(audios, tokens, idx), ctc_only=progress < ctc_only_share)
             if not torch.isfinite(loss):
                 print(f"step {step}: non-finite loss, batch skipped", flush=True)
                 continue
@@ -161,10 +170,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--batch-seconds", type=float, default=30.0)  # small batches: more updates per minute
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", type=Path, help="continue training this .nemo model with a fresh schedule")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
-    train(a.manifest, a.out, a.minutes, a.seed, a.lr, a.batch_seconds)
+    train(a.manifest, a.out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, 0.0 if a.resume else CTC_ONLY_SHARE)
 
 
 if __name__ == "__main__":
