@@ -71,9 +71,9 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[riva_asr_pb2.StreamingRecognizeResponse]:
-        async with _scope(context, self._telemetry, "StreamingRecognize", "") as call:
+        messages = contextlib.aclosing(_until(request_iterator, self._closing))  # closed even on errors
+        async with _scope(context, self._telemetry, "StreamingRecognize", "") as call, messages as requests:
             recognizer = self._recognizer()
-            requests = _until(request_iterator, self._closing)
             first = await anext(requests, None)
             if first is None or not first.HasField("streaming_config"):
                 raise InvalidRequest("The first message of a stream must carry streaming_config.")
