@@ -58,7 +58,7 @@ def audio(n: int) -> np.ndarray:
 
 async def started(engine: HeldEngine, **overrides) -> Scheduler:
     options = {
-        "sample_rate": 16000, "window_s": 0.0, "max_batch": 4, "capacity": 16, "max_wait_s": 30.0,
+        "window_s": 0.0, "max_batch": 4, "capacity": 16, "max_wait_s": 30.0,
         "streamer": StepRecorder(engine), "max_streams": 2, **overrides,
     }
     scheduler = Scheduler(engine, **options)

@@ -107,7 +107,7 @@ class Application:
             measure_capacity, streamer, engine.sample_rate, s.microbatch_max_batch
         )
         self._scheduler = Scheduler(
-            engine, sample_rate=engine.sample_rate, window_s=s.microbatch_window_ms / 1000,
+            engine, window_s=s.microbatch_window_ms / 1000,
             max_batch=s.microbatch_max_batch, capacity=s.queue_capacity, max_wait_s=s.max_queue_wait_s,
             streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics,
         )

@@ -73,7 +73,6 @@ class Scheduler:
         self,
         engine: BatchEngine,
         *,
-        sample_rate: int,
         window_s: float,
         max_batch: int,
         capacity: int,
@@ -84,7 +83,6 @@ class Scheduler:
     ) -> None:
         self._engine = engine
         self._streamer = streamer
-        self._sample_rate = sample_rate
         self._window_s = window_s
         self._max_batch = max_batch
         self._capacity = capacity

@@ -144,9 +144,10 @@ class StreamSession:
     def _account(self, out: StepOutput, timing: Timing) -> None:
         """Count the audio and encoder input this step added."""
         metrics = self._telemetry.metrics
-        metrics.audio_seconds.labels("StreamingRecognize").inc(max(0.0, out.audio_s - self.audio_s))
+        audio_s = max(0.0, out.audio_s - self.audio_s)
+        metrics.audio_seconds.labels("StreamingRecognize").inc(audio_s)
         metrics.encoder_input_seconds.inc(max(0.0, out.encoder_input_s - self.encoder_input_s))
-        self.usage.add(max(0.0, out.audio_s - self.audio_s), [timing])
+        self.usage.add(audio_s, [timing])
         self.last_output = out
 
     def _observe(self, events: list[StreamEvent], timing: Timing, decoding_ns: int) -> None:
