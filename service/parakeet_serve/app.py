@@ -21,6 +21,15 @@ from parakeet_serve.telemetry.tracing import otlp_exporter
 log = logging.getLogger(__name__)
 
 
+def engine_for(s: Settings) -> NemoEngine:
+    """The engine `s` describes, loaded as the server loads it (not yet warmed up)."""
+    return load_engine(
+        s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, decoder=s.decoder, device=s.device,
+        precision=s.precision, long_audio_seconds=s.long_audio_seconds,
+        local_attention_context=s.local_attention_context,
+    )
+
+
 class Application:
     """One server process. Health is NOT_SERVING until `load` has warmed the model, and again from `drain` on."""
 
@@ -95,11 +104,7 @@ class Application:
         """Load (unless given) and warm the engine, then report SERVING."""
         s = self.settings
         began = time.monotonic()
-        engine = self._engine or await asyncio.to_thread(
-            load_engine, s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, decoder=s.decoder,
-            device=s.device, precision=s.precision, long_audio_seconds=s.long_audio_seconds,
-            local_attention_context=s.local_attention_context,
-        )
+        engine = self._engine or await asyncio.to_thread(engine_for, s)
         if s.warmup:
             await asyncio.to_thread(engine.warmup)
         streamer = self._streamer = Streamer(engine, s.stream_context_seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -24,7 +25,6 @@ from parakeet_serve.settings import Settings, env_name, load_settings
 
 _SHORT_FLAGS = {"model_id": "--model"}
 DEMO_SAMPLE = "flight-number.wav"
-DEMO_EVAL = "demo-eval.jsonl"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -62,17 +62,30 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmark a server (or one started here)")
     modes = bench.add_subparsers(dest="mode", required=True)
-    stream = modes.add_parser("stream", help="N concurrent real-time streams of an evaluation set")
-    target = stream.add_mutually_exclusive_group()
-    target.add_argument("--server", help="HOST:PORT of a running server (plaintext)")
-    target.add_argument("--model", default="demo", help="start a server on this model for the run (default: demo)")
-    stream.add_argument("--manifest", type=Path, help="NeMo manifest (default: the demo model's held-out set)")
-    stream.add_argument("--streams", type=int, default=8)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", help="HOST:PORT of a running server (plaintext); default: start one on --model")
+    common.add_argument("--model", default="demo", help="the model to serve (and, offline, to run in process)")
+    common.add_argument("--manifest", type=Path, help="NeMo manifest (default: the demo model's held-out set)")
+    common.add_argument("--files", type=int, default=0, help="use only the manifest's first N files (0: all)")
+    common.add_argument("--repeat", type=int, default=1, help="use the files this many times over (fast servers)")
+    common.add_argument("--json", type=Path, help="also write the run (machine, model, settings, figures) here")
+
+    offline = modes.add_parser("offline", parents=[common], help="Recognize at concurrency N: RTFx and latency")
+    offline.add_argument("--concurrency", type=int, default=8)
+    offline.add_argument("--no-in-process", action="store_true", help="skip the in-process engine comparison")
+    offline.set_defaults(run=_run_bench_offline)
+
+    stream = modes.add_parser("stream", parents=[common], help="N concurrent real-time streams of an evaluation set")
+    stream.add_argument("--streams", type=int, default=8, help="streams at once (with --ramp: the first count)")
     stream.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message, sent in real time")
     stream.add_argument("--gap-s", type=float, default=1.5, help="silence after each file")
     stream.add_argument("--files-per-stream", type=int, default=0, help="0 shares the manifest between the streams")
     stream.add_argument("--stop-history-ms", type=int, default=0, help="endpointing silence (0: server default)")
     stream.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    stream.add_argument("--ramp", action="store_true",
+                        help="find the most streams whose p95 end of speech -> final stays within --objective-ms")
+    stream.add_argument("--objective-ms", type=float, default=1050.0, help="the ramp's latency objective")
+    stream.add_argument("--max-streams", type=int, default=4096, help="where the ramp stops doubling")
     stream.set_defaults(run=_run_bench_stream)
 
     transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
@@ -161,10 +174,10 @@ def _run_eval(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from parakeet_serve.engine import load_engine
-    from parakeet_serve.evaluation import evaluate, read_manifest
+    from parakeet_serve.evaluation import demo_manifest, evaluate, read_manifest
 
     configure_logging("WARNING")
-    manifest = args.manifest or Path(str(resources.files("parakeet_serve").joinpath("eval", DEMO_EVAL)))
+    manifest = args.manifest or demo_manifest()
     entries = read_manifest(manifest)
     engine = load_engine(args.model, decoder=args.decoder)
 
@@ -178,24 +191,80 @@ def _run_eval(args: argparse.Namespace) -> None:
     print(f"{args.model} ({engine.info.decoder}) on {manifest}: {report.summary()}")
 
 
+def _run_bench_offline(args: argparse.Namespace) -> None:
+    from parakeet_serve.app import engine_for
+    from parakeet_serve.bench import offline
+
+    options = offline.OfflineOptions(concurrency=args.concurrency)
+    entries = _bench_entries(args)
+    with _bench_target(args) as (target, context), _progress("recognised", "file") as bar:
+        server = asyncio.run(offline.recognize_all(target, entries, options, progress=bar.update))
+    in_process = None
+    if not args.no_in_process:  # after the server run, so the two never share the machine
+        settings = load_settings(model_id=args.model)
+        with _progress("in process", "file") as bar:
+            in_process = offline.run_in_process(engine_for(settings), entries, options.concurrency, bar.update)
+    report = offline.report(options, server, in_process)
+    _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
+                    {**context, "options": dataclasses.asdict(options)})
+
+
 def _run_bench_stream(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
+    from parakeet_serve.bench.stream import StreamBenchOptions, bench_stream, ramp_streams
 
-    from parakeet_serve.bench import StreamBenchOptions, bench_stream
-    from parakeet_serve.evaluation import read_manifest
-
-    manifest = args.manifest or Path(str(resources.files("parakeet_serve").joinpath("eval", DEMO_EVAL)))
     options = StreamBenchOptions(
         streams=args.streams, chunk_ms=args.chunk_ms, gap_s=args.gap_s, realtime=not args.fast,
         stop_history_ms=args.stop_history_ms, files_per_stream=args.files_per_stream,
     )
+    entries = _bench_entries(args)
+    with _bench_target(args) as (target, context), _progress("streamed", "s", 1 / 16000) as bar:
+        if args.ramp:
+            report: Any = asyncio.run(ramp_streams(target, entries, options, args.objective_ms, args.max_streams,
+                                                   progress=bar.update))
+        else:
+            report = asyncio.run(bench_stream(target, entries, options, progress=bar.update))
+    title = "ramp of real-time streams" if args.ramp else f"{args.streams} streams"
+    settings = {**dataclasses.asdict(options), "objective_ms": args.objective_ms if args.ramp else None}
+    _print_and_save(args, f"{title} against {target}:", report, "stream-ramp" if args.ramp else "stream",
+                    {**context, "options": settings})
+
+
+def _bench_entries(args: argparse.Namespace) -> list[Any]:
+    from parakeet_serve.evaluation import demo_manifest, read_manifest
+
+    manifest = args.manifest or demo_manifest()
     entries = read_manifest(manifest)
+    return (entries[: args.files] if args.files else entries) * args.repeat
+
+
+@contextlib.contextmanager
+def _bench_target(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The server to measure (started here unless --server) and what the JSON says about it."""
+    from parakeet_serve.bench.report import describe_server
+
     with contextlib.ExitStack() as stack:
-        server = args.server or stack.enter_context(server_process(args.model))
-        bar = stack.enter_context(tqdm(desc="streamed", unit="s", unit_scale=1 / 16000, file=sys.stderr))
-        report = asyncio.run(bench_stream(server, entries, options, progress=bar.update))
-    print(f"{args.streams} streams of {manifest.name} against {server}:")
+        target = args.server or stack.enter_context(server_process(args.model))
+        settings = None if args.server else load_settings(model_id=args.model).model_dump(mode="json")
+        yield target, {"server": {"target": target, "started_here": not args.server, "settings": settings,
+                                  **describe_server(target)}}
+
+
+@contextlib.contextmanager
+def _progress(desc: str, unit: str, scale: float = 1.0) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit=unit, unit_scale=scale if scale != 1.0 else False, file=sys.stderr) as bar:
+        yield bar
+
+
+def _print_and_save(args: argparse.Namespace, title: str, report: Any, mode: str, context: dict[str, Any]) -> None:
+    from parakeet_serve.bench.report import write_json
+
+    print(title)
     print(report.table())
+    if args.json:
+        write_json(args.json, mode, context, report)
+        print(f"wrote {args.json}")
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import kaldialign
@@ -52,6 +53,11 @@ class Report:
     def summary(self) -> str:
         return (f"WER {self.wer:.2%}  CER {self.cer:.2%}  ({self.utterances} utterances, {self.words} words, "
                 f"{self.audio_s:.0f} s of audio, RTFx {self.rtfx:.1f})")
+
+
+def demo_manifest() -> Path:
+    """The demo model's held-out evaluation set, as shipped in the package."""
+    return Path(str(resources.files("parakeet_serve").joinpath("eval", "demo-eval.jsonl")))
 
 
 def read_manifest(path: Path) -> list[ManifestEntry]:

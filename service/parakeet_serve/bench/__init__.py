@@ -1,0 +1,1 @@
+"""Benchmarks of a running server: offline RTFx and latency, and real-time streams held."""

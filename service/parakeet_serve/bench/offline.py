@@ -1,0 +1,168 @@
+"""Offline benchmark: `Recognize` at concurrency N over a set of files, beside the in-process engine.
+
+The server side sends each file as it is stored (the server decodes it) from N concurrent
+callers and measures per-request latency and RTFx (audio seconds per wall second). The
+in-process side decodes the same files and runs the engine on batches of N in this process,
+without gRPC, queue or scheduler: the server's RTFx over the engine's is the server overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
+
+from parakeet_serve.bench.clips import read_audio
+from parakeet_serve.bench.report import percentile_text, percentiles_ms, table
+from parakeet_serve.engine import NemoEngine
+from parakeet_serve.evaluation import ManifestEntry, error_counts
+
+
+@dataclass(frozen=True)
+class OfflineOptions:
+    concurrency: int = 8
+    warmup_requests: int = 8  # sent before timing: the first batches pay lazy initialisation
+
+
+@dataclass(frozen=True)
+class OfflineReport:
+    concurrency: int
+    requests: int
+    codes: dict[str, int]
+    audio_s: float
+    wall_s: float
+    rtfx: float
+    latency_ms: dict[str, float]
+    wer: float
+    in_process_rtfx: float | None  # None when the engine was not run here
+    in_process_wer: float | None
+    server_overhead_ratio: float | None  # server RTFx / in-process RTFx: 1.0 means the server costs nothing
+
+    def table(self) -> str:
+        rows = [
+            ("requests (concurrency)", f"{self.requests} ({self.concurrency})"),
+            ("status codes", ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))),
+            ("server RTFx", f"{self.rtfx:.1f}  ({self.audio_s:.1f} s of audio in {self.wall_s:.2f} s)"),
+            ("latency ms p50/p95/p99", percentile_text(self.latency_ms)),
+            ("WER through the server", f"{self.wer:.2%}"),
+        ]
+        if self.in_process_rtfx is not None:
+            rows += [
+                ("in-process RTFx", f"{self.in_process_rtfx:.1f}"),
+                ("server / in-process RTFx", f"{self.server_overhead_ratio:.3f}"),
+                ("WER in process", f"{self.in_process_wer:.2%}"),
+            ]
+        return table(rows)
+
+
+@dataclass(frozen=True)
+class ServerRun:
+    codes: dict[str, int]
+    audio_s: float
+    wall_s: float
+    latencies_s: list[float]
+    wer: float
+
+
+async def recognize_all(
+    target: str,
+    entries: Sequence[ManifestEntry],
+    options: OfflineOptions,
+    progress: Callable[[int], None] = lambda n: None,
+) -> ServerRun:
+    """Send every file once from `options.concurrency` callers, after a warm-up; time the files."""
+    payloads = [e.audio.read_bytes() for e in entries]
+    durations = [e.duration_s or len(read_audio(e)) / 16000 for e in entries]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)
+        warmup = [payloads[i % len(payloads)] for i in range(options.warmup_requests)]
+        await _drain(stub, warmup, options.concurrency, lambda *_: None)
+        outcomes: list[tuple[str, float, str]] = [("", 0.0, "")] * len(payloads)
+
+        def record(i: int, code: str, latency: float, text: str) -> None:
+            outcomes[i] = (code, latency, text)
+            progress(1)
+
+        started = time.perf_counter()
+        await _drain(stub, payloads, options.concurrency, record)
+        wall = time.perf_counter() - started
+    ok = [i for i, (code, _, _) in enumerate(outcomes) if code == "OK"]
+    return ServerRun(
+        codes=dict(Counter(code for code, _, _ in outcomes)),
+        audio_s=sum(durations[i] for i in ok),
+        wall_s=wall,
+        latencies_s=[outcomes[i][1] for i in ok],
+        wer=corpus_wer([entries[i].text for i in ok], [outcomes[i][2] for i in ok]),
+    )
+
+
+async def _drain(
+    stub: riva_asr_pb2_grpc.RivaSpeechRecognitionStub,
+    payloads: Sequence[bytes],
+    concurrency: int,
+    record: Callable[[int, str, float, str], None],
+) -> None:
+    """`concurrency` callers take the next payload as soon as their last answer arrives."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(payloads)):
+        queue.put_nowait(i)
+    config = riva_asr_pb2.RecognitionConfig(language_code="en-US")
+
+    async def caller() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            began = time.perf_counter()
+            try:
+                response = await stub.Recognize(riva_asr_pb2.RecognizeRequest(config=config, audio=payloads[i]))
+            except grpc.aio.AioRpcError as exc:
+                record(i, exc.code().name, time.perf_counter() - began, "")
+                continue
+            text = " ".join(r.alternatives[0].transcript for r in response.results if r.alternatives)
+            record(i, "OK", time.perf_counter() - began, text)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+
+
+def run_in_process(
+    engine: NemoEngine, entries: Sequence[ManifestEntry], batch_size: int,
+    progress: Callable[[int], None] = lambda n: None,
+) -> tuple[float, float]:
+    """(RTFx, WER) of the bare engine: decode each file and recognise batches of `batch_size`."""
+    engine.transcribe([read_audio(e) for e in entries[:batch_size]])  # warm-up, as the server run had
+    audio_s, texts = 0.0, []
+    started = time.perf_counter()
+    for start in range(0, len(entries), batch_size):
+        audios = [read_audio(e) for e in entries[start : start + batch_size]]
+        texts += [t.best.text for t in engine.transcribe(audios)]
+        audio_s += sum(len(a) for a in audios) / engine.sample_rate
+        progress(len(audios))
+    wall = time.perf_counter() - started
+    return audio_s / wall, corpus_wer([e.text for e in entries], texts)
+
+
+def report(options: OfflineOptions, server: ServerRun, in_process: tuple[float, float] | None) -> OfflineReport:
+    rtfx = server.audio_s / server.wall_s if server.wall_s else 0.0
+    return OfflineReport(
+        concurrency=options.concurrency,
+        requests=sum(server.codes.values()),
+        codes=server.codes,
+        audio_s=round(server.audio_s, 3),
+        wall_s=round(server.wall_s, 3),
+        rtfx=rtfx,
+        latency_ms=percentiles_ms(server.latencies_s),
+        wer=server.wer,
+        in_process_rtfx=in_process[0] if in_process else None,
+        in_process_wer=in_process[1] if in_process else None,
+        server_overhead_ratio=rtfx / in_process[0] if in_process and in_process[0] else None,
+    )
+
+
+def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Word errors over reference words, summed across the corpus."""
+    counts = [error_counts(r, h) for r, h in zip(references, hypotheses, strict=True)]
+    return sum(c[0] for c in counts) / max(sum(c[1] for c in counts), 1)

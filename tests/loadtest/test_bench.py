@@ -1,0 +1,78 @@
+"""`parakeet-serve bench` briefly against the demo model: every JSON field present and sane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parakeet_serve.cli import main
+from tests.conftest import Served
+
+
+def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / "bench.json"
+    main(["bench", *args, "--json", str(out)])
+    return json.loads(out.read_text())
+
+
+def assert_percentiles(p: dict[str, float], upper_ms: float) -> None:
+    assert set(p) == {"p50", "p95", "p99"}
+    assert 0 < p["p50"] <= p["p95"] <= p["p99"] < upper_ms
+
+
+def assert_context(doc: dict[str, Any], mode: str) -> None:
+    assert doc["mode"] == mode
+    assert doc["created"]
+    machine = doc["machine"]
+    assert machine["cpu_count"] >= 1 and machine["cpu"] and machine["torch"] and machine["parakeet_serve"]
+    assert "gpu" in machine
+    assert [m["name"] for m in doc["server"]["models"]] and doc["server"]["target"]
+
+
+def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_process(tmp_path: Path) -> None:
+    doc = run_bench(tmp_path, "offline", "--model", "demo", "--files", "6", "--concurrency", "3")
+    assert_context(doc, "offline")
+    assert doc["server"]["started_here"] is True
+    assert doc["server"]["settings"]["model_id"] == "demo"
+    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8}
+    r = doc["results"]
+    assert r["requests"] == 6 and r["codes"] == {"OK": 6}
+    assert 6 < r["audio_s"] < 60 and r["wall_s"] > 0
+    assert r["rtfx"] == pytest.approx(r["audio_s"] / r["wall_s"], rel=0.01)
+    assert_percentiles(r["latency_ms"], upper_ms=r["wall_s"] * 1000 + 1)
+    assert 0 <= r["wer"] <= 1.5 and 0 <= r["in_process_wer"] <= 1.5
+    assert r["wer"] == pytest.approx(r["in_process_wer"], abs=0.02)  # same model, same files, same text
+    assert r["in_process_rtfx"] > 0
+    assert r["server_overhead_ratio"] == pytest.approx(r["rtfx"] / r["in_process_rtfx"])
+
+
+def test_bench_stream_reports_latencies_amplification_and_both_wers(demo_server: Served, tmp_path: Path) -> None:
+    doc = run_bench(tmp_path, "stream", "--server", demo_server.address, "--streams", "2",
+                    "--files-per-stream", "1", "--gap-s", "1.0")
+    assert_context(doc, "stream")
+    assert doc["server"]["started_here"] is False and doc["server"]["settings"] is None
+    assert doc["options"]["streams"] == 2 and doc["options"]["realtime"] is True
+    r = doc["results"]
+    assert r["streams"] == 2 and r["admitted"] == 2 and r["codes"] == {"OK": 2}
+    assert_percentiles(r["interim_ms"], upper_ms=5000)
+    assert_percentiles(r["final_ms"], upper_ms=10000)
+    assert 1.0 <= r["compute_amplification"] < 2.0
+    assert 0 <= r["streamed_wer"] <= 1.5 and 0 <= r["offline_wer"] <= 1.5
+    assert r["audio_s"] > 2 and r["wall_s"] >= r["audio_s"] / 2 * 0.9  # two streams at real-time pace
+
+
+@pytest.mark.parametrize(("objective_ms", "held", "trials"), [(60_000, 2, [1, 2]), (1, 0, [1])])
+def test_bench_stream_ramp_stops_at_the_latency_objective(
+    demo_server: Served, tmp_path: Path, objective_ms: int, held: int, trials: list[int]
+) -> None:
+    doc = run_bench(tmp_path, "stream", "--server", demo_server.address, "--ramp", "--streams", "1",
+                    "--max-streams", "2", "--files-per-stream", "1", "--gap-s", "1.0",
+                    "--objective-ms", str(objective_ms))
+    assert_context(doc, "stream-ramp")
+    r = doc["results"]
+    assert r["objective_ms"] == objective_ms and r["streams_held"] == held
+    assert [t["streams"] for t in r["trials"]] == trials
+    assert all(t["offline_wer"] is None and t["final_ms"] for t in r["trials"])
