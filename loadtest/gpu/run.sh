@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU benchmark recipe: Parakeet-sized random-weight models, both bench modes, JSON results.
+#
+#   bash loadtest/gpu/run.sh            # on a machine with an NVIDIA GPU, from the repository root
+#
+# Writes loadtest/results/<gpu>-<size>-{offline,stream}.json. bf16 (the `auto` precision on CUDA),
+# micro-batches up to 128. The stream ramp doubles from 64 streams and reports the most that keep
+# p95 end of speech -> final within 300 ms (the issue's objective for the 0.6B model).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+models=${MODELS_DIR:-/tmp/parakeet-random}
+gpu=$(python -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
+export PARAKEET_DEVICE=cuda PARAKEET_PRECISION=bf16 PARAKEET_MICROBATCH_MAX_BATCH=128 PARAKEET_MAX_STREAMS=4096
+python loadtest/gpu/build_models.py --out "$models" --sizes ${SIZES:-0.6b 1.1b}
+for size in ${SIZES:-0.6b 1.1b}; do
+  model="$models/parakeet-$size-random.nemo"
+  parakeet-serve bench offline --model "$model" --concurrency 128 --repeat 20 \
+    --json "loadtest/results/$gpu-$size-offline.json"
+  parakeet-serve bench stream --model "$model" --ramp --streams 64 --objective-ms 300 --chunk-ms 160 \
+    --files-per-stream 2 --json "loadtest/results/$gpu-$size-stream.json"
+done
