@@ -1,6 +1,6 @@
 """Parakeet-sized models with random weights, for GPU benchmarks: the compute of the real models.
 
-    python loadtest/gpu/build_models.py --out /tmp/parakeet-random [--sizes 0.6b 1.1b]
+    PYTHONPATH=. python loadtest/gpu/build_models.py --out /tmp/parakeet-random [--sizes 0.6b 1.1b]
 
 Shapes follow the published Parakeet TDT checkpoints: FastConformer, d_model 1024, 8x
 depthwise-striding subsampling, 24 (0.6B) or 42 (1.1B) layers, a TDT decoder and joint of 640,

@@ -87,6 +87,12 @@ def error_counts(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     return words, len(ref.split()), chars, len(ref)
 
 
+def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Word errors over reference words, summed across the corpus."""
+    counts = [error_counts(r, h) for r, h in zip(references, hypotheses, strict=True)]
+    return sum(c[0] for c in counts) / max(sum(c[1] for c in counts), 1)
+
+
 def evaluate(
     transcribe: Callable[[Sequence[np.ndarray]], list[str]],
     entries: Sequence[ManifestEntry],

@@ -20,7 +20,7 @@ from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 from parakeet_serve.bench.clips import read_audio
 from parakeet_serve.bench.report import percentile_text, percentiles_ms, table
 from parakeet_serve.engine import NemoEngine
-from parakeet_serve.evaluation import ManifestEntry, error_counts
+from parakeet_serve.evaluation import ManifestEntry, corpus_wer
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,3 @@ def report(options: OfflineOptions, server: ServerRun, in_process: tuple[float, 
         in_process_wer=in_process[1] if in_process else None,
         server_overhead_ratio=rtfx / in_process[0] if in_process and in_process[0] else None,
     )
-
-
-def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Word errors over reference words, summed across the corpus."""
-    counts = [error_counts(r, h) for r, h in zip(references, hypotheses, strict=True)]
-    return sum(c[0] for c in counts) / max(sum(c[1] for c in counts), 1)

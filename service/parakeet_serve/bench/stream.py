@@ -22,10 +22,10 @@ import grpc
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
 from parakeet_serve.bench.clips import Clip, make_clip
-from parakeet_serve.bench.offline import OfflineOptions, corpus_wer, recognize_all
+from parakeet_serve.bench.offline import OfflineOptions, recognize_all
 from parakeet_serve.bench.report import percentile_text, percentiles_ms, table
 from parakeet_serve.bench.timeline import Timeline, streaming_config
-from parakeet_serve.evaluation import ManifestEntry
+from parakeet_serve.evaluation import ManifestEntry, corpus_wer
 
 
 @dataclass(frozen=True)
