@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import math
 import signal
 import sys
 import time
@@ -77,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
     stream = modes.add_parser("stream", parents=[common], help="N concurrent real-time streams of an evaluation set")
     stream.add_argument("--streams", type=int, default=8, help="streams at once (with --ramp: the first count)")
+    stream.add_argument("--capacity-multiple", type=float, default=0.0,
+                        help="instead of --streams, this many times the streams the server admits (overload)")
     stream.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message, sent in real time")
     stream.add_argument("--gap-s", type=float, default=1.5, help="silence after each file")
     stream.add_argument("--files-per-stream", type=int, default=0, help="0 shares the manifest between the streams")
@@ -218,12 +221,15 @@ def _run_bench_stream(args: argparse.Namespace) -> None:
     )
     entries = _bench_entries(args)
     with _bench_target(args) as (target, context), _progress("streamed", "s", 1 / 16000) as bar:
+        if args.capacity_multiple:
+            admits = int(context["server"]["models"][0]["parameters"]["max_streams"])
+            options = dataclasses.replace(options, streams=math.ceil(args.capacity_multiple * admits))
         if args.ramp:
             report: Any = asyncio.run(ramp_streams(target, entries, options, args.objective_ms, args.max_streams,
                                                    progress=bar.update))
         else:
             report = asyncio.run(bench_stream(target, entries, options, progress=bar.update))
-    title = "ramp of real-time streams" if args.ramp else f"{args.streams} streams"
+    title = "ramp of real-time streams" if args.ramp else f"{options.streams} streams"
     settings = {**dataclasses.asdict(options), "objective_ms": args.objective_ms if args.ramp else None}
     _print_and_save(args, f"{title} against {target}:", report, "stream-ramp" if args.ramp else "stream",
                     {**context, "options": settings})

@@ -76,3 +76,15 @@ def test_bench_stream_ramp_stops_at_the_latency_objective(
     assert r["objective_ms"] == objective_ms and r["streams_held"] == held
     assert [t["streams"] for t in r["trials"]] == trials
     assert all(t["offline_wer"] is None and t["final_ms"] for t in r["trials"])
+
+
+def test_bench_stream_beyond_capacity_refuses_the_excess_with_resource_exhausted(
+    demo_server: Served, tmp_path: Path
+) -> None:
+    doc = run_bench(tmp_path, "stream", "--server", demo_server.address, "--capacity-multiple", "1.5",
+                    "--files-per-stream", "1", "--gap-s", "1.0")
+    r = doc["results"]
+    admits = demo_server.settings.max_streams  # 8
+    assert r["streams"] == 12 and r["admitted"] == admits
+    assert r["codes"] == {"OK": admits, "RESOURCE_EXHAUSTED": 12 - admits}
+    assert_percentiles(r["final_ms"], upper_ms=10000)

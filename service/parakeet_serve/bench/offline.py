@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
-from parakeet_serve.bench.clips import read_audio
+from parakeet_serve.bench.clips import RATE, read_audio
 from parakeet_serve.bench.report import percentile_text, percentiles_ms, table
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import ManifestEntry, corpus_wer
@@ -77,7 +77,7 @@ async def recognize_all(
 ) -> ServerRun:
     """Send every file once from `options.concurrency` callers, after a warm-up; time the files."""
     payloads = [e.audio.read_bytes() for e in entries]
-    durations = [e.duration_s or len(read_audio(e)) / 16000 for e in entries]
+    durations = [e.duration_s or len(read_audio(e)) / RATE for e in entries]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)
         warmup = [payloads[i % len(payloads)] for i in range(options.warmup_requests)]
