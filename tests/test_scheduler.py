@@ -229,3 +229,25 @@ def test_stream_steps_are_never_refused_and_go_before_queued_offline_work() -> N
         await scheduler.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("queued_in_time", [True, False])
+def test_a_batch_waits_a_little_for_requests_still_decoding(queued_in_time: bool) -> None:
+    """Announced work joins the batch being gathered; a withdrawn announcement delays nothing for long."""
+
+    async def scenario() -> None:
+        engine = HeldEngine()
+        scheduler = await started(engine)  # window 0: without the announcement, a batch of one
+        with scheduler.arriving() as queued:
+            first = asyncio.create_task(scheduler.transcribe(audio(1)))
+            await asyncio.sleep(0.02)  # "decoding", within the grace
+            if queued_in_time:
+                second = await scheduler.transcribe(audio(2), on_queued=queued)
+        assert (await first).best.text == "1"
+        if queued_in_time:
+            assert second.best.text == "2" and engine.batches == [[1, 2]]
+        else:
+            assert engine.batches == [[1]]  # the announcement was withdrawn: the batch went alone
+        await scheduler.stop()
+
+    asyncio.run(scenario())

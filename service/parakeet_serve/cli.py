@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     offline = modes.add_parser("offline", parents=[common], help="Recognize at concurrency N: RTFx and latency")
     offline.add_argument("--concurrency", type=int, default=8)
     offline.add_argument("--no-in-process", action="store_true", help="skip the in-process engine comparison")
+    offline.add_argument("--rounds", type=int, default=3, help="alternate server and in-process runs; best counts")
     offline.set_defaults(run=_run_bench_offline)
 
     stream = modes.add_parser("stream", parents=[common], help="N concurrent real-time streams of an evaluation set")
@@ -198,16 +199,18 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     from parakeet_serve.app import engine_for
     from parakeet_serve.bench import offline
 
-    options = offline.OfflineOptions(concurrency=args.concurrency)
+    options = offline.OfflineOptions(concurrency=args.concurrency, rounds=args.rounds)
     entries = _bench_entries(args)
-    with _bench_target(args) as (target, context), _progress("recognised", "file") as bar:
-        server = asyncio.run(offline.recognize_all(target, entries, options, progress=bar.update))
-    in_process = None
-    if not args.no_in_process:  # after the server run, so the two never share the machine
-        settings = load_settings(model_id=args.model)
-        with _progress("in process", "file") as bar:
-            in_process = offline.run_in_process(engine_for(settings), entries, options.concurrency, bar.update)
-    report = offline.report(options, server, in_process)
+    server_runs, engine_runs = [], []
+    with _bench_target(args) as (target, context):
+        engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
+        for n in range(1, options.rounds + 1):  # the two sides take turns, never sharing the machine
+            with _progress(f"round {n}: server", "file") as bar:
+                server_runs.append(asyncio.run(offline.recognize_all(target, entries, options, bar.update)))
+            if engine is not None:
+                with _progress(f"round {n}: in process", "file") as bar:
+                    engine_runs.append(offline.run_in_process(engine, entries, options.concurrency, bar.update))
+    report = offline.report(options, server_runs, engine_runs)
     _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
                     {**context, "options": dataclasses.asdict(options)})
 

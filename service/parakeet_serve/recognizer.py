@@ -103,20 +103,22 @@ class Recognizer:
         """
         self.check_model(options)
         tracer = self._telemetry.tracer
-        with tracer.start_as_current_span("audio.decode"):
-            audio = await asyncio.to_thread(
-                decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
-            )
-        tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
-        wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
-        timings = [Timing("offline") for _ in tracks]
-        try:
-            transcripts = await asyncio.gather(
-                *(self._scheduler.transcribe(t, wanted, timing) for t, timing in zip(tracks, timings, strict=True))
-            )
-        finally:
-            for timing in timings:
-                record_work(tracer, timing)
+        with self._scheduler.arriving() as queued:
+            with tracer.start_as_current_span("audio.decode"):
+                audio = await asyncio.to_thread(
+                    decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
+                )
+            tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
+            wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
+            timings = [Timing("offline") for _ in tracks]
+            try:
+                transcripts = await asyncio.gather(*(
+                    self._scheduler.transcribe(t, wanted, timing, on_queued=queued)
+                    for t, timing in zip(tracks, timings, strict=True)
+                ))
+            finally:
+                for timing in timings:
+                    record_work(tracer, timing)
         self._telemetry.metrics.audio_seconds.labels("Recognize").inc(audio.duration_s)
         if usage is not None:
             usage.add(audio.duration_s, timings)

@@ -2,7 +2,8 @@
 
 Two kinds of work share one inference thread: whole audios (`Recognize`) in a bounded queue
 with a time-to-live, and streaming steps of admitted streams. One asyncio task gathers work
-(up to `max_batch` of each kind, waiting at most `window_s` for more once it has some), drops
+(up to `max_batch` of each kind, waiting at most `window_s` for more once it has some, a little
+longer for `Recognize` requests known to be decoding their audio), drops
 offline entries whose caller left or that waited past their time-to-live, and runs a batch of
 stream steps, then a batch of offline work, in turn: neither kind can starve the other, and
 the event loop never waits on the model.
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,6 +32,11 @@ from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
 from parakeet_serve.telemetry import Metrics, Timing
 
 log = logging.getLogger(__name__)
+
+# How much longer than the window a batch of offline work waits for requests still decoding their
+# audio: closed-loop callers all send again when a batch answers them, and without this wait their
+# requests split into two half-full batches that alternate for good.
+ARRIVAL_GRACE_S = 0.05
 
 
 class BatchEngine(Protocol):
@@ -84,6 +90,7 @@ class Scheduler:
         self._engine = engine
         self._streamer = streamer
         self._window_s = window_s
+        self._arriving = 0  # Recognize requests decoding their audio, not yet queued
         self._max_batch = max_batch
         self._capacity = capacity
         self._max_wait_s = max_wait_s
@@ -117,7 +124,32 @@ class Scheduler:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def transcribe(self, audio: np.ndarray, alternatives: int = 1, timing: Timing | None = None) -> Transcript:
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[Callable[[], None]]:
+        """Announce a request that is decoding its audio, so a batch being gathered waits for it.
+
+        Pass the yielded callback as `transcribe`'s `on_queued`; leaving the block withdraws the
+        announcement if the request never got queued (its audio was bad).
+        """
+        pending = True
+
+        def arrived() -> None:
+            nonlocal pending
+            if pending:
+                pending = False
+                self._arriving -= 1
+                self._wake.set()
+
+        self._arriving += 1
+        try:
+            yield arrived
+        finally:
+            arrived()
+
+    async def transcribe(
+        self, audio: np.ndarray, alternatives: int = 1, timing: Timing | None = None,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> Transcript:
         """Recognise one mono audio at the engine's rate; cancelling the caller frees its slot.
 
         `timing`, when given, is filled with when the work waited and ran.
@@ -130,6 +162,7 @@ class Scheduler:
             )
         job = _Job(audio, alternatives, asyncio.get_running_loop().create_future(), timing or Timing("offline"))
         self._queue.append(job)
+        on_queued()
         self._wake.set()
         try:
             return await job.reply
@@ -179,13 +212,14 @@ class Scheduler:
                 await self._execute(jobs)
 
     async def _gather(self) -> None:
-        """Wait for work, then up to `window_s` for a fuller batch."""
+        """Wait for work, then up to `window_s` for a fuller batch (longer for announced requests)."""
         while not (self._queue or self._steps):
             self._wake.clear()
             await self._wake.wait()
-        deadline = time.monotonic() + self._window_s
+        began = time.monotonic()
         while max(len(self._queue), len(self._steps)) < self._max_batch:
-            remaining = deadline - time.monotonic()
+            grace = ARRIVAL_GRACE_S if self._arriving and not self._steps else 0.0  # steps keep their pace
+            remaining = began + self._window_s + grace - time.monotonic()
             if remaining <= 0:
                 return
             self._wake.clear()

@@ -33,15 +33,17 @@ def assert_context(doc: dict[str, Any], mode: str) -> None:
 
 
 def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_process(tmp_path: Path) -> None:
-    doc = run_bench(tmp_path, "offline", "--model", "demo", "--files", "6", "--concurrency", "3")
+    doc = run_bench(tmp_path, "offline", "--model", "demo", "--files", "6", "--concurrency", "3", "--rounds", "2")
     assert_context(doc, "offline")
     assert doc["server"]["started_here"] is True
     assert doc["server"]["settings"]["model_id"] == "demo"
-    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8}
+    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2}
     r = doc["results"]
-    assert r["requests"] == 6 and r["codes"] == {"OK": 6}
+    assert r["requests"] == 12 and r["codes"] == {"OK": 12}
     assert 6 < r["audio_s"] < 60 and r["wall_s"] > 0
-    assert r["rtfx"] == pytest.approx(r["audio_s"] / r["wall_s"], rel=0.01)
+    assert r["rtfx"] == pytest.approx(r["audio_s"] / r["wall_s"], rel=0.01) == max(r["round_rtfx"])
+    assert len(r["round_rtfx"]) == len(r["round_in_process_rtfx"]) == 2
+    assert r["in_process_rtfx"] == pytest.approx(max(r["round_in_process_rtfx"]), rel=0.01)
     assert_percentiles(r["latency_ms"], upper_ms=r["wall_s"] * 1000 + 1)
     assert 0 <= r["wer"] <= 1.5 and 0 <= r["in_process_wer"] <= 1.5
     assert r["wer"] == pytest.approx(r["in_process_wer"], abs=0.02)  # same model, same files, same text
