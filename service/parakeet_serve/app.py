@@ -12,7 +12,7 @@ from parakeet_serve.engine.streaming import Streamer, measure_capacity
 from parakeet_serve.errors import NotReady
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva.server import RivaServer
-from parakeet_serve.scheduler import Scheduler
+from parakeet_serve.scheduler import Scheduler, inference_thread
 from parakeet_serve.settings import Settings
 from parakeet_serve.streaming import StreamGeometry
 from parakeet_serve.telemetry import Telemetry
@@ -104,17 +104,22 @@ class Application:
         """Load (unless given) and warm the engine, then report SERVING."""
         s = self.settings
         began = time.monotonic()
-        engine = self._engine or await asyncio.to_thread(engine_for, s)
-        if s.warmup:
-            await asyncio.to_thread(engine.warmup)
-        streamer = self._streamer = Streamer(engine, s.stream_context_seconds)
-        max_streams = s.max_streams or await asyncio.to_thread(
-            measure_capacity, streamer, engine.sample_rate, s.microbatch_max_batch
-        )
+        worker, loop = inference_thread(), asyncio.get_running_loop()
+        try:
+            engine = self._engine or await loop.run_in_executor(worker, engine_for, s)
+            if s.warmup:
+                await loop.run_in_executor(worker, engine.warmup)
+            streamer = self._streamer = Streamer(engine, s.stream_context_seconds)
+            max_streams = s.max_streams or await loop.run_in_executor(
+                worker, measure_capacity, streamer, engine.sample_rate, s.microbatch_max_batch
+            )
+        except BaseException:
+            worker.shutdown(wait=False)
+            raise
         self._scheduler = Scheduler(
             engine, window_s=s.microbatch_window_ms / 1000,
             max_batch=s.microbatch_max_batch, capacity=s.queue_capacity, max_wait_s=s.max_queue_wait_s,
-            streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics,
+            streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics, worker=worker,
         )
         await self._scheduler.start()
         geometry = StreamGeometry(
