@@ -30,6 +30,7 @@ from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
 from parakeet_serve.bench.clips import make_clip
 from parakeet_serve.bench.timeline import Timeline, streaming_config
+from parakeet_serve.client import rpc_error_text
 from parakeet_serve.evaluation import ManifestEntry, demo_manifest, read_manifest
 
 grpc.experimental.gevent.init_gevent()  # gRPC's threads become greenlets, as locust's users are
@@ -65,7 +66,9 @@ class _RivaUser(User):
         self._channel.close()
 
     def fire(self, request_type: str, name: str, seconds: float, length: int = 0,
-             exception: Exception | None = None) -> None:
+             failure: grpc.RpcError | None = None) -> None:
+        """One locust request event; a failed RPC carries its status code and the server's sentence."""
+        exception = RuntimeError(rpc_error_text(failure)) if failure is not None else None
         self.environment.events.request.fire(request_type=request_type, name=name, response_time=seconds * 1000,
                                              response_length=length, exception=exception, context={})
 
@@ -86,7 +89,7 @@ class StreamingUser(_RivaUser):
                 for kind, latency in timeline.observe(response):
                     self.fire("latency", kind, latency)
         except grpc.RpcError as exc:
-            self.fire("grpc", "StreamingRecognize", time.perf_counter() - began, exception=_failure(exc))
+            self.fire("grpc", "StreamingRecognize", time.perf_counter() - began, failure=exc)
             return
         self.fire("grpc", "StreamingRecognize", time.perf_counter() - began, len(timeline.clip.pcm))
 
@@ -114,14 +117,6 @@ class RecognizeUser(_RivaUser):
         try:
             self.stub.Recognize(request, timeout=60)
         except grpc.RpcError as exc:
-            self.fire("grpc", "Recognize", time.perf_counter() - began, exception=_failure(exc))
+            self.fire("grpc", "Recognize", time.perf_counter() - began, failure=exc)
             return
         self.fire("grpc", "Recognize", time.perf_counter() - began, len(audio))
-
-
-def _failure(exc: grpc.RpcError) -> Exception:
-    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
-    if callable(code) and callable(details):
-        return RuntimeError(f"{code().name}: {details()}")
-    return exc
-

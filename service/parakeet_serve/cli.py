@@ -312,7 +312,7 @@ def server_process(model: str, timeout_s: float = 300.0) -> Iterator[str]:
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:
-    from parakeet_serve.client import ClientOptions, transcribe_file
+    from parakeet_serve.client import ClientOptions, rpc_error_text, transcribe_file
 
     if not args.file.is_file():
         raise SystemExit(f"parakeet-serve: no such file: {args.file}")
@@ -324,12 +324,5 @@ def _run_transcribe(args: argparse.Namespace) -> None:
     try:
         lines = transcribe_file(args.file, options)
     except Exception as exc:  # grpc.RpcError carries the server's one sentence
-        raise SystemExit(f"parakeet-serve: {_rpc_error(exc)}") from None
+        raise SystemExit(f"parakeet-serve: {rpc_error_text(exc)}") from None
     print("\n".join(lines))
-
-
-def _rpc_error(exc: Any) -> str:
-    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
-    if callable(code) and callable(details):
-        return f"{code().name}: {details()}"
-    return str(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import riva.client
 
@@ -54,3 +55,11 @@ def transcribe_file(path: Path, options: ClientOptions) -> list[str]:
                 for w in alternative.words
             )
     return lines
+
+
+def rpc_error_text(exc: Any) -> str:
+    """A failed call as `CODE: the server's sentence` (anything else as its own text)."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {details()}"
+    return str(exc)
