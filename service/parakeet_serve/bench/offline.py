@@ -18,7 +18,7 @@ import grpc
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
 from parakeet_serve.bench.clips import RATE, read_audio
-from parakeet_serve.bench.report import percentile_text, percentiles_ms, table
+from parakeet_serve.bench.report import codes_text, percentile_text, percentiles_ms, table
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import ManifestEntry, corpus_wer
 
@@ -49,7 +49,7 @@ class OfflineReport:
     def table(self) -> str:
         rows = [
             ("requests (concurrency)", f"{self.requests} ({self.concurrency})"),
-            ("status codes", ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))),
+            ("status codes", codes_text(self.codes)),
             ("server RTFx (best round)", f"{self.rtfx:.1f}  ({self.audio_s:.1f} s of audio in {self.wall_s:.2f} s)"),
             ("latency ms p50/p95/p99", percentile_text(self.latency_ms)),
             ("WER through the server", f"{self.wer:.2%}"),

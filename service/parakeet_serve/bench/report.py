@@ -30,6 +30,11 @@ def percentile_text(p: dict[str, float]) -> str:
     return " / ".join(f"{p[f'p{q}']:.0f}" for q in QUANTILES) if p else "-"
 
 
+def codes_text(codes: dict[str, int]) -> str:
+    """Status codes and their counts, e.g. `OK 61, RESOURCE_EXHAUSTED 61`."""
+    return ", ".join(f"{code} {count}" for code, count in sorted(codes.items()))
+
+
 def table(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -23,7 +23,7 @@ from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
 from parakeet_serve.bench.clips import Clip, make_clip
 from parakeet_serve.bench.offline import OfflineOptions, recognize_all
-from parakeet_serve.bench.report import percentile_text, percentiles_ms, table
+from parakeet_serve.bench.report import codes_text, percentile_text, percentiles_ms, table
 from parakeet_serve.bench.timeline import Timeline, streaming_config
 from parakeet_serve.evaluation import ManifestEntry, corpus_wer
 
@@ -64,7 +64,7 @@ class StreamReport:
     def table(self) -> str:
         return table([
             ("streams (admitted)", f"{self.streams} ({self.admitted})"),
-            ("status codes", ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))),
+            ("status codes", codes_text(self.codes)),
             ("interim latency ms p50/p95/p99", percentile_text(self.interim_ms)),
             ("end of speech -> final ms p50/p95/p99", percentile_text(self.final_ms)),
             ("streamed-final WER", f"{self.streamed_wer:.2%}"),
@@ -191,6 +191,6 @@ async def ramp_streams(
 
 def _trial_text(t: StreamReport, objective_ms: float) -> str:
     verdict = "holds" if holds(t, objective_ms) else "fails"
-    codes = ", ".join(f"{k} {v}" for k, v in sorted(t.codes.items()))
+    codes = codes_text(t.codes)
     return f"{verdict}: final p50/p95/p99 {percentile_text(t.final_ms)} ms, interim p95 " \
            f"{t.interim_ms.get('p95', float('nan')):.0f} ms, {codes}"
