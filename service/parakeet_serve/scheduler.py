@@ -211,12 +211,17 @@ class Scheduler:
     async def _run(self) -> None:
         while True:
             await self._gather()
-            steps = self._take(self._steps)
-            if steps:
-                await self._execute_steps(steps)
-            jobs = [job for job in self._take(self._queue) if self._admit(job)]
-            if jobs:
-                await self._execute(jobs)
+            await self._run_batches()
+
+    async def _run_batches(self) -> None:
+        """A batch of stream steps, then one of offline work; returning drops them, so an idle
+        scheduler holds no finished stream's state."""
+        steps = self._take(self._steps)
+        if steps:
+            await self._execute_steps(steps)
+        jobs = [job for job in self._take(self._queue) if self._admit(job)]
+        if jobs:
+            await self._execute(jobs)
 
     async def _gather(self) -> None:
         """Wait for work, then up to `window_s` for a fuller batch (longer for announced requests)."""
