@@ -11,6 +11,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +21,22 @@ import torch
 from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
 from training.rnnt_loss import rnnt_loss
+from training.teacher import Teacher, distillation_loss
+
+Data = tuple[list[torch.Tensor], list[list[int]]]
 
 ROOT = Path(__file__).resolve().parent
 DEMO = Blueprint(
-    head="hybrid_rnnt_ctc", n_layers=8, d_model=128, n_heads=4, conv_kernel=9, subsampling_channels=128,
-    pred_hidden=160, joint_hidden=160, vocab_size=128, spec_augment=False, dropout=0.05,
+    head="hybrid_rnnt_ctc", n_layers=8, d_model=128, n_heads=4, conv_kernel=9, subsampling_channels=64,
+    pred_hidden=160, joint_hidden=160, vocab_size=512, spec_augment=False, dropout=0.05,
     streaming=True, att_context=(64, 3),  # 320 ms chunks (4 frames), 5.1 s of left context
 )
 CTC_WEIGHT = 0.5
-# The first part of the budget trains the encoder with CTC alone: with the transducer from the start
-# its prediction network learns the sentence grammar and the encoder stays on its plateau.
-CTC_ONLY_SHARE = 0.3
+TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
+# Then the Conformer learns from the teacher's frame posteriors (plus some CTC); with the
+# transducer from the start its prediction network learns the sentence grammar instead.
+DISTIL_SHARE = 0.35
+DISTIL_CTC_WEIGHT = 0.3
 DEFAULT_OUT = ROOT.parent / "service" / "parakeet_serve" / "models" / "demo.nemo"
 
 
@@ -69,18 +75,41 @@ def collate(audios: list[torch.Tensor], tokens: list[list[int]], idx: list[int])
     return signal, lens, targets, tlens
 
 
-def loss_of(model, signal, lens, targets, tlens, ctc_only: bool) -> torch.Tensor:
-    """CTC, plus the transducer's loss once the encoder has left its plateau; both per target token."""
+def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, tlens: torch.Tensor,
+             blank: int) -> torch.Tensor:
+    """CTC per target token, from (B, T, classes) log-probabilities."""
+    return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, lengths, tlens, blank=blank,
+                                        zero_infinity=True)
+
+
+def hybrid_loss(model, signal, lens, targets, tlens) -> torch.Tensor:
+    """The transducer's and CTC's losses, both per target token."""
     encoded, encoded_len = model.forward(input_signal=signal, input_signal_length=lens)
-    log_probs = model.ctc_decoder(encoder_output=encoded).transpose(0, 1)
     blank = model.ctc_decoder.num_classes_with_blank - 1
-    ctc = torch.nn.functional.ctc_loss(log_probs, targets, encoded_len, tlens, blank=blank, zero_infinity=True)
-    if ctc_only:
-        return ctc
+    ctc = ctc_loss(model.ctc_decoder(encoder_output=encoded), encoded_len, targets, tlens, blank)
     decoded, target_len, _ = model.decoder(targets=targets, target_length=tlens)
     joint = model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
     rnnt = (rnnt_loss(joint, targets, encoded_len, target_len, blank=model.decoder.blank_idx) / tlens).mean()
     return (1 - CTC_WEIGHT) * rnnt + CTC_WEIGHT * ctc
+
+
+def distilled_loss(model, teacher: Teacher, signal, lens, targets, tlens) -> torch.Tensor:
+    """The teacher's frame posteriors as the CTC head's target, plus a little CTC."""
+    encoded, encoded_len = model.forward(input_signal=signal, input_signal_length=lens)
+    log_probs = model.ctc_decoder(encoder_output=encoded)
+    with torch.no_grad():
+        features, feature_len = model.preprocessor(input_signal=signal, length=lens)
+        target, target_len = teacher(features, feature_len)
+    blank = model.ctc_decoder.num_classes_with_blank - 1
+    ctc = ctc_loss(log_probs, encoded_len, targets, tlens, blank)
+    return distillation_loss(log_probs, encoded_len, target, target_len) + DISTIL_CTC_WEIGHT * ctc
+
+
+def teacher_loss(model, teacher: Teacher, signal, lens, targets, tlens) -> torch.Tensor:
+    with torch.no_grad():
+        features, feature_len = model.preprocessor(input_signal=signal, length=lens)
+    log_probs, lengths = teacher(features, feature_len)
+    return ctc_loss(log_probs, lengths, targets, tlens, blank=log_probs.shape[-1] - 1)
 
 
 def center_first_convolution(model, audios: list[torch.Tensor], sample: int = 200) -> float:
@@ -107,29 +136,11 @@ def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float
     return peak * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def train(
-    manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float,
-    resume: Path | None = None, ctc_only_share: float = CTC_ONLY_SHARE,
-) -> None:
-    """Train within `minutes`; with `resume`, continue a saved model with a fresh schedule."""
-    quiet_nemo()
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    workdir = ROOT / "data" / "model"
-    audios, texts = load(manifest)
-    if resume is not None:
-        from nemo.collections.asr.models import ASRModel
-
-        model = ASRModel.restore_from(str(resume), map_location="cpu").train()
-    else:
-        tokenizer = train_tokenizer(workdir / "tokenizer", DEMO.vocab_size, texts)
-        model = build_model(DEMO, tokenizer, seed).train()
-        if DEMO.streaming:
-            print(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
-    tokens = [model.tokenizer.text_to_ids(t) for t in texts]
-    params = sum(p.numel() for p in model.parameters())
-    print(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h; model {params / 1e6:.2f} M params")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
+def fit(name: str, params: list[torch.nn.Parameter], loss_fn: Callable[..., torch.Tensor], data: Data,
+        minutes: float, peak_lr: float, batch_seconds: float, rng: random.Random) -> None:
+    """AdamW over length-bucketed batches until `minutes` have passed; loss_fn(batch, progress)."""
+    audios, tokens = data
+    optimizer = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
     started, step, epoch = time.monotonic(), 0, 0
     budget = minutes * 60
     while time.monotonic() - started < budget:
@@ -141,40 +152,80 @@ def train(
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, progress, peak_lr, warmup=300)
-            loss = loss_of(model, *collate(audios, tokens, idx), ctc_only=progress < ctc_only_share)
+            loss = loss_fn(collate(audios, tokens, idx), progress)
             if not torch.isfinite(loss):
-                print(f"step {step}: non-finite loss, batch skipped", flush=True)
+                print(f"{name} step {step}: non-finite loss, batch skipped", flush=True)
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
             running.append(float(loss))
             step += 1
             if step % 100 == 0:
-                elapsed = (time.monotonic() - started) / 60
-                print(f"epoch {epoch} step {step} loss {np.mean(running[-100:]):.3f} lr {group['lr']:.2e} "
-                      f"{elapsed:.1f} min", flush=True)
+                print(f"{name} epoch {epoch} step {step} loss {np.mean(running[-100:]):.3f} "
+                      f"lr {group['lr']:.2e} {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    print(f"{name}: {step} steps, {epoch} epochs", flush=True)
+
+
+def train(
+    manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float,
+    resume: Path | None = None,
+) -> None:
+    """Train within `minutes`: teacher, distillation, then the hybrid; `resume` goes straight to the hybrid."""
+    quiet_nemo()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    audios, texts = load(manifest)
+    if resume is not None:
+        from nemo.collections.asr.models import ASRModel
+
+        model = ASRModel.restore_from(str(resume), map_location="cpu").train()
+    else:
+        tokenizer = train_tokenizer(ROOT / "data" / "model" / "tokenizer", DEMO.vocab_size, texts)
+        model = build_model(DEMO, tokenizer, seed).train()
+        if DEMO.streaming:
+            print(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
+    data = (audios, [model.tokenizer.text_to_ids(t) for t in texts])
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h; model {params / 1e6:.2f} M params")
+    student_minutes = minutes
+    if resume is None:
+        teacher = Teacher(DEMO.n_mels, model.ctc_decoder.num_classes_with_blank).train()
+        fit("teacher", list(teacher.parameters()), lambda batch, _: teacher_loss(model, teacher, *batch), data,
+            minutes * TEACHER_SHARE, 2e-3, 20.0, rng)
+        teacher.eval().requires_grad_(False)
+        student_minutes = minutes * (1 - TEACHER_SHARE)
+        distil_until = DISTIL_SHARE / (1 - TEACHER_SHARE)
+    else:
+        distil_until = 0.0
+
+    def student_loss(batch: tuple[torch.Tensor, ...], progress: float) -> torch.Tensor:
+        if progress < distil_until:
+            return distilled_loss(model, teacher, *batch)
+        return hybrid_loss(model, *batch)
+
+    fit("conformer", list(model.parameters()), student_loss, data, student_minutes, peak_lr, batch_seconds, rng)
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(out))
-    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB) after {step} steps, {epoch} epochs")
+    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "train.jsonl")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--minutes", type=float, default=40.0)
+    parser.add_argument("--minutes", type=float, default=44.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
-    parser.add_argument("--batch-seconds", type=float, default=30.0)  # small batches: more updates per minute
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-seconds", type=float, default=20.0)  # small batches: more updates per minute
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", type=Path, help="continue training this .nemo model with a fresh schedule")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
-    train(a.manifest, a.out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, 0.0 if a.resume else CTC_ONLY_SHARE)
+    train(a.manifest, a.out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume)
 
 
 if __name__ == "__main__":
