@@ -1,9 +1,11 @@
 """One recognition stream: audio in, interim and final results out.
 
 The session feeds audio to the scheduler in steps of `step_s` (whole encoder chunks), keeps the
-tokens of the current utterance, and ends an utterance when the decoder has emitted nothing for
-`stop_history_s` (an endpoint) or when the stream ends. After a final the decoder starts afresh;
-the encoder's context runs on across utterances. Word times count from the start of the stream.
+tokens of the current utterance, and ends an utterance when it has heard nothing for
+`stop_history_s` (an endpoint: no token from the decoder or from a hybrid model's CTC head, and
+no audio loud enough to be speech, `engine.loudness`) or when the stream ends. After a final
+the decoder and the encoder's attention start afresh, as for a new stream. Word times count from
+the start of the stream.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class StreamSession:
     ) -> None:
         self._scheduler = scheduler
         self._state = state
+        # the streamer ends an utterance within a step, at the chunk where the silence is long enough
+        state.endpoint_s = options.stop_history_s
         self._decoder = decoder
         self._geometry = geometry
         self._detokenize = detokenize
@@ -165,15 +169,20 @@ class StreamSession:
         record_span(tracer, "decode", decoding_ns, finished, context)
 
     def _results(self, out: StepOutput, last: bool) -> list[StreamEvent]:
-        self._utterance.extend(out.tokens)
+        finals, begun = [], 0
+        for end in out.endpoints:  # the streamer ended these utterances within the step
+            self._utterance.extend(out.tokens[begun:end])
+            begun = end
+            if self._utterance:
+                finals.append(self._final())
+        self._utterance.extend(out.tokens[begun:])
         if not self._utterance:
-            return []
+            return finals
         if last:
-            return [self._final()]
+            return [*finals, self._final()]
+        if finals:
+            return finals
         frame_s = self._geometry.frame_shift_s
-        silence_s = (out.frames - (self._utterance[-1].start_frame + 1)) * frame_s
-        if silence_s >= self.options.stop_history_s:
-            return [self._final()]
         if (out.frames - self._utterance[0].start_frame) * frame_s > MAX_UTTERANCE_S:
             return self._split_long_utterance()
         if self.options.interim_results:
@@ -200,7 +209,6 @@ class StreamSession:
         self._observe_final_latency()
         self._utterance = []
         self._last_interim = ""
-        self._state.reset_decoder()
         self.finals += 1
         return event
 

@@ -86,7 +86,7 @@ def test_state_stays_bounded_over_a_long_stream(streaming_models: dict[str, Path
     for k in range(60):  # two minutes of audio, the decoder restarted as after finals
         streamer.step([StreamInput(state, audio)])
         if k % 10 == 0:
-            state.reset_decoder()
+            state.start_utterance()
         sizes.append(_state_bytes(state))
     assert max(sizes[20:]) <= max(sizes[:20]) * 1.05
     assert len(state.audio) < 2 * streamer.samples_for_chunks(1)
@@ -98,11 +98,48 @@ def test_decoder_reset_starts_a_new_utterance_at_the_current_frame(streaming_mod
     state = streamer.open()
     audio = speechlike(2.0)[0]
     streamer.step([StreamInput(state, audio)])
-    state.reset_decoder()
+    state.start_utterance()
     reset_at = state.frames
     out = streamer.step([StreamInput(state, audio, last=True)])[0]
     assert out.tokens, "the random model emits tokens on speech-like audio"
     assert min(t.start_frame for t in out.tokens) >= reset_at
+
+
+def test_an_utterance_after_a_final_is_encoded_without_the_audio_before_it(
+    streaming_models: dict[str, Path],
+) -> None:
+    engine = load_engine(str(streaming_models["rnnt"]))
+    streamer = Streamer(engine, left_context_s=10.0)
+    pause, later = np.zeros(16000, np.float32), speechlike(1.5, seed=9)[0]
+
+    def after(first: np.ndarray) -> list[tuple[int, int, float]]:
+        state = streamer.open()
+        streamer.step([StreamInput(state, np.concatenate([first, pause]))])
+        state.start_utterance()
+        out = streamer.step([StreamInput(state, later, last=True)])[0]
+        return [(t.token_id, t.start_frame, round(t.confidence, 5)) for t in out.tokens]
+
+    one, other = speechlike(2.0, seed=4)[0], speechlike(2.0, seed=5)[0]
+    assert after(one), "the random model emits tokens on speech-like audio"
+    assert after(one) == after(other)
+
+
+def test_an_utterance_ends_after_its_silence_even_inside_one_step(streaming_models: dict[str, Path]) -> None:
+    engine = load_engine(str(streaming_models["rnnt"]))
+    streamer = Streamer(engine, left_context_s=10.0)
+    state = streamer.open()
+    state.endpoint_s = 0.5
+    silence = np.zeros(16000, np.float32)
+    audio = np.concatenate([speechlike(3.0, seed=6)[0], silence, speechlike(1.0, seed=7)[0], silence])
+    piece, ends, tokens = 16000, [], 0  # a second per step; ends: (audio pushed, last token) in s
+    for start in range(0, len(audio), piece):
+        out = streamer.step([StreamInput(state, audio[start : start + piece])])[0]
+        pushed = (start + piece) / 16000
+        ends += [(pushed, out.tokens[k - 1].start_frame * engine.frame_shift_s) for k in out.endpoints if k]
+        tokens += len(out.tokens)
+    assert tokens, "the random model emits tokens on speech-like audio"
+    assert ends and ends[0][0] >= 3.5  # not while the speech goes on, whatever the decoder's pauses
+    assert any(last < 4.0 for _, last in ends)  # an utterance ended in the pause, even within a 1 s step
 
 
 def test_full_attention_models_stream_with_bounded_context(tiny_models: dict[str, Path]) -> None:

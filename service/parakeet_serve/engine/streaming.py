@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from parakeet_serve.engine.loudness import Loudness
 from parakeet_serve.engine.words import TokenSpan
 
 _FEATURE_CONTEXT = 2  # feature frames of audio kept before the next frame: the STFT window reaches back 16 ms
@@ -36,6 +37,7 @@ class StreamState:
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     audio_offset: int = 0  # absolute sample index of audio[0]
     features: torch.Tensor | None = None  # featurised, not yet encoded: (mels, n)
+    loud: torch.Tensor | None = None  # which of those frames are loud enough to be speech: (n,)
     next_feature: int = 0  # absolute index of the next feature frame to compute
     pre_encode: torch.Tensor | None = None  # the subsampling's context: last feature frames fed
     caches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -44,15 +46,26 @@ class StreamState:
     decoder: Any = None  # the transducer's decoding state; None starts an utterance afresh
     ctc_last: int = -1  # the CTC label of the previous frame (repeats collapse across chunks)
     utterance_start: int = 0  # encoder frame where the current decoder state began
+    loudness: Loudness = field(default_factory=Loudness)
+    speech_feature: int = -1  # the latest feature frame with speech: loud, or heard by a token's encoder frame
+    utterance_tokens: int = 0  # tokens the decoder emitted since the utterance began
+    endpoint_s: float = 0.0  # silence after speech that ends an utterance; 0 never
     encoder_input_frames: int = 0  # feature frames fed to the encoder, context included
     feature_stats: torch.Tensor | None = None  # per-mel count, sum, sum of squares (running normalisation)
     ended: bool = False
 
-    def reset_decoder(self) -> None:
-        """Start the next utterance with a fresh decoder (after a final result)."""
+    def start_utterance(self) -> None:
+        """After a final: a fresh decoder, and attention and convolution caches emptied as at the
+        stream's start, so the next utterance is encoded as `Recognize` would encode it alone (a
+        model trained on single utterances has never attended to the one before). The subsampling's
+        few frames of context stay, which keeps the encoder's frames on the stream's timeline."""
         self.decoder = None
         self.ctc_last = -1
         self.utterance_start = self.frames
+        self.utterance_tokens = 0
+        if self.caches is not None:
+            self.caches = tuple(torch.zeros_like(c) for c in self.caches)  # the initial cache state
+        self.loudness.start_utterance()
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class StepOutput:
     frames: int  # encoder frames of the stream so far
     audio_s: float  # audio the encoded frames depend on: what the stream has had processed
     encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
+    endpoints: tuple[int, ...] = ()  # an utterance ended after tokens[:k] for each k (the stream's decoder restarted)
 
 
 class Streamer:
@@ -85,6 +99,7 @@ class Streamer:
         self._hop = int(featurizer.hop_length)
         self._half_window = int(featurizer.n_fft) // 2
         self._feature_s = self._hop / engine.sample_rate
+        self._subsampling = int(getattr(model.encoder, "subsampling_factor", 1))
         # Models trained with whole-utterance normalisation (Parakeet's) stream with statistics of
         # the audio heard so far instead; cache-aware models are trained without any.
         self._running_norm = featurizer.normalize == "per_feature"
@@ -115,6 +130,7 @@ class Streamer:
     def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
         """Featurise, encode and decode whatever whole chunks the new audio completes."""
         tokens: dict[int, list[TokenSpan]] = {id(i.state): [] for i in inputs}
+        endpoints: dict[int, list[int]] = {id(i.state): [] for i in inputs}
         with torch.inference_mode(), self._engine.autocast():
             for item in inputs:
                 self._featurize(item.state, item.audio, item.last)
@@ -127,12 +143,16 @@ class Streamer:
                     if group:
                         for state, new in zip(group, self._encode_and_decode(group), strict=True):
                             tokens[id(state)].extend(new)
+                            if self._at_endpoint(state):  # checked per chunk: a step may span a pause
+                                endpoints[id(state)].append(len(tokens[id(state)]))
+                                state.start_utterance()
         return [
             StepOutput(
                 tuple(tokens[id(i.state)]),
                 i.state.frames,
                 self._processed_samples(i.state, i.last) / self._engine.sample_rate,
                 i.state.encoder_input_frames * self._feature_s,
+                tuple(endpoints[id(i.state)]),
             )
             for i in inputs
         ]
@@ -164,6 +184,8 @@ class Streamer:
         skip = st.next_feature - first_frame
         if available > skip:
             new = features[0, :, skip:available].float()
+            loud = st.loudness.loud(new)
+            st.loud = loud if st.loud is None else torch.cat([st.loud, loud])
             if self._running_norm:
                 new = _normalise(st, new)
             st.features = new if st.features is None else torch.cat([st.features, new], dim=1)
@@ -197,6 +219,7 @@ class Streamer:
             assert st.features is not None
             take = st.features[:, :width]
             st.features = st.features[:, take.shape[1] :] if st.features.shape[1] > take.shape[1] else None
+            self._mark_loud(st, take.shape[1])
             fed = take if starting else torch.cat([st.pre_encode, take], dim=1)
             st.pre_encode = fed[:, -self._pre_encode :] if self._pre_encode else fed[:, :0]
             st.encoder_input_frames += fed.shape[1]
@@ -219,9 +242,14 @@ class Streamer:
         for row, st in enumerate(group):
             st.caches = (channel[:, row : row + 1], time[:, row : row + 1], channel_len[row : row + 1])
         new_frames = [int(n) for n in encoded_len]
-        decoded = self._decode_ctc(group, encoded, new_frames) if self._computer is None else self._decode(
-            group, encoded, encoded_len
-        )
+        if self._computer is None:
+            decoded = self._decode_ctc(group, encoded, new_frames)
+        else:
+            decoded = self._decode(group, encoded, encoded_len)
+        for st, spans in zip(group, decoded, strict=True):
+            st.utterance_tokens += len(spans)
+            if spans:  # encoder frame f has heard feature frames up to f * subsampling
+                st.speech_feature = max(st.speech_feature, spans[-1].start_frame * self._subsampling)
         for st, n in zip(group, new_frames, strict=True):
             st.frames += n
         return decoded
@@ -256,6 +284,30 @@ class Streamer:
                 spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
             out.append(spans)
         return out
+
+    def _at_endpoint(self, st: StreamState) -> bool:
+        """Whether the utterance has had `endpoint_s` of silence since its last speech."""
+        if not st.endpoint_s or not st.utterance_tokens:
+            return False
+        silence = self._quiet_until(st) - (st.speech_feature + 1)
+        return silence * self._feature_s >= st.endpoint_s - 1e-6
+
+    def _quiet_until(self, st: StreamState) -> int:
+        """The next loud feature frame already featurised, or if there is none, as far as featurised
+        audio reaches: the silence is measured to there, without waiting for the encoder."""
+        pending = None if st.loud is None else torch.nonzero(st.loud)
+        if pending is not None and len(pending):
+            return st.encoded_features + int(pending[0])
+        return st.next_feature
+
+    def _mark_loud(self, st: StreamState, encoding: int) -> None:
+        """Speech in the feature frames about to be encoded: loudness counts as heard when the encoder
+        hears it, as the decoder's tokens do."""
+        assert st.loud is not None
+        loud = torch.nonzero(st.loud[:encoding])
+        st.loud = st.loud[encoding:]
+        if len(loud):
+            st.speech_feature = max(st.speech_feature, st.encoded_features + int(loud[-1]))
 
     def _decode_ctc(self, group: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
         """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
