@@ -1,10 +1,10 @@
 """One recognition stream: audio in, interim and final results out.
 
-The session feeds audio to the scheduler in steps of `step_s` (whole encoder chunks), keeps the
-tokens of the current utterance, and ends an utterance when it has heard nothing for
-`stop_history_s` (an endpoint: no token from the decoder or from a hybrid model's CTC head, and
-no audio loud enough to be speech, `engine.loudness`) or when the stream ends. After a final
-the decoder and the encoder's attention start afresh, as for a new stream. Word times count from
+The session feeds audio to the scheduler in steps of `step_s` (whole encoder chunks) and keeps the
+tokens of the current utterance. The streamer ends an utterance, at the chunk where it happens,
+after `stop_history_s` with no token from the decoder and no audio loud enough to be speech
+(`engine.loudness`), and restarts the decoder and the encoder's attention as for a new stream; the
+session turns each such endpoint, and the end of the stream, into a final. Word times count from
 the start of the stream.
 """
 

@@ -4,7 +4,9 @@ A stream's state carries all a step needs: the last samples (the STFT looks 16 m
 feature frame), features not yet encoded, the subsampling's feature context, the encoder's
 attention and convolution caches, and the decoder's state. A step featurises new audio, encodes
 whole chunks of the model's attention context (batched across streams) and continues the
-greedy decoder from where the last step left it, so text is only ever extended.
+greedy decoder from where the last step left it, so text is only ever extended. After every
+chunk it checks for an endpoint (silence after speech, heard by the decoder and in the audio's
+loudness); at one it reports where the utterance ended and starts the next one afresh.
 
 For a model trained with chunked limited attention and causal convolutions (the demo model),
 this reproduces the offline encoding exactly. Models trained with full attention (the Parakeet
