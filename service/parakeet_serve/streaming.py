@@ -121,11 +121,24 @@ class StreamSession:
             self._arrived_at.append((self._received, now))
         due = self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step)
         if self._received < due:
-            return []
+            if not (len(audio) and self._endpoint_possible()):
+                return []
+            # Once the decoder has been silent long enough, each chunk of audio is featurised at
+            # once, so the endpoint is judged on it without waiting for the next encoder chunk.
+            self._step_arrival = now
+            return await self._run(last=False)
         while self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step) <= self._received:
             self._steps_due += 1
         self._step_arrival = now
         return await self._run(last=False)
+
+    def _endpoint_possible(self) -> bool:
+        """Whether the audio received has run `stop_history_s` past the utterance's last token."""
+        if not self._utterance:
+            return False
+        geometry = self._geometry
+        last_token_s = self._utterance[-1].start_frame * geometry.frame_shift_s  # as the streamer dates it
+        return self._received / geometry.sample_rate - last_token_s >= self.options.stop_history_s
 
     async def finish(self) -> list[StreamEvent]:
         """The stream ended: decode what is left and finalise the last utterance."""

@@ -148,6 +148,10 @@ class Streamer:
                             if self._at_endpoint(state):  # checked per chunk: a step may span a pause
                                 endpoints[id(state)].append(len(tokens[id(state)]))
                                 state.start_utterance()
+            for item in inputs:  # and on audio that completed no chunk: its silence counts too
+                if self._at_endpoint(item.state):
+                    endpoints[id(item.state)].append(len(tokens[id(item.state)]))
+                    item.state.start_utterance()
         return [
             StepOutput(
                 tuple(tokens[id(i.state)]),
