@@ -16,13 +16,14 @@ from training import data, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--minutes", type=float, default=44.0, help="training time budget")
+    parser.add_argument("--minutes", type=float, default=train.MINUTES, help="training time budget")
     a = parser.parse_args()
     began = time.monotonic()
     data.build(train_count=9000, sentence_count=7000, eval_seen=150, eval_held_out=100, seed=a.seed, workers=2)
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
-    train.train(train.ROOT / "data" / "train.jsonl", train.DEFAULT_OUT, a.minutes, a.seed, 2e-3, 20.0)
+    manifest = train.ROOT / "data" / "train.jsonl"
+    train.train(manifest, train.DEFAULT_OUT, a.minutes, a.seed, train.PEAK_LR, train.BATCH_SECONDS)
     print(f"demo model rebuilt in {(time.monotonic() - began) / 60:.1f} min")
 
 

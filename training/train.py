@@ -37,6 +37,7 @@ TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
 # transducer from the start its prediction network learns the sentence grammar instead.
 DISTIL_SHARE = 0.35
 DISTIL_CTC_WEIGHT = 0.3
+MINUTES, PEAK_LR, BATCH_SECONDS = 44.0, 2e-3, 20.0  # small batches: more updates per minute
 DEFAULT_OUT = ROOT.parent / "service" / "parakeet_serve" / "models" / "demo.nemo"
 
 
@@ -95,11 +96,11 @@ def hybrid_loss(model, signal, lens, targets, tlens) -> torch.Tensor:
 
 def distilled_loss(model, teacher: Teacher, signal, lens, targets, tlens) -> torch.Tensor:
     """The teacher's frame posteriors as the CTC head's target, plus a little CTC."""
-    encoded, encoded_len = model.forward(input_signal=signal, input_signal_length=lens)
-    log_probs = model.ctc_decoder(encoder_output=encoded)
-    with torch.no_grad():
+    with torch.no_grad():  # featurised once, for the teacher and the student
         features, feature_len = model.preprocessor(input_signal=signal, length=lens)
         target, target_len = teacher(features, feature_len)
+    encoded, encoded_len = model.forward(processed_signal=features, processed_signal_length=feature_len)
+    log_probs = model.ctc_decoder(encoder_output=encoded)
     blank = model.ctc_decoder.num_classes_with_blank - 1
     ctc = ctc_loss(log_probs, encoded_len, targets, tlens, blank)
     return distillation_loss(log_probs, encoded_len, target, target_len) + DISTIL_CTC_WEIGHT * ctc
@@ -193,7 +194,7 @@ def train(
     if resume is None:
         teacher = Teacher(DEMO.n_mels, model.ctc_decoder.num_classes_with_blank).train()
         fit("teacher", list(teacher.parameters()), lambda batch, _: teacher_loss(model, teacher, *batch), data,
-            minutes * TEACHER_SHARE, 2e-3, 20.0, rng)
+            minutes * TEACHER_SHARE, PEAK_LR, BATCH_SECONDS, rng)
         teacher.eval().requires_grad_(False)
         student_minutes = minutes * (1 - TEACHER_SHARE)
         distil_until = DISTIL_SHARE / (1 - TEACHER_SHARE)
@@ -216,10 +217,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "train.jsonl")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--minutes", type=float, default=44.0)
+    parser.add_argument("--minutes", type=float, default=MINUTES)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--batch-seconds", type=float, default=20.0)  # small batches: more updates per minute
+    parser.add_argument("--lr", type=float, default=PEAK_LR)
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", type=Path, help="continue training this .nemo model with a fresh schedule")
     a = parser.parse_args()
