@@ -30,10 +30,13 @@ class Loudness:
 
     def loud(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Which of the new (mels, n) log-mel frames are loud: a bool tensor (n,)."""
-        energies = torch.logsumexp(log_mel.float(), dim=0).tolist()
-        out = []
-        for energy in energies:
-            self.floor = min(energy, self.floor + FLOOR_RISE_PER_FRAME)
-            self.peak = max(self.peak, energy)
-            out.append(energy > max(self.floor + ABOVE_FLOOR, self.peak - BELOW_PEAK))
-        return torch.tensor(out, dtype=torch.bool)
+        energy = torch.logsumexp(log_mel.double(), dim=0)
+        if not len(energy):
+            return torch.zeros(0, dtype=torch.bool)
+        # The floor after frame t is min(floor + rise * (t + 1), min over j <= t of e_j + rise * (t - j)):
+        # a running minimum once the rise is taken out, so no loop over frames on the inference thread.
+        rise = FLOOR_RISE_PER_FRAME * torch.arange(len(energy), dtype=torch.float64)
+        floor = rise + torch.clamp((energy - rise).cummin(0).values, max=self.floor + FLOOR_RISE_PER_FRAME)
+        peak = torch.clamp(energy.cummax(0).values, min=self.peak)
+        self.floor, self.peak = float(floor[-1]), float(peak[-1])
+        return energy > torch.maximum(floor + ABOVE_FLOOR, peak - BELOW_PEAK)

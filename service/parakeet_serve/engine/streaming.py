@@ -145,13 +145,9 @@ class Streamer:
                     if group:
                         for state, new in zip(group, self._encode_and_decode(group), strict=True):
                             tokens[id(state)].extend(new)
-                            if self._at_endpoint(state):  # checked per chunk: a step may span a pause
-                                endpoints[id(state)].append(len(tokens[id(state)]))
-                                state.start_utterance()
+                            self._end_utterance_if_due(state, tokens, endpoints)  # a step may span a pause
             for item in inputs:  # and on audio that completed no chunk: its silence counts too
-                if self._at_endpoint(item.state):
-                    endpoints[id(item.state)].append(len(tokens[id(item.state)]))
-                    item.state.start_utterance()
+                self._end_utterance_if_due(item.state, tokens, endpoints)
         return [
             StepOutput(
                 tuple(tokens[id(i.state)]),
@@ -291,12 +287,15 @@ class Streamer:
             out.append(spans)
         return out
 
-    def _at_endpoint(self, st: StreamState) -> bool:
-        """Whether the utterance has had `endpoint_s` of silence since its last speech."""
+    def _end_utterance_if_due(self, st: StreamState, tokens: dict[int, list[TokenSpan]],
+                              endpoints: dict[int, list[int]]) -> None:
+        """At `endpoint_s` of silence after the utterance's last speech, note where it ended and start afresh."""
         if not st.endpoint_s or not st.utterance_tokens:
-            return False
+            return
         silence = self._quiet_until(st) - (st.speech_feature + 1)
-        return silence * self._feature_s >= st.endpoint_s - 1e-6
+        if silence * self._feature_s >= st.endpoint_s - 1e-6:
+            endpoints[id(st)].append(len(tokens[id(st)]))
+            st.start_utterance()
 
     def _quiet_until(self, st: StreamState) -> int:
         """The next loud feature frame already featurised, or if there is none, as far as featurised
