@@ -184,3 +184,18 @@ def test_whole_utterance_normalisation_becomes_running_statistics(tiny_models: d
     n = state.features.shape[1]
     assert int(length[0]) == state.next_feature == n
     assert torch.allclose(state.features[:, -50:], offline[0, :, n - 50 : n], atol=1e-3)
+
+
+def test_a_last_chunk_shorter_than_one_encoder_frame_is_left_out(tiny_models: dict[str, Path]) -> None:
+    """A flush whose few new feature frames make no encoder frame has nothing to encode: it must
+    end the stream cleanly (the encoder raises on an empty chunk; a GPU benchmark met it)."""
+    engine: NemoEngine = load_engine(str(tiny_models["tdt"]))
+    streamer = Streamer(engine, left_context_s=2.0)
+    audio = speechlike(2.0)[0]
+    hop = 160
+    for samples in range(16000, 16000 + 32 * hop, hop):  # every tail length, for chunks of 32 features
+        state = streamer.open()
+        for i in range(0, samples, 2560):
+            streamer.step([StreamInput(state, audio[i : min(i + 2560, samples)])])
+        last = streamer.step([StreamInput(state, np.zeros(0, np.float32), last=True)])[0]
+        assert last.frames == pytest.approx(samples / engine.sample_rate / engine.frame_shift_s, abs=1.5)

@@ -29,8 +29,12 @@ class Loudness:
         self.peak = -math.inf
 
     def loud(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """Which of the new (mels, n) log-mel frames are loud: a bool tensor (n,)."""
-        energy = torch.logsumexp(log_mel.double(), dim=0)
+        """Which of the new (mels, n) log-mel frames are loud: a bool tensor (n,) on the CPU.
+
+        The judgement runs on the CPU wherever the features were made: it is a few hundred numbers
+        per chunk, and the state it keeps is plain floats.
+        """
+        energy = torch.logsumexp(log_mel.detach().to("cpu", torch.float64), dim=0)
         if not len(energy):
             return torch.zeros(0, dtype=torch.bool)
         # The floor after frame t is min(floor + rise * (t + 1), min over j <= t of e_j + rise * (t - j)):

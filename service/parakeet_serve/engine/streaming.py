@@ -117,6 +117,8 @@ class Streamer:
         self._pre_encode = _pair(cfg.pre_encode_cache_size)[1]
         self._drop = int(cfg.drop_extra_pre_encoded)
         self._keep_all = self._encoder.att_context_style != "regular"
+        self._n_mels = int(featurizer.nfilt)
+        self._min_tail = self._smallest_tail()
         self.chunk_s = int(cfg.valid_out_len) * frame_s
         self._frame_s = frame_s
         self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
@@ -209,7 +211,20 @@ class Streamer:
     def _chunk_ready(self, st: StreamState, last: bool) -> bool:
         pending = 0 if st.features is None else st.features.shape[1]
         needed = self._first_chunk if st.caches is None else self._chunk
-        return pending >= needed or (last and pending > 0)
+        return pending >= needed or (last and pending >= (1 if st.caches is None else self._min_tail))
+
+    def _smallest_tail(self) -> int:
+        """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
+        partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
+        encoder fails on an empty chunk, so it is left out."""
+        with torch.inference_mode(), self._engine.autocast():
+            for n in range(1, self._chunk + 1):
+                frames = self._pre_encode + n
+                x = torch.zeros(1, frames, self._n_mels, device=self._engine.device)
+                _, length = self._encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=x.device))
+                if int(length[0]) > self._drop:
+                    return n
+        return self._chunk
 
     # --- encoder and decoder -------------------------------------------------------------
 
@@ -271,18 +286,22 @@ class Streamer:
         if any(st.decoder is not None for st in group):
             previous = computer.merge_to_batched_state([st.decoder for st in group])
         hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous)
-        for st, item in zip(group, computer.split_batched_state(state), strict=True):
+        # With CUDA graphs the computer keeps the batch size it allocated for: our streams are its
+        # first rows, and the rest is padding.
+        for st, item in zip(group, computer.split_batched_state(state)[: len(group)], strict=True):
             st.decoder = item
-        counts, labels, times, durations, confidence = hyps.get_data_without_blank()
+        # To host lists once: reading a GPU tensor element by element syncs the device each time.
+        counts, labels, times, durations, confidence = (
+            None if x is None else x.tolist() for x in hyps.get_data_without_blank()
+        )
         out = []
         for row, st in enumerate(group):
-            n = int(counts[row])
             spans = []
-            for k in range(n):
-                start = st.utterance_start + int(times[row, k])
-                width = int(durations[row, k]) if durations is not None else 1
-                conf = float(confidence[row, k]) if confidence is not None else 1.0
-                label = int(labels[row, k])
+            for k in range(counts[row]):
+                start = st.utterance_start + times[row][k]
+                width = durations[row][k] if durations is not None else 1
+                conf = confidence[row][k] if confidence is not None else 1.0
+                label = labels[row][k]
                 spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
             out.append(spans)
         return out
@@ -318,14 +337,15 @@ class Streamer:
         """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
         log_probs = self._engine.ctc_head(encoder_output=encoded)
         best, labels = log_probs.max(dim=-1)
+        best, labels = best.exp().tolist(), labels.tolist()  # host lists: no device sync per frame
         blank = self._engine.blank_id
         out = []
         for row, st in enumerate(group):
             spans = []
             for t in range(lengths[row]):
-                label = int(labels[row, t])
+                label = labels[row][t]
                 if label != blank and label != st.ctc_last:
-                    frame, confidence = st.frames + t, float(best[row, t].exp())
+                    frame, confidence = st.frames + t, best[row][t]
                     spans.append(TokenSpan(label, self._engine.piece(label), frame, frame + 1, confidence))
                 st.ctc_last = label
             out.append(spans)
