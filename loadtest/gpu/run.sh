@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 models=${MODELS_DIR:-/tmp/parakeet-random}
 gpu=$(python -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 export PARAKEET_DEVICE=cuda PARAKEET_PRECISION=bf16 PARAKEET_MICROBATCH_MAX_BATCH=128 PARAKEET_MAX_STREAMS=4096
-PYTHONPATH=. python loadtest/gpu/build_models.py --out "$models" --sizes ${SIZES:-0.6b 1.1b}
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" python loadtest/gpu/build_models.py --out "$models" --sizes ${SIZES:-0.6b 1.1b}
 for size in ${SIZES:-0.6b 1.1b}; do
   model="$models/parakeet-$size-random.nemo"
   parakeet-serve bench offline --model "$model" --concurrency 128 --repeat 20 \

@@ -229,7 +229,7 @@ def _run_bench_stream(args: argparse.Namespace) -> None:
             options = dataclasses.replace(options, streams=math.ceil(args.capacity_multiple * admits))
         if args.ramp:
             report: Any = asyncio.run(ramp_streams(target, entries, options, args.objective_ms, args.max_streams,
-                                                   progress=bar.update))
+                                                   progress=bar.update, on_trial=bar.write))
         else:
             report = asyncio.run(bench_stream(target, entries, options, progress=bar.update))
     title = "ramp of real-time streams" if args.ramp else f"{options.streams} streams"

@@ -151,7 +151,7 @@ class RampReport:
     trials: list[StreamReport]
 
     def table(self) -> str:
-        rows = [(f"{t.streams} streams", _trial_text(t, self.objective_ms)) for t in self.trials]
+        rows = [(f"{t.streams} streams", trial_text(t, self.objective_ms)) for t in self.trials]
         return table([*rows, ("streams held", f"{self.streams_held} (p95 end of speech -> final "
                                               f"<= {self.objective_ms:.0f} ms)")])
 
@@ -169,12 +169,17 @@ async def ramp_streams(
     objective_ms: float,
     max_streams: int = 4096,
     progress: Callable[[int], None] = lambda n: None,
+    on_trial: Callable[[str], None] = lambda line: None,
 ) -> RampReport:
-    """The largest stream count that holds: double from `options.streams` until one fails, then bisect."""
+    """The largest stream count that holds: double from `options.streams` until one fails, then bisect.
+
+    `on_trial` gets each trial's verdict as it ends: a ramp runs for minutes.
+    """
     trials: list[StreamReport] = []
 
     async def trial(n: int) -> bool:
         trials.append(await bench_stream(target, entries, replace(options, streams=n, offline_wer=False), progress))
+        on_trial(f"{n} streams: {trial_text(trials[-1], objective_ms)}")
         return holds(trials[-1], objective_ms)
 
     good, bad, n = 0, max_streams + 1, max(1, options.streams)
@@ -189,7 +194,7 @@ async def ramp_streams(
     return RampReport(objective_ms, good, trials)
 
 
-def _trial_text(t: StreamReport, objective_ms: float) -> str:
+def trial_text(t: StreamReport, objective_ms: float) -> str:
     verdict = "holds" if holds(t, objective_ms) else "fails"
     codes = codes_text(t.codes)
     return f"{verdict}: final p50/p95/p99 {percentile_text(t.final_ms)} ms, interim p95 " \
