@@ -1,6 +1,6 @@
 """One seeded command that regenerates the demo model's data and retrains it.
 
-    python -m training.build            # data (~8 min) + training (44 min) on 2 CPU cores
+    python -m training.build            # data (~6 min) + training (50 min) on 2 CPU cores
 """
 
 from __future__ import annotations

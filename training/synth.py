@@ -88,7 +88,9 @@ def augment(audio: np.ndarray, rng: random.Random) -> np.ndarray:
         audio = soxr.resample(narrow, 8000, RATE).astype(np.float32)
     peak = float(np.abs(audio).max()) or 1.0
     audio = audio / peak * 10 ** (rng.uniform(-20, -1) / 20)
-    pad = [np.zeros(int(RATE * rng.uniform(0.05, 0.6)), np.float32) for _ in range(2)]
+    # Leading/trailing silence, but not always: a clip may start or end on a word, and a model that
+    # never heard that drops the first and last words of such clips.
+    pad = [np.zeros(int(RATE * rng.uniform(0.05, 0.6)) if rng.random() < 0.7 else 0, np.float32) for _ in range(2)]
     audio = np.concatenate([pad[0], audio, pad[1]])
     if rng.random() < 0.6:
         snr_db = rng.choice([30, 20, 15, 10, 5])
