@@ -29,9 +29,12 @@ def demo(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
     served.stop()
 
 
-# The demo model now shipped is under-trained (WER 24% and 37%, issue 3). These tests hold the targets
-# it must reach; strict, so they fail the day they pass and the mark must go.
+# The demo model now shipped is under-trained (issue 3). The targets are strict expected failures, so
+# they fail the day they pass and the mark must go; the shipped model's own level, with a little slack,
+# is asserted as it is, so a retrained model that does worse fails.
 UNDERTRAINED = pytest.mark.xfail(strict=True, reason="the bundled demo model is under-trained (issue 3)")
+TARGET = {"seen voices": 0.10, "held-out voice": 0.25}
+SHIPPED = {"seen voices": 0.13, "held-out voice": 0.30}  # measured 11.85% and 28.50%
 
 
 def wer_through_server(served: Served, manifest: Path) -> float:
@@ -45,14 +48,22 @@ def wer_through_server(served: Served, manifest: Path) -> float:
     return errors / words
 
 
-@UNDERTRAINED
-def test_held_out_sentences_in_training_voices(demo: Served) -> None:
-    assert wer_through_server(demo, SEEN_VOICES) <= 0.10
+@pytest.fixture(scope="module")
+def server_wer(demo: Served) -> dict[str, float]:
+    """Word error rates of the held-out sets through Recognize and the Riva client."""
+    return {split: wer_through_server(demo, manifest)
+            for split, manifest in (("seen voices", SEEN_VOICES), ("held-out voice", HELD_OUT_VOICE))}
+
+
+@pytest.mark.parametrize("split", sorted(SHIPPED))
+def test_accuracy_is_no_worse_than_the_shipped_model(server_wer: dict[str, float], split: str) -> None:
+    assert server_wer[split] <= SHIPPED[split]
 
 
 @UNDERTRAINED
-def test_held_out_voice(demo: Served) -> None:
-    assert wer_through_server(demo, HELD_OUT_VOICE) <= 0.25
+@pytest.mark.parametrize("split", sorted(TARGET))
+def test_accuracy_reaches_its_target(server_wer: dict[str, float], split: str) -> None:
+    assert server_wer[split] <= TARGET[split]
 
 
 def speech_region(samples: np.ndarray, rate: int) -> tuple[float, float]:

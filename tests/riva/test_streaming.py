@@ -29,7 +29,7 @@ EVAL = read_manifest(PACKAGE / "eval" / "demo-eval-seen-voices.jsonl")
 RATE = 16000
 
 
-# The demo model now shipped is under-trained (WER 24%, issue 3): a few of its words change with the
+# The demo model now shipped is under-trained (WER 12%, issue 3): a few of its words change with the
 # silence around an utterance and where the 320 ms chunks fall, so in a stream of several utterances its
 # finals can differ from `Recognize` on each clip alone, though each utterance gets its one final (the
 # engine streams exactly its offline tokens for the same audio: tests/engine/test_streaming.py). The
