@@ -117,8 +117,7 @@ class Streamer:
         self._pre_encode = _pair(cfg.pre_encode_cache_size)[1]
         self._drop = int(cfg.drop_extra_pre_encoded)
         self._keep_all = self._encoder.att_context_style != "regular"
-        self._n_mels = int(featurizer.nfilt)
-        self._min_tail = self._smallest_tail()
+        self._min_tail = self._smallest_tail(int(featurizer.nfilt))
         self.chunk_s = int(cfg.valid_out_len) * frame_s
         self._frame_s = frame_s
         self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
@@ -213,14 +212,14 @@ class Streamer:
         needed = self._first_chunk if st.caches is None else self._chunk
         return pending >= needed or (last and pending >= (1 if st.caches is None else self._min_tail))
 
-    def _smallest_tail(self) -> int:
+    def _smallest_tail(self, n_mels: int) -> int:
         """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
         partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
         encoder fails on an empty chunk, so it is left out."""
         with torch.inference_mode(), self._engine.autocast():
             for n in range(1, self._chunk + 1):
                 frames = self._pre_encode + n
-                x = torch.zeros(1, frames, self._n_mels, device=self._engine.device)
+                x = torch.zeros(1, frames, n_mels, device=self._engine.device)
                 _, length = self._encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=x.device))
                 if int(length[0]) > self._drop:
                     return n
