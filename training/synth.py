@@ -78,7 +78,7 @@ def augment(audio: np.ndarray, rng: random.Random) -> np.ndarray:
     """Speed, gain, telephone band, noise at several SNRs, and leading/trailing silence."""
     nrng = np.random.default_rng(rng.randrange(2**32))
     if rng.random() < 0.5:  # speed (and pitch) perturbation
-        audio = soxr.resample(audio, RATE, round(RATE * rng.uniform(0.9, 1.1))).astype(np.float32)
+        audio = soxr.resample(audio, RATE, round(RATE * rng.uniform(0.85, 1.15))).astype(np.float32)
     if rng.random() < 0.2:  # telephone: 8 kHz mu-law and back, as a phone call reaches the server
         narrow = soxr.resample(audio, RATE, 8000)
         buf = io.BytesIO()

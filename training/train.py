@@ -36,7 +36,7 @@ CTC_WEIGHT = 0.5
 TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
 # Then the Conformer learns from the teacher's frame posteriors (plus some CTC); with the
 # transducer from the start its prediction network learns the sentence grammar instead.
-DISTIL_SHARE = 0.35
+DISTIL_SHARE = 0.25
 DISTIL_CTC_WEIGHT = 0.3
 MINUTES, PEAK_LR, BATCH_SECONDS = 50.0, 2e-3, 20.0  # small batches: more updates per minute
 DEFAULT_OUT = ROOT.parent / "service" / "parakeet_serve" / "models" / "demo.nemo"
@@ -142,7 +142,8 @@ def fit(name: str, params: list[torch.nn.Parameter], loss_fn: Callable[..., torc
         minutes: float, peak_lr: float, batch_seconds: float, rng: random.Random) -> None:
     """AdamW over length-bucketed batches until `minutes` have passed; loss_fn(batch, progress)."""
     audios, tokens = data
-    optimizer = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
+    # fused: one kernel for all parameters (5.6 against 11.8 ms per update here, with clipping)
+    optimizer = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), weight_decay=1e-3, fused=True)
     started, step, epoch = time.monotonic(), 0, 0
     budget = minutes * 60
     while time.monotonic() - started < budget:
