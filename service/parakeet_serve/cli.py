@@ -25,7 +25,7 @@ from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
 
 _SHORT_FLAGS = {"model_id": "--model"}
-DEMO_SAMPLE = "flight-number.wav"
+DEMO_SAMPLE = "train-departure.wav"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
