@@ -125,8 +125,8 @@ def utterances_with_pauses(entries, pause_s: float, lead_s: float = 0.0) -> tupl
 
 
 def test_each_utterance_of_a_stream_gets_one_final_as_accurate_as_recognize(demo: Served) -> None:
-    # Each utterance meets a different chunk grid, and left context from the ones before it, than it
-    # does alone, so a word the model is unsure of may differ; lost or repeated ones may not.
+    # Each utterance reaches the model after a pause and on another chunk grid than alone, so a word
+    # the model is unsure of may differ; lost or repeated ones may not.
     entries = EVAL[:12]
     audio, spans = utterances_with_pauses(entries, pause_s=1.0, lead_s=2.0)  # 2 s of keepalive zeros first
     got = [r for r in stream(demo, as_bytes(audio), chunk_bytes=1600) if r.final]
