@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
 
 _SHORT_FLAGS = {"model_id": "--model"}
-DEMO_SAMPLE = "train-departure.wav"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the Riva-compatible gRPC server")
     _add_settings_flags(serve)
     serve.set_defaults(run=_run_serve)
+
+    warmup = commands.add_parser(
+        "warmup", help="load the model (filling the cache), recognise the bundled sample, judge it, print one JSON line"
+    )
+    _add_settings_flags(warmup)
+    warmup.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"),
+                        help="also write the JSON line here when the file exists (Kubernetes' termination message)")
+    warmup.set_defaults(run=_run_warmup)
 
     demo = commands.add_parser(
         "demo", help="start a server on the bundled demo model, transcribe a bundled sample through gRPC, stop"
@@ -93,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.set_defaults(run=_run_bench_stream)
 
     transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
-    transcribe.add_argument("file", type=Path, help="audio file (WAV, FLAC or Ogg/Opus)")
+    transcribe.add_argument("file", type=Path, nargs="?", help="audio file (WAV, FLAC or Ogg/Opus; "
+                            "default: the bundled sample)")
     transcribe.add_argument("--server", default="localhost:50051", help="HOST:PORT of the server")
     transcribe.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca)")
     transcribe.add_argument("--ca", type=Path, help="PEM CA bundle that signed the server certificate")
@@ -104,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--no-punctuation", action="store_true", help="ask for text without punctuation")
     transcribe.add_argument("--words", action="store_true", help="print word start/end times and confidences")
     transcribe.add_argument("--alternatives", type=int, default=1, help="how many hypotheses to print")
+    transcribe.add_argument("--check", action="store_true",
+                            help="first require health SERVING, then fail unless the served model recognises "
+                                 "the bundled sample (exactly, for the demo model)")
     transcribe.set_defaults(run=_run_transcribe)
     return parser
 
@@ -149,11 +159,29 @@ async def _serve(settings: Settings) -> None:
                 await loading
 
 
+def _run_warmup(args: argparse.Namespace) -> None:
+    from parakeet_serve.warmup import failed_report, leave_termination_message, run_warmup
+
+    settings = load_settings(**{name: getattr(args, name) for name in Settings.model_fields})
+    configure_logging(settings.log_level)
+    try:
+        report = run_warmup(settings)
+        line, ok = report.json(), report.ok
+    except ParakeetError as exc:  # the model did not load: the line says why
+        line, ok = failed_report(settings.model_id, str(exc)), False
+    print(line, flush=True)
+    leave_termination_message(args.termination_log, line)
+    if not ok:
+        raise SystemExit(1)
+
+
 def _run_demo(args: argparse.Namespace) -> None:
+    from parakeet_serve.warmup import sample_path
+
     settings = load_settings(model_id="demo", host="127.0.0.1", port=0, metrics_host="127.0.0.1", metrics_port=0,
                              log_level="WARNING")
     configure_logging(settings.log_level)
-    sample = args.file or Path(str(resources.files("parakeet_serve").joinpath("samples", DEMO_SAMPLE)))
+    sample = args.file or sample_path()
     print("\n".join(asyncio.run(_demo(settings, sample))))
 
 
@@ -312,17 +340,34 @@ def server_process(model: str, timeout_s: float = 300.0) -> Iterator[str]:
 
 
 def _run_transcribe(args: argparse.Namespace) -> None:
-    from parakeet_serve.client import ClientOptions, rpc_error_text, transcribe_file
+    from parakeet_serve.client import (
+        ClientOptions,
+        connect,
+        recognize_file,
+        response_lines,
+        rpc_error_text,
+        served_model,
+        transcript_of,
+    )
+    from parakeet_serve.warmup import expected_text, judge, sample_path
 
-    if not args.file.is_file():
-        raise SystemExit(f"parakeet-serve: no such file: {args.file}")
+    path = args.file or sample_path()
+    if not path.is_file():
+        raise SystemExit(f"parakeet-serve: no such file: {path}")
     options = ClientOptions(
         server=args.server, tls=args.tls, ca=args.ca, cert=args.cert, key=args.key, token=args.token,
         language_code=args.language_code, punctuation=not args.no_punctuation, word_times=args.words,
         max_alternatives=args.alternatives,
     )
     try:
-        lines = transcribe_file(args.file, options)
+        asr = connect(options)
+        model = served_model(asr) if args.check else ""
+        response = recognize_file(path, options, asr)
     except Exception as exc:  # grpc.RpcError carries the server's one sentence
         raise SystemExit(f"parakeet-serve: {rpc_error_text(exc)}") from None
-    print("\n".join(lines))
+    print("\n".join(response_lines(response)))
+    if args.check:
+        failure = judge(transcript_of(response), expected_text(model) if args.file is None else None)
+        if failure:
+            raise SystemExit(f"parakeet-serve: check failed: {failure}")
+        print(f"check passed: {args.server} is SERVING {model}")

@@ -36,15 +36,24 @@ def connect(options: ClientOptions) -> riva.client.ASRService:
     return riva.client.ASRService(auth)
 
 
-def transcribe_file(path: Path, options: ClientOptions) -> list[str]:
-    """Recognise a whole file (its container is sniffed by the server); lines to print."""
+def recognize_file(path: Path, options: ClientOptions, asr: riva.client.ASRService | None = None) -> Any:
+    """Recognise a whole file (its container is sniffed by the server); the `RecognizeResponse`."""
     config = riva.client.RecognitionConfig(
         language_code=options.language_code,
         max_alternatives=options.max_alternatives,
         enable_automatic_punctuation=options.punctuation,
         enable_word_time_offsets=options.word_times,
     )
-    response = connect(options).offline_recognize(path.read_bytes(), config)
+    return (asr or connect(options)).offline_recognize(path.read_bytes(), config)
+
+
+def transcript_of(response: Any) -> str:
+    """The best hypothesis of every result, joined."""
+    return " ".join(r.alternatives[0].transcript for r in response.results if r.alternatives).strip()
+
+
+def response_lines(response: Any) -> list[str]:
+    """A response as lines to print: hypotheses, and word times when there are any."""
     lines = []
     for result in response.results:
         for rank, alternative in enumerate(result.alternatives):
@@ -55,6 +64,32 @@ def transcribe_file(path: Path, options: ClientOptions) -> list[str]:
                 for w in alternative.words
             )
     return lines
+
+
+def transcribe_file(path: Path, options: ClientOptions) -> list[str]:
+    """Recognise a whole file; lines to print."""
+    return response_lines(recognize_file(path, options))
+
+
+def served_model(asr: riva.client.ASRService) -> str:
+    """The model id the server reports, after checking that its health is SERVING.
+
+    Raises `RuntimeError` with one sentence when the server is not ready.
+    """
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from riva.client.proto import riva_asr_pb2
+
+    metadata = asr.auth.get_auth_metadata()
+    status = health_pb2_grpc.HealthStub(asr.auth.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    if status.status != health_pb2.HealthCheckResponse.SERVING:
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)
+        raise RuntimeError(f"the server's health is {name}, not SERVING")
+    config = asr.stub.GetRivaSpeechRecognitionConfig(
+        riva_asr_pb2.RivaSpeechRecognitionConfigRequest(), metadata=metadata, timeout=10
+    )
+    if not config.model_config:
+        raise RuntimeError("the server lists no model")
+    return config.model_config[0].parameters["model_id"]
 
 
 def rpc_error_text(exc: Any) -> str:

@@ -20,7 +20,8 @@ ENV_PREFIX = "PARAKEET_"
 class Settings(BaseSettings):
     """Configuration of one parakeet-serve process."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # Empty variables count as unset: images and charts leave optional ones empty.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True)
 
     # --- model -------------------------------------------------------------------------
     model_id: str = "nvidia/parakeet-tdt_ctc-1.1b"
@@ -91,6 +92,15 @@ class Settings(BaseSettings):
     """How long a keepalive ping may go unanswered before the connection is closed."""
     shutdown_grace_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight requests may run before they are cancelled."""
+    max_connection_age_s: float = Field(0.0, ge=0)
+    """Connections older than this are asked to reconnect (GOAWAY), so long-lived clients rebalance
+    across replicas; 0 never asks."""
+    max_connection_age_grace_s: float = Field(0.0, ge=0)
+    """After that request, how long a connection's open calls may go on before it is closed; 0 waits
+    for them however long they take."""
+    health_port: int = Field(0, ge=0, le=65535)
+    """Extra plaintext port serving only `grpc.health.v1` (for kubelet probes, which cannot speak TLS);
+    0 serves none."""
 
     # --- observability -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -119,6 +129,8 @@ class Settings(BaseSettings):
             raise ValueError("PARAKEET_GRPC_TLS=true needs PARAKEET_GRPC_CERT and PARAKEET_GRPC_KEY")
         if self.grpc_client_ca is not None and not self.grpc_tls:
             raise ValueError("PARAKEET_GRPC_CLIENT_CA needs PARAKEET_GRPC_TLS=true")
+        if self.health_port and self.health_port == self.port:
+            raise ValueError(f"PARAKEET_HEALTH_PORT={self.health_port} is the gRPC port; pick another or 0")
         for name in ("grpc_cert", "grpc_key", "grpc_client_ca"):
             path = getattr(self, name)
             if path is not None and self.grpc_tls and not path.is_file():

@@ -1,9 +1,12 @@
-"""Server plumbing: health transitions, reflection, TLS, mutual TLS and certificate rotation."""
+"""Server plumbing: health transitions and the probe port, reflection, TLS, mutual TLS, certificate rotation,
+limits and connection age."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -13,8 +16,10 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from parakeet_serve.errors import SettingsError
 from parakeet_serve.riva.server import RIVA_ASR_SERVICE
-from tests.conftest import Served, ServeFactory, rpc_code
+from parakeet_serve.settings import load_settings
+from tests.conftest import Served, ServeFactory, pcm16, rpc_code, speechlike
 from tests.riva.test_bad_input import WAV
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -53,6 +58,12 @@ def test_reflection_lists_riva_and_health(serve: ServeFactory) -> None:
     with grpc.insecure_channel(served.address) as channel:
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     assert {RIVA_ASR_SERVICE, "grpc.health.v1.Health"} <= services
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _write(ca: trustme.CA, directory: Path, name: str, common_name: str = "localhost") -> tuple[Path, Path]:
@@ -128,3 +139,48 @@ def test_keepalive_and_message_limits_are_applied(serve: ServeFactory) -> None:
         language_code="en-US", encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000
     )
     assert rpc_code(lambda: served.asr().offline_recognize(big, config)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_health_port_answers_probes_in_plaintext_beside_a_tls_port_and_serves_nothing_else(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    cert, key = _write(trustme.CA(), tmp_path, "server")
+    served = serve(grpc_tls=True, grpc_cert=cert, grpc_key=key, health_port=_free_port(), shutdown_grace_s=1)
+    probe = f"localhost:{served.app.server.health_port}"
+    assert health_status(probe) == SERVING
+    assert health_status(probe, RIVA_ASR_SERVICE) == SERVING
+    plain = riva.client.ASRService(riva.client.Auth(uri=probe))
+    assert rpc_code(lambda: plain.offline_recognize(WAV, CONFIG)) == grpc.StatusCode.UNIMPLEMENTED
+
+    with grpc.insecure_channel(probe) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == SERVING
+        draining = served.loop.submit(served.app.drain())
+        assert next(watch).status == NOT_SERVING
+        draining.result(60)
+
+
+def test_health_port_may_not_be_the_grpc_port() -> None:
+    with pytest.raises(SettingsError, match="PARAKEET_HEALTH_PORT=50051 is the gRPC port"):
+        load_settings(port=50051, health_port=50051)
+
+
+def _stream_seconds(served: Served, seconds: float) -> grpc.StatusCode:
+    """Stream `seconds` of audio in real time; the status the stream ended with."""
+    chunk = pcm16(speechlike(0.1))
+    cfg = riva.client.StreamingRecognitionConfig(config=riva.client.RecognitionConfig(
+        language_code="en-US", encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000))
+
+    def paced() -> Iterator[bytes]:
+        for _ in range(int(seconds * 10)):
+            time.sleep(0.1)
+            yield chunk
+
+    return rpc_code(lambda: list(served.asr().streaming_response_generator(paced(), cfg)))
+
+
+def test_max_connection_age_closes_old_connections_after_their_grace_and_not_before(serve: ServeFactory) -> None:
+    patient = serve(max_connection_age_s=0.5)  # no grace limit: open calls finish however long they take
+    assert _stream_seconds(patient, 2.5) == grpc.StatusCode.OK
+    strict = serve(max_connection_age_s=0.5, max_connection_age_grace_s=0.5)
+    assert _stream_seconds(strict, 2.5) == grpc.StatusCode.UNAVAILABLE

@@ -1,4 +1,7 @@
-"""The grpc.aio server: Riva ASR, health, reflection, keepalive, limits, TLS and auth."""
+"""The grpc.aio server: Riva ASR, health, reflection, keepalive, limits, TLS and auth.
+
+An optional second, plaintext server carries only health, for kubelet probes: they cannot speak TLS.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +38,10 @@ class RivaServer:
         self._settings = settings
         self._servicer = RivaAsrServicer(recognizer, model_parameters, closing, settings.stop_history_ms, telemetry)
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
         self.port = 0
+        self.health_port = 0
 
     async def start(self) -> None:
         """Build, bind and start the server; grpc.aio servers belong to the loop they are made on."""
@@ -50,6 +55,11 @@ class RivaServer:
         self.port = self._bind(self._server)
         await self.set_serving(False)
         await self._server.start()
+        if s.health_port:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{s.host}:{s.health_port}")
+            await self._health_server.start()
 
     def _bind(self, server: grpc.aio.Server) -> int:
         s = self._settings
@@ -74,10 +84,12 @@ class RivaServer:
             await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace_s)
+        if self._health_server is not None:  # probes see NOT_SERVING, not a refused connection, until the end
+            await self._health_server.stop(0)
 
 
 def _channel_options(s: Settings) -> list[tuple[str, int]]:
-    return [
+    options = [
         ("grpc.max_receive_message_length", s.max_message_bytes),
         ("grpc.max_send_message_length", s.max_message_bytes),
         ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
@@ -86,3 +98,8 @@ def _channel_options(s: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
     ]
+    if s.max_connection_age_s:  # GOAWAY after this age: clients reconnect, through the balancer, elsewhere
+        options.append(("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)))
+        if s.max_connection_age_grace_s:
+            options.append(("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace_s * 1000)))
+    return options
