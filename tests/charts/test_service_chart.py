@@ -295,3 +295,23 @@ def test_helm_test_checks_health_and_transcribes_the_sample_through_the_service(
     assert args[args.index("--ca") + 1] == "/etc/parakeet/tls/ca.crt"
     assert args[args.index("--cert") + 1] == "/etc/parakeet/client/tls.crt"
     assert args[args.index("--token") + 1] == "$(PARAKEET_TEST_TOKEN)"
+
+
+def schema_leaves(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Dotted paths of the values the schema describes (objects it closes are walked into)."""
+    if schema.get("additionalProperties") is False and "properties" in schema:
+        return [leaf for key, sub in schema["properties"].items() if key != "global"
+                for leaf in schema_leaves(sub, f"{path}.{key}".lstrip("."))]
+    return [path]
+
+
+def test_every_value_has_a_default_and_a_line_in_the_chart_readme() -> None:
+    leaves = schema_leaves(json.loads((CHART / "values.schema.json").read_text()))
+    readme = (CHART / "README.md").read_text()
+    assert len(leaves) > 80
+    for leaf in leaves:
+        node: Any = DEFAULTS
+        for key in leaf.split("."):
+            assert isinstance(node, dict) and key in node, f"{leaf} has no default in values.yaml"
+            node = node[key]
+        assert f"| `{leaf}` |" in readme, f"{leaf} is not in the chart README"

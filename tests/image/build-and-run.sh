@@ -5,7 +5,8 @@
 #   1. build target `server`; run `parakeet-serve warmup` in it and check its JSON line;
 #   2. serve the demo model from the image and transcribe the bundled sample through gRPC from
 #      outside, with the host's `parakeet-serve transcribe --check`;
-#   3. build target `operator` and check it holds kopf and the source tree, and no torch.
+#   3. SIGTERM the served image: it drains and exits 0;
+#   4. build target `operator` and check it holds kopf and the source tree, and no torch.
 # Usage: tests/image/build-and-run.sh   (from the repository root, with .venv installed; as root)
 # Torch comes from /opt/wheels when that holds a wheel of it (this machine's CPU build), else PyPI;
 # pip in the build trusts the host's CA bundle ($PIP_CERT), for networks that inspect TLS.
@@ -67,7 +68,12 @@ done
 cat /tmp/image-transcribe.txt
 grep -q "^check passed" /tmp/image-transcribe.txt
 curl -fsS "http://127.0.0.1:$metrics/metrics" | grep -E '^parakeet_(ready|requests_total)' | head -5
-kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=
+step "SIGTERM drains the server in the image and it exits 0"
+# buildah does not forward signals: signal the server process itself, as the kubelet would.
+pkill -TERM -f "^/opt/venv/bin/python.* serve --model demo --host 127.0.0.1 --port $port"
+status=0; wait "$server_pid" || status=$?; server_pid=
+echo "server exit status: $status"
+[ "$status" -eq 0 ]
 
 step "build target operator"
 time podman build "${build_args[@]}" --target operator -t "$operator" .
