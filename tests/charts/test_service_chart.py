@@ -144,6 +144,7 @@ def test_the_cpu_demo_runs_the_demo_model_without_a_gpu_or_a_cache() -> None:
     server = server_container(docs)
     env = env_of(server)
     assert env["PARAKEET_MODEL_ID"] == "demo" and env["PARAKEET_DEVICE"] == "cpu"
+    assert env["HF_HOME"] == "/tmp/huggingface"  # without a cache volume, only /tmp is writable
     assert not any("gpu" in key for key in server["resources"]["limits"])
     assert "PersistentVolumeClaim" not in kinds(docs)
     assert "tolerations" not in one(docs, "Deployment")["spec"]["template"]["spec"]

@@ -77,10 +77,9 @@ app.kubernetes.io/part-of: parakeet-serve
   value: {{ .Values.model.precision | quote }}
 - name: PARAKEET_LANGUAGE_CODE
   value: {{ .Values.model.languageCode | quote }}
-{{- if .Values.modelCache.enabled }}
+{{- /* Hub downloads go to the cache volume, or without one to scratch space (the root is read-only). */}}
 - name: HF_HOME
-  value: {{ printf "%s/huggingface" .Values.modelCache.mountPath | quote }}
-{{- end }}
+  value: {{ printf "%s/huggingface" (ternary .Values.modelCache.mountPath "/tmp" .Values.modelCache.enabled) | quote }}
 - name: PARAKEET_LOG_LEVEL
   value: INFO
 {{- range $name, $value := .Values.settings }}
