@@ -59,3 +59,11 @@ def test_tls_files_are_checked(tmp_path: Path) -> None:
     cert.write_text("x")
     key.write_text("y")
     assert load_settings(grpc_tls=True, grpc_cert=cert, grpc_key=key).grpc_tls
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image leaves PARAKEET_MODEL_ID empty unless a model is baked in."""
+    monkeypatch.setenv("PARAKEET_MODEL_ID", "")
+    monkeypatch.setenv("PARAKEET_HUB_OFFLINE", "")
+    s = load_settings()
+    assert s.model_id == "nvidia/parakeet-tdt_ctc-1.1b" and s.hub_offline is False

@@ -16,6 +16,7 @@ from cloudcoil.models.cert_manager.v1 import Certificate
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
+from parakeet_serve.settings import Settings, env_name, load_settings
 from tests.charts.render import (
     CHART,
     CI_VALUES,
@@ -316,3 +317,23 @@ def test_every_value_has_a_default_and_a_line_in_the_chart_readme() -> None:
             assert isinstance(node, dict) and key in node, f"{leaf} has no default in values.yaml"
             node = node[key]
         assert f"| `{leaf}` |" in readme, f"{leaf} is not in the chart README"
+
+
+SETTING_NAMES = {env_name(field) for field in Settings.model_fields} | {"PORT", "HF_HOME"}
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=["defaults", *CI])
+def test_the_chart_sets_only_real_settings_and_valid_values(values: Path | None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart and the settings object cannot drift apart: each variable the server or the warm-up Job
+    gets names a setting, and together they pass the settings' own validation (TLS files aside)."""
+    docs = render(values)
+    containers = [server_container(docs)] + [
+        d["spec"]["template"]["spec"]["containers"][0] for d in docs if d["kind"] == "Job"]
+    for container in containers:
+        env = env_of(container)
+        assert set(env) <= SETTING_NAMES, set(env) - SETTING_NAMES
+        for name, value in env.items():
+            if isinstance(value, str) and name not in {"HF_HOME", "PARAKEET_GRPC_TLS", "PARAKEET_GRPC_CLIENT_CA"}:
+                monkeypatch.setenv(name, value)
+        load_settings()
