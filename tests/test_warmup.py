@@ -94,3 +94,25 @@ def test_transcribe_check_fails_while_the_server_is_not_serving(loop_thread: Loo
         loading.stop()
     assert result.returncode == 1
     assert "health is NOT_SERVING, not SERVING" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("transcript", "max_wer", "passes"),
+    [
+        ("the train to the airport leaves at four", 0.0, True),
+        ("the train to the airport leaves at five", 0.0, False),
+        ("the train to the airport leaves at five", 0.125, True),  # 1 error in 8 words
+        ("the train to the airport leaves at five", 0.1, False),
+    ],
+)
+def test_an_expected_text_allows_up_to_max_wer(transcript: str, max_wer: float, passes: bool) -> None:
+    failure = judge(transcript, "the train to the airport leaves at four", max_wer)
+    assert (failure is None) is passes, failure
+
+
+def test_warmup_with_an_expected_text_the_model_does_not_say_fails(tmp_path: Path) -> None:
+    result = run_cli("warmup", "--model", "demo", "--expected-text", "call rachel young back later",
+                     "--termination-log", str(tmp_path / "absent"))
+    assert result.returncode == 1
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] is False and "instead of 'call rachel young back later'" in report["error"]

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def engine_for(s: Settings) -> NemoEngine:
     """The engine `s` describes, loaded as the server loads it (not yet warmed up)."""
     return load_engine(
-        s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, decoder=s.decoder, device=s.device,
+        s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,
+        decoder=s.decoder, device=s.device,
         precision=s.precision, long_audio_seconds=s.long_audio_seconds,
         local_attention_context=s.local_attention_context,
     )

@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         "warmup", help="load the model (filling the cache), recognise the bundled sample, judge it, print one JSON line"
     )
     _add_settings_flags(warmup)
+    warmup.add_argument("--expected-text", help="words the sample must give (default: exact text for the demo "
+                        "model, any words for others)")
+    warmup.add_argument("--max-wer", type=float, default=0.0, help="word error rate allowed against --expected-text")
     warmup.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"),
                         help="also write the JSON line here when the file exists (Kubernetes' termination message)")
     warmup.set_defaults(run=_run_warmup)
@@ -165,7 +168,7 @@ def _run_warmup(args: argparse.Namespace) -> None:
     settings = load_settings(**{name: getattr(args, name) for name in Settings.model_fields})
     configure_logging(settings.log_level)
     try:
-        report = run_warmup(settings)
+        report = run_warmup(settings, args.expected_text, args.max_wer)
         line, ok = report.json(), report.ok
     except ParakeetError as exc:  # the model did not load: the line says why
         line, ok = failed_report(settings.model_id, str(exc)), False

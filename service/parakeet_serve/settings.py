@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # --- model -------------------------------------------------------------------------
     model_id: str = "nvidia/parakeet-tdt_ctc-1.1b"
     """Model to serve: a Hugging Face id, a path to a `.nemo` file, or `demo` (bundled)."""
+    model_revision: str = ""
+    """Hub revision (branch, tag or commit) of the model to pin; empty: the default branch."""
     model_cache_dir: Path | None = None
     """Where hub downloads are cached (the model-cache volume); None uses the hub's default."""
     hub_offline: bool = False

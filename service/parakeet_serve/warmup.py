@@ -16,7 +16,7 @@ from pathlib import Path
 
 from parakeet_serve.audio import AudioFormat, decode_audio
 from parakeet_serve.engine.loader import DEMO
-from parakeet_serve.evaluation import normalise
+from parakeet_serve.evaluation import error_counts, normalise
 from parakeet_serve.settings import Settings
 
 SAMPLE = "train-departure.wav"
@@ -32,10 +32,13 @@ def expected_text(model_id: str) -> str | None:
     return sample_path().with_suffix(".txt").read_text().strip() if model_id == DEMO else None
 
 
-def judge(transcript: str, expected: str | None) -> str | None:
-    """Why `transcript` fails the check (`expected`: the words it must be, or None for any), or None."""
-    if expected is not None and normalise(transcript) != normalise(expected):
-        return f"the model said {transcript!r} instead of {expected!r}"
+def judge(transcript: str, expected: str | None, max_wer: float = 0.0) -> str | None:
+    """Why `transcript` fails the check, or None. `expected`: the words it must be, within a word error rate
+    of `max_wer`; None: any words will do."""
+    if expected is not None:
+        errors, words, _, _ = error_counts(expected, transcript)
+        if errors > max_wer * words:
+            return f"the model said {transcript!r} instead of {expected!r} (WER {errors / max(words, 1):.0%})"
     if not normalise(transcript):
         return "the model recognised no words"
     return None
@@ -60,8 +63,9 @@ class WarmupReport:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
-def run_warmup(settings: Settings) -> WarmupReport:
-    """Load the model of `settings` (filling the cache), recognise the sample, judge it.
+def run_warmup(settings: Settings, expected: str | None = None, max_wer: float = 0.0) -> WarmupReport:
+    """Load the model of `settings` (filling the cache), recognise the sample, judge it against `expected`
+    (default: `expected_text` of the model).
 
     Raises `ParakeetError` (one line) when the model cannot be loaded at all.
     """
@@ -77,7 +81,7 @@ def run_warmup(settings: Settings) -> WarmupReport:
     transcript = engine.transcribe([audio])[0].best.text
     audio_s = len(audio) / engine.sample_rate
     rtf = (time.monotonic() - began) / audio_s
-    error = judge(transcript, expected_text(settings.model_id))
+    error = judge(transcript, expected or expected_text(settings.model_id), max_wer)
     info = engine.info
     return WarmupReport(ok=error is None, model=settings.model_id, device=info.device, precision=info.precision,
                         decoder=info.decoder, load_seconds=round(load_s, 3), audio_seconds=round(audio_s, 3),

@@ -16,6 +16,7 @@ def load_engine(
     *,
     cache_dir: Path | None = None,
     offline: bool = False,
+    revision: str | None = None,
     decoder: str = "auto",
     device: str = "auto",
     precision: str = "auto",
@@ -24,7 +25,7 @@ def load_engine(
 ) -> NemoEngine:
     """Resolve, load and prepare `model_id` for inference (not yet warmed up)."""
     quiet_nemo()
-    model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline))
+    model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline, revision))
     return NemoEngine(
         model,
         model_id=model_id,

@@ -22,8 +22,8 @@ def quiet_nemo() -> None:
     nemo_logging.setLevel(logging.ERROR)
 
 
-def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
-    """The local `.nemo` file for `model_id`, downloading it into `cache_dir` when needed."""
+def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool, revision: str | None = None) -> Path:
+    """The local `.nemo` file for `model_id` (at `revision` on the hub), downloading it into `cache_dir` when needed."""
     if model_id == DEMO:
         return _demo_file()
     path = Path(model_id).expanduser()
@@ -31,7 +31,7 @@ def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool) -> 
         if not path.is_file():
             raise ModelLoadError(f"Model file {path} does not exist; set PARAKEET_MODEL_ID to a .nemo file.")
         return path
-    return _from_hub(model_id, cache_dir, offline)
+    return _from_hub(model_id, cache_dir, offline, revision)
 
 
 def load_nemo_model(path: Path, map_location: str = "cpu") -> Any:
@@ -44,13 +44,13 @@ def load_nemo_model(path: Path, map_location: str = "cpu") -> Any:
         raise ModelLoadError(f"Cannot load model file {path}: {type(exc).__name__}: {_one_line(exc)}") from exc
 
 
-def _from_hub(model_id: str, cache_dir: Path | None, offline: bool) -> Path:
+def _from_hub(model_id: str, cache_dir: Path | None, offline: bool, revision: str | None) -> Path:
     from huggingface_hub import constants, snapshot_download
 
     cache = cache_dir or Path(constants.HF_HUB_CACHE)
     try:
         folder = snapshot_download(
-            repo_id=model_id, cache_dir=cache, allow_patterns=["*.nemo"], local_files_only=offline
+            repo_id=model_id, revision=revision, cache_dir=cache, allow_patterns=["*.nemo"], local_files_only=offline
         )
     except Exception as exc:  # offline, unknown repository, permissions: all end the start-up
         reason = "the hub is disabled (PARAKEET_HUB_OFFLINE)" if offline else f"the hub failed: {_one_line(exc)}"
