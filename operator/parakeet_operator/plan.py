@@ -112,6 +112,8 @@ def _serving(spec: ParakeetASRSpec, names: Names, observed: Observed, p: Plan) -
             "none": f"fixed at {spec.fixed_replicas} replicas"}[mode]))
     if missing:
         children = [c for c in children if c["kind"] != "ScaledObject"]
+    if spec.observability.otel_collector_sidecar.enabled:
+        children.append(builders.otel_collector_config(spec, names))
     monitor = spec.observability.service_monitor
     if monitor == "on" or (monitor == "auto" and PROMETHEUS_OPERATOR in observed.apis):
         children.append(builders.service_monitor(names))

@@ -27,8 +27,8 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def template_args(values: Path | None = None, sets: dict[str, Any] | None = None,
-                  api_versions: tuple[str, ...] = ()) -> list[str]:
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+                  api_versions: tuple[str, ...] = (), release: str = RELEASE) -> list[str]:
+    args = ["template", release, str(CHART), "--namespace", NAMESPACE]
     if values is not None:
         args += ["-f", str(values)]
     for key, value in (sets or {}).items():  # JSON, so that numbers stay numbers
@@ -39,9 +39,9 @@ def template_args(values: Path | None = None, sets: dict[str, Any] | None = None
 
 
 def render(values: Path | None = None, sets: dict[str, Any] | None = None,
-           api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+           api_versions: tuple[str, ...] = (), release: str = RELEASE) -> list[dict[str, Any]]:
     """Every object the chart renders (hooks and tests included)."""
-    result = helm(*template_args(values, sets, api_versions))
+    result = helm(*template_args(values, sets, api_versions, release))
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

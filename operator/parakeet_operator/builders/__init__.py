@@ -5,7 +5,7 @@ renders both for the same deployment and holds them together.
 """
 
 from parakeet_operator.builders.common import Names
-from parakeet_operator.builders.monitoring import service_monitor
+from parakeet_operator.builders.monitoring import otel_collector_config, service_monitor
 from parakeet_operator.builders.network import services
 from parakeet_operator.builders.scaling import horizontal_pod_autoscaler, pod_disruption_budget, scaled_object
 from parakeet_operator.builders.storage import model_cache_claim
@@ -16,6 +16,7 @@ __all__ = [
     "deployment",
     "horizontal_pod_autoscaler",
     "model_cache_claim",
+    "otel_collector_config",
     "pod_disruption_budget",
     "scaled_object",
     "service_monitor",

@@ -31,7 +31,11 @@ def deployment(spec: ParakeetASRSpec, names: Names, replicas: int | None) -> dic
     """The server fleet; `replicas` None leaves the count to an autoscaler."""
     pod = _pod(spec, names)
     pod["terminationGracePeriodSeconds"] = spec.pre_stop_seconds + spec.drain_seconds + 15
-    pod["containers"] = [_server(spec)]
+    pod["containers"] = [_server(spec, names)]
+    if spec.tls.secret_name:
+        pod["volumes"].append({"name": "tls", "secret": {"secretName": spec.tls.secret_name}})
+        if spec.tls.client_ca_secret_name:
+            pod["volumes"].append({"name": "client-ca", "secret": {"secretName": spec.tls.client_ca_secret_name}})
     sidecar = spec.observability.otel_collector_sidecar
     if sidecar.enabled:  # a native sidecar: started before the server, stopped after its drain
         pod["initContainers"] = [{
@@ -39,13 +43,10 @@ def deployment(spec: ParakeetASRSpec, names: Names, replicas: int | None) -> dic
             "args": ["--config=/etc/otelcol/config.yaml"],
             "ports": [{"name": "otlp-grpc", "containerPort": 4317, "protocol": "TCP"}],
             "volumeMounts": [{"name": "otel-config", "mountPath": "/etc/otelcol", "readOnly": True}],
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
             "securityContext": CONTAINER_SECURITY,
         }]
         pod["volumes"].append({"name": "otel-config", "configMap": {"name": f"{names.name}-otel-collector"}})
-    if spec.tls.secret_name:
-        pod["volumes"].append({"name": "tls", "secret": {"secretName": spec.tls.secret_name}})
-        if spec.tls.client_ca_secret_name:
-            pod["volumes"].append({"name": "client-ca", "secret": {"secretName": spec.tls.client_ca_secret_name}})
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(names)},
         "revisionHistoryLimit": 5,
@@ -91,7 +92,7 @@ def warmup_job(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
     }
 
 
-def _server(spec: ParakeetASRSpec) -> dict[str, Any]:
+def _server(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
     probe_port = spec.tls.health_port if spec.tls.secret_name else spec.service.grpc_port
     ports = [{"name": "grpc", "containerPort": spec.service.grpc_port, "protocol": "TCP"},
              {"name": "metrics", "containerPort": spec.service.metrics_port, "protocol": "TCP"}]
@@ -105,7 +106,7 @@ def _server(spec: ParakeetASRSpec) -> dict[str, Any]:
     return {
         "name": "server", "image": image(spec), "imagePullPolicy": spec.image.pull_policy, "args": ["serve"],
         "ports": ports,
-        "env": [*_model_env(spec), *_server_env(spec), *spec.pod.env],
+        "env": [*_model_env(spec), *_server_env(spec, names), *spec.pod.env],
         # Liveness and readiness wait for the startup probe: a cold model load is not a hung server.
         "startupProbe": _probe(probe_port, math.ceil(spec.startup_budget_seconds / PROBE_PERIOD_S)),
         "readinessProbe": _probe(probe_port, 2),
@@ -139,7 +140,7 @@ def _model_env(spec: ParakeetASRSpec) -> list[dict[str, Any]]:
     return env + [{"name": name, "value": value} for name, value in sorted(spec.settings.items())]
 
 
-def _server_env(spec: ParakeetASRSpec) -> list[dict[str, Any]]:
+def _server_env(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
     offline = spec.model.offline or spec.warmup.enabled  # a warm-up filled the cache
     service = spec.service
     env = [
@@ -164,7 +165,7 @@ def _server_env(spec: ParakeetASRSpec) -> list[dict[str, Any]]:
     endpoint = "http://127.0.0.1:4317" if tracing.otel_collector_sidecar.enabled else tracing.otlp_endpoint
     if endpoint:
         env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint})
-    return env
+    return [*env, {"name": "OTEL_SERVICE_NAME", "value": names.name}]
 
 
 def _pod(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
