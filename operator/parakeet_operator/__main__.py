@@ -1,0 +1,3 @@
+from parakeet_operator.main import main
+
+main()

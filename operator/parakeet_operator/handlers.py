@@ -1,0 +1,57 @@
+"""kopf handlers: a few lines each, all delegating to `reconcile`. kopf imports this module to run them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from parakeet_operator.kube import Kube
+from parakeet_operator.reconcile import reconcile
+from parakeet_operator.settings import load_operator_settings
+from parakeet_operator.spec import GROUP, PLURAL, VERSION
+
+SETTINGS = load_operator_settings()  # kopf reads the decorators' intervals at import
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.posting.level = logging.INFO  # what the operator does to a resource shows up as its Events
+    memo.kube = Kube(SETTINGS.discovery_interval_s)
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        memo.kube.configure(info)
+    return info
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.close()
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+@kopf.timer(*RESOURCE, interval=SETTINGS.reconcile_interval_s, initial_delay=SETTINGS.reconcile_interval_s)
+async def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    try:
+        status = await reconcile(memo.kube, dict(body), logger, SETTINGS.retry_delay_s)
+    except kopf.PermanentError as exc:
+        patch.status.update(_failed(str(exc), body))
+        raise
+    if status is not None:
+        patch.status.update(status)
+
+
+def _failed(message: str, body: kopf.Body) -> dict[str, Any]:
+    generation = body.metadata.get("generation", 0)
+    return {"phase": "Failed", "lastFailure": message, "observedGeneration": generation,
+            "conditions": [{"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": message,
+                            "observedGeneration": generation}]}

@@ -1,0 +1,104 @@
+"""One level-based reconcile of a `ParakeetASR`: observe the cluster, plan (pure, `plan.py`), create or
+patch every child, delete the ones the plan drops, and return the status to write."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from parakeet_operator import builders
+from parakeet_operator.builders import Names
+from parakeet_operator.kube import ApiError, Kube
+from parakeet_operator.plan import OPTIONAL_APIS, Observed, WarmupState, plan
+from parakeet_operator.spec import ParakeetASRSpec
+
+
+async def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | Any,
+                    retry_delay_s: float = 10.0) -> dict[str, Any] | None:
+    """The status to write, or None for a resource being deleted (nothing is created for it).
+
+    A bad spec is a `kopf.PermanentError`; an API failure a `kopf.TemporaryError` (retried with back-off).
+    """
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return None
+    names = Names(meta["name"], meta["namespace"])
+    try:
+        spec = ParakeetASRSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise kopf.PermanentError(f"invalid spec: {reason}") from None
+    try:
+        observed = await observe(kube, spec, names)
+        decided = plan(spec, names, observed)
+        for child in decided.apply:
+            if not (child["kind"] == "PersistentVolumeClaim" and spec.model_cache.retain_on_delete):
+                kopf.append_owner_reference(child, owner=body)  # garbage-collected with the resource
+            done = await kube.apply(child)
+            if done != "unchanged":
+                logger.info(f"{done} {child['kind']} {child['metadata']['name']}")
+        for api_version, kind, name in decided.delete:
+            if await kube.delete(api_version, kind, names.namespace, name):
+                logger.info(f"deleted {kind} {name}")
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay_s) from exc
+    previous = (body.get("status") or {}).get("conditions") or []
+    generation = meta.get("generation", 0)
+    return {**decided.status, "observedGeneration": generation,
+            "conditions": [_stamped(c, previous, generation) for c in decided.conditions]}
+
+
+async def observe(kube: Kube, spec: ParakeetASRSpec, names: Names) -> Observed:
+    apis = frozenset([api for api in OPTIONAL_APIS if await kube.served(api)])
+    claim = spec.model_cache.existing_claim
+    claim_bound = not claim or await kube.get("v1", "PersistentVolumeClaim", names.namespace, claim) is not None
+    return Observed(apis=apis, warmup=await _warmup_state(kube, spec, names),
+                    deployment=await kube.get("apps/v1", "Deployment", names.namespace, names.name),
+                    claim_bound=claim_bound)
+
+
+async def _warmup_state(kube: Kube, spec: ParakeetASRSpec, names: Names) -> WarmupState:
+    if not spec.warmup.enabled:
+        return WarmupState("succeeded")
+    job_name = names.warmup_job(builders.warmup_key(spec))
+    job = await kube.get("batch/v1", "Job", names.namespace, job_name)
+    if job is None:
+        return WarmupState("absent")
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if not (status.get("succeeded") or "Complete" in conditions or "Failed" in conditions):
+        return WarmupState("running")
+    result = await _termination_message(kube, names.namespace, job_name)
+    if status.get("succeeded") or "Complete" in conditions:
+        return WarmupState("succeeded", result=result)
+    failed = conditions["Failed"]
+    why = (result or {}).get("error") or failed.get("message") or "the Job failed"
+    return WarmupState("failed", reason=f"{failed.get('reason', 'Failed')}: {why}", result=result)
+
+
+async def _termination_message(kube: Kube, namespace: str, job_name: str) -> dict[str, Any] | None:
+    """The JSON line `parakeet-serve warmup` left as its container's termination message (newest pod)."""
+    pods = await kube.list("v1", "Pod", namespace, f"job-name={job_name}")
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if message:
+                try:
+                    return json.loads(message.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    return {"error": message.strip()[:300]}
+    return None
+
+
+def _stamped(condition: dict[str, str], previous: list[dict[str, Any]], generation: int) -> dict[str, Any]:
+    """A condition with its observedGeneration, and the time it last changed (kept while it holds)."""
+    before = next((c for c in previous if c.get("type") == condition["type"]), None)
+    unchanged = before is not None and before.get("status") == condition["status"]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {**condition, "observedGeneration": generation,
+            "lastTransitionTime": before.get("lastTransitionTime", now) if unchanged and before else now}
