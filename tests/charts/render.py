@@ -13,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "parakeet-serve"
+OPERATOR_CHART = ROOT / "charts" / "parakeet-operator"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 PROMETHEUS_OPERATOR = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
 RELEASE, NAMESPACE = "asr", "speech"
@@ -27,8 +28,8 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def template_args(values: Path | None = None, sets: dict[str, Any] | None = None,
-                  api_versions: tuple[str, ...] = (), release: str = RELEASE) -> list[str]:
-    args = ["template", release, str(CHART), "--namespace", NAMESPACE]
+                  api_versions: tuple[str, ...] = (), release: str = RELEASE, chart: Path = CHART) -> list[str]:
+    args = ["template", release, str(chart), "--namespace", NAMESPACE]
     if values is not None:
         args += ["-f", str(values)]
     for key, value in (sets or {}).items():  # JSON, so that numbers stay numbers
@@ -39,9 +40,9 @@ def template_args(values: Path | None = None, sets: dict[str, Any] | None = None
 
 
 def render(values: Path | None = None, sets: dict[str, Any] | None = None,
-           api_versions: tuple[str, ...] = (), release: str = RELEASE) -> list[dict[str, Any]]:
+           api_versions: tuple[str, ...] = (), release: str = RELEASE, chart: Path = CHART) -> list[dict[str, Any]]:
     """Every object the chart renders (hooks and tests included)."""
-    result = helm(*template_args(values, sets, api_versions, release))
+    result = helm(*template_args(values, sets, api_versions, release, chart))
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.charts.render import CI_VALUES, PROMETHEUS_OPERATOR, ROOT, helm, template_args
+from tests.charts.render import CHART, CI_VALUES, OPERATOR_CHART, PROMETHEUS_OPERATOR, ROOT, helm, template_args
 
 CONFIG = ROOT / ".checkov.yaml"
 
@@ -36,11 +36,13 @@ def test_the_dockerfile_has_no_misconfiguration() -> None:
     assert failures(report) == []
 
 
-def test_the_rendered_chart_has_no_misconfiguration(tmp_path: Path) -> None:
-    for values in CI_VALUES:
-        rendered = helm(*template_args(values, api_versions=PROMETHEUS_OPERATOR))
+def test_the_rendered_charts_have_no_misconfiguration(tmp_path: Path) -> None:
+    renders = [(CHART, values) for values in CI_VALUES]
+    renders += [(OPERATOR_CHART, values) for values in sorted((OPERATOR_CHART / "ci").glob("*-values.yaml"))]
+    for chart, values in renders:
+        rendered = helm(*template_args(values, api_versions=PROMETHEUS_OPERATOR, chart=chart))
         assert rendered.returncode == 0, rendered.stderr
-        (tmp_path / values.name).write_text(rendered.stdout)
+        (tmp_path / f"{chart.name}-{values.name}").write_text(rendered.stdout)
     report = checkov("--directory", str(tmp_path), "--framework", "kubernetes")
     assert report["summary"]["passed"] > 500
     assert failures(report) == []

@@ -22,12 +22,14 @@ import yaml
 from kopf.testing import KopfRunner
 
 import parakeet_operator.handlers
+from tests.operator.rbac import allowed, api_call, chart_rules
 
 HANDLERS = parakeet_operator.handlers.__file__
 NS = "speech"
 ASR = "asr.parakeet.dev/v1alpha1/parakeetasrs"
 ASR_PATH = f"/apis/asr.parakeet.dev/v1alpha1/namespaces/{NS}/parakeetasrs"
 OPERATOR_CALLS = kmocklib.headers({"User-Agent": re.compile(r"parakeet-operator/.*")})
+OPERATOR_OR_KOPF = kmocklib.headers({"User-Agent": re.compile(r"(parakeet-operator|kopf)/.*")})
 KEDA = "keda.sh/v1alpha1/scaledobjects"
 CUSTOM_METRICS = "custom.metrics.k8s.io/v1beta2/pods"
 SERVICE_MONITORS = "monitoring.coreos.com/v1/servicemonitors"
@@ -116,7 +118,17 @@ async def running_operator(kmock: Any, namespace: str = "") -> AsyncIterator[Kop
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None
     assert not [e for e in kmock.errors if not isinstance(e, kmocklib.KubernetesError)], kmock.errors
+    assert_allowed_by_the_chart(kmock, namespace)
     gc.collect()  # an unclosed connection shows up as a warning in this test, not a later one
+
+
+def assert_allowed_by_the_chart(kmock: Any, namespace: str) -> None:
+    """Every call kopf or the operator made is allowed by the operator chart's RBAC for this watch scope."""
+    rules = chart_rules(namespace)
+    calls = {call for request in kmock[OPERATOR_OR_KOPF] if (call := api_call(request))}
+    assert calls, "no API call recorded"
+    denied = sorted(call for call in calls if not allowed(rules, *call))
+    assert not denied, f"calls the operator chart's RBAC does not allow: {denied}"
 
 
 def alive(kmock: Any, resource: str, name: str) -> bool:

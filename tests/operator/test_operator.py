@@ -195,3 +195,4 @@ async def test_a_deleted_resource_gets_nothing_new(k8s: Any) -> None:
         await asyncio.sleep(1.2)  # a negative result needs a quiet period: four reconcile intervals
     late = [r for r in k8s[OPERATOR_CALLS] if r.id >= since and r.method in ("POST", "PATCH")]
     assert late == []
+
