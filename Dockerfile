@@ -22,6 +22,7 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY operator ./operator
 RUN /opt/venv/bin/pip install --no-cache-dir . \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 # The baked model is fetched by the same loader the server uses, then kept as a plain .nemo file.
@@ -77,6 +78,7 @@ ARG PIP_CONFIG_FILE=/dev/null
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY operator ./operator
 # The distribution without its serving dependencies (torch, NeMo), plus the operator's own.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
@@ -95,8 +97,8 @@ COPY --from=operator-build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:${PATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 USER 10001:10001
 WORKDIR /tmp
-ENTRYPOINT ["kopf"]
-CMD ["run", "--standalone", "--all-namespaces", "--module", "parakeet_operator"]
+EXPOSE 8080
+ENTRYPOINT ["parakeet-operator"]
 
 # The default target comes last in a multi-stage build for plain `docker build`.
 FROM server

@@ -79,7 +79,8 @@ step "build target operator"
 time podman build "${build_args[@]}" --target operator -t "$operator" .
 op=$(buildah from "$operator")
 buildah run --isolation chroot --user 10001:10001 "$op" -- python3 -c \
-  "import importlib.util as u, kopf, parakeet_serve; assert u.find_spec('torch') is None; print('operator image: kopf', kopf.__version__, 'without torch')"
+  "import importlib.util as u, kopf, parakeet_operator.handlers; assert u.find_spec('torch') is None; print('operator image: kopf', kopf.__version__, 'and the handlers, without torch')"
+buildah run --isolation chroot --user 10001:10001 "$op" -- parakeet-operator --help | head -3
 buildah rm "$op" >/dev/null
 podman image inspect "$operator" --format '{{.Size}}' | awk '{printf "operator image size: %.2f GB\n", $1 / 1e9}'
 step "image checks passed"

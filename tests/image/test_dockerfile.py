@@ -50,4 +50,4 @@ def test_the_base_image_is_an_argument_and_the_operator_stage_has_no_torch() -> 
 
 def test_the_build_context_leaves_out_virtual_environments_and_data() -> None:
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignored[ignored.index("*") + 1 :][:3] == ["!pyproject.toml", "!README.md", "!service/"]
+    assert ignored[ignored.index("*") + 1 :][:4] == ["!pyproject.toml", "!README.md", "!service/", "!operator/"]

@@ -4,9 +4,15 @@ received and stored: warm-up before the fleet, optional APIs, drift, model chang
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock as kmocklib
 import pytest
 
@@ -196,3 +202,32 @@ async def test_a_deleted_resource_gets_nothing_new(k8s: Any) -> None:
     late = [r for r in k8s[OPERATOR_CALLS] if r.id >= since and r.method in ("POST", "PATCH")]
     assert late == []
 
+
+
+async def test_the_console_script_serves_liveness_reconciles_and_stops_cleanly_on_sigterm(k8s: Any) -> None:
+    """`parakeet-operator` as the image runs it: a process of its own, configured by its variables."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PARAKEET_OPERATOR_LIVENESS_PORT": str(port), "PARAKEET_OPERATOR_NAMESPACE": ""}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "parakeet_operator", env=env,
+                                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def live() -> bool:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        return response.status == 200
+                return False
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while not await live():
+                assert asyncio.get_running_loop().time() < deadline, "no liveness endpoint"
+                await asyncio.sleep(0.1)
+        await eventually(lambda: k8s["watch", kmocklib.resource(ASR)], "the operator to watch")
+        await create(k8s, "asr", SPEC)
+        await eventually(lambda: alive(k8s, "batch/v1/jobs", JOB), "the warm-up Job")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
