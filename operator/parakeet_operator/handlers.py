@@ -19,7 +19,7 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/operator"
-    settings.posting.level = logging.INFO  # what the operator does to a resource shows up as its Events
+    settings.posting.level = logging.INFO  # what reconcile does to a resource shows up as its Events
     memo.kube = Kube(SETTINGS.discovery_interval_s)
 
 
@@ -44,6 +44,8 @@ async def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
     try:
         status = await reconcile(memo.kube, dict(body), logger, SETTINGS.retry_delay_s)
     except kopf.PermanentError as exc:
+        if (body.status or {}).get("lastFailure") != str(exc):  # once, not on every timer tick
+            kopf.warn(dict(body), reason="InvalidSpec", message=str(exc))
         patch.status.update(_failed(str(exc), body))
         raise
     if status is not None:

@@ -41,16 +41,30 @@ async def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | A
                 kopf.append_owner_reference(child, owner=body)  # garbage-collected with the resource
             done = await kube.apply(child)
             if done != "unchanged":
-                logger.info(f"{done} {child['kind']} {child['metadata']['name']}")
+                _event(body, logger, done.capitalize(), f"{done} {child['kind']} {child['metadata']['name']}")
         for api_version, kind, name in decided.delete:
             if await kube.delete(api_version, kind, names.namespace, name):
-                logger.info(f"deleted {kind} {name}")
+                _event(body, logger, "Deleted", f"deleted {kind} {name}")
     except ApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay_s) from exc
     previous = (body.get("status") or {}).get("conditions") or []
     generation = meta.get("generation", 0)
-    return {**decided.status, "observedGeneration": generation,
-            "conditions": [_stamped(c, previous, generation) for c in decided.conditions]}
+    conditions = [_stamped(c, previous, generation) for c in decided.conditions]
+    for changed in _turned_true(conditions, previous, ("WarmedUp", "Degraded", "Available")):
+        _event(body, logger, changed["reason"], changed["message"], warning=changed["type"] == "Degraded")
+    return {**decided.status, "observedGeneration": generation, "conditions": conditions}
+
+
+def _turned_true(conditions: list[dict[str, Any]], previous: list[dict[str, Any]],
+                 kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    before = {c.get("type"): c.get("status") for c in previous}
+    return [c for c in conditions if c["type"] in kinds and c["status"] == "True" and before.get(c["type"]) != "True"]
+
+
+def _event(body: dict[str, Any], logger: Any, reason: str, message: str, warning: bool = False) -> None:
+    """Log it, and post it as an Event of the resource (what `kubectl describe` shows)."""
+    (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+    (logger.warning if warning else logger.info)(message)
 
 
 async def observe(kube: Kube, spec: ParakeetASRSpec, names: Names) -> Observed:

@@ -59,10 +59,10 @@ def prepare(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return kmock
 
 
-def kopf_settings() -> kopf.OperatorSettings:
-    """Short timeouts and back-offs, so that a test takes seconds; no Events (less to wade through)."""
+def kopf_settings(events: bool) -> kopf.OperatorSettings:
+    """Short timeouts and back-offs, so that a test takes seconds; Events only where a test reads them."""
     settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
+    settings.posting.enabled = events
     settings.watching.connect_timeout = 1
     settings.watching.server_timeout = 5
     settings.watching.client_timeout = 6
@@ -103,11 +103,11 @@ async def settle(kmock: Any, quiet: float = 0.3, timeout: float = 5.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(kmock: Any, namespace: str = "") -> AsyncIterator[KopfRunner]:
+async def running_operator(kmock: Any, namespace: str = "", events: bool = False) -> AsyncIterator[KopfRunner]:
     """The operator in KopfRunner's thread (the emulator keeps this loop); it must end cleanly."""
     scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
     runner = KopfRunner(["run", "--standalone", *scope, HANDLERS], registry=kopf.OperatorRegistry(),
-                        settings=kopf_settings(), timeout=20)
+                        settings=kopf_settings(events), timeout=20)
     await asyncio.to_thread(runner.__enter__)
     try:
         await eventually(lambda: kmock["watch", kmocklib.resource(ASR)], "the operator to watch ParakeetASRs")

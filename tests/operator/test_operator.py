@@ -88,7 +88,7 @@ async def test_a_new_resource_gets_its_cache_and_warmup_job_and_no_fleet_until_t
 
 
 async def test_a_failed_warmup_degrades_the_resource_with_the_jobs_reason_and_deploys_nothing(k8s: Any) -> None:
-    async with running_operator(k8s):
+    async with running_operator(k8s, events=True):
         await create(k8s, "asr", SPEC)
         await eventually(lambda: alive(k8s, "batch/v1/jobs", JOB), "the warm-up Job")
         await finish_job(k8s, JOB, {"ok": False, "model": "demo", "error": "the model said 'x' instead of 'y'"},
@@ -100,6 +100,11 @@ async def test_a_failed_warmup_degrades_the_resource_with_the_jobs_reason_and_de
         await eventually(lambda: len(k8s["patch", kmocklib.resource(ASR), kmocklib.subresource("status")]) > 4,
                          "a few more reconciles")
     assert not k8s["post", kmocklib.resource("apps/v1/deployments")]
+    events = [r.data for r in k8s["post", kmocklib.resource("v1/events")] if r.data["involvedObject"]["name"] == "asr"]
+    said = [(e["type"], e["reason"], e["message"]) for e in events]  # what `kubectl describe` shows
+    assert ("Normal", "Created", f"created Job {JOB}") in said
+    assert [s for s in said if s[0] == "Warning"] == [
+        ("Warning", "Failed", degraded["message"])]  # once, when it happened
 
 
 @pytest.mark.parametrize(

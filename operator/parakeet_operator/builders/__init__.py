@@ -1,6 +1,6 @@
 """Pure builders: a `ParakeetASR`'s spec and names in, Kubernetes manifests out (no API calls).
 
-They mirror the service chart's templates (`charts/parakeet-serve`); `tests/operator/test_parity.py`
+They mirror the service chart's templates (`charts/parakeet-serve`); `tests/operator/test_builders.py`
 renders both for the same deployment and holds them together.
 """
 
