@@ -83,7 +83,7 @@ COPY operator ./operator
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
  && /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['operator']))" > /tmp/operator-requirements.txt \
- && /opt/venv/bin/pip install --no-cache-dir -r /tmp/operator-requirements.txt
+ && /opt/venv/bin/pip install --no-cache-dir --no-warn-conflicts -r /tmp/operator-requirements.txt
 
 FROM ${BASE_IMAGE} AS operator
 ARG VERSION=0.1.0

@@ -67,3 +67,16 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PARAKEET_HUB_OFFLINE", "")
     s = load_settings()
     assert s.model_id == "nvidia/parakeet-tdt_ctc-1.1b" and s.hub_offline is False
+
+
+def test_every_setting_is_described_in_serve_help() -> None:
+    import subprocess
+    import sys
+
+    from parakeet_serve.settings import Settings
+
+    shown = " ".join(subprocess.run([sys.executable, "-m", "parakeet_serve", "serve", "--help"], capture_output=True,
+                                    text=True, check=True, timeout=60).stdout.split())
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"{name} has no docstring"
+        assert " ".join(field.description.split())[:30] in shown, name

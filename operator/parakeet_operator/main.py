@@ -12,12 +12,13 @@ from parakeet_operator.settings import OperatorSettings, load_operator_settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="parakeet-operator", description=__doc__.splitlines()[0])
-    for name, field in OperatorSettings.model_fields.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE",
-                            help=f"{field.description or ''} [PARAKEET_OPERATOR_{name.upper()}]")
-    args = parser.parse_args(argv)
-    settings = load_operator_settings(**vars(args))
+    # Configuration is by variables only: the handlers read them when kopf imports them.
+    variables = "\n".join(f"  PARAKEET_OPERATOR_{name.upper():<22} {field.description}"
+                          for name, field in OperatorSettings.model_fields.items())
+    argparse.ArgumentParser(prog="parakeet-operator", description=__doc__.splitlines()[0],
+                            epilog=f"settings (environment variables):\n{variables}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    settings = load_operator_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     import parakeet_operator.handlers  # noqa: F401  (registers the handlers with kopf)
 

@@ -12,7 +12,7 @@ class OperatorSettings(BaseSettings):
     """Configuration of one operator process."""
 
     model_config = SettingsConfigDict(env_prefix="PARAKEET_OPERATOR_", extra="forbid", frozen=True,
-                                      env_ignore_empty=True)
+                                      env_ignore_empty=True, use_attribute_docstrings=True)
 
     namespace: str = ""
     """Watch only this namespace (namespace-scoped RBAC); empty watches every namespace."""
@@ -21,7 +21,7 @@ class OperatorSettings(BaseSettings):
     discovery_interval_s: float = Field(60.0, ge=0, le=3600)
     """Optional APIs (KEDA, custom metrics, the Prometheus operator) are looked up again after this long."""
     retry_delay_s: float = Field(10.0, gt=0, le=600)
-    """Back-off before retrying a failed API call or a missing Secret."""
+    """Back-off before retrying a failed API call."""
     liveness_port: int = Field(8080, ge=0, le=65535)
     """Port of the liveness endpoint (`/healthz`); 0 serves none."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

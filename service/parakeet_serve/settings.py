@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     """Configuration of one parakeet-serve process."""
 
     # Empty variables count as unset: images and charts leave optional ones empty.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True,
+                                      use_attribute_docstrings=True)
 
     # --- model -------------------------------------------------------------------------
     model_id: str = "nvidia/parakeet-tdt_ctc-1.1b"

@@ -139,3 +139,4 @@ def _constructed(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _snake(values: dict[str, Any]) -> dict[str, Any]:
     return {"".join(f"_{c.lower()}" if c.isupper() else c for c in key): value for key, value in values.items()}
+
