@@ -6,10 +6,12 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.streaming import Streamer, measure_capacity
 from parakeet_serve.errors import NotReady
+from parakeet_serve.http.server import HttpServer
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva.server import RivaServer
 from parakeet_serve.scheduler import Scheduler, inference_thread
@@ -47,6 +49,7 @@ class Application:
         self._draining = False
         self._closing = asyncio.Event()  # open streams wrap up and send their finals
         self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing, self.telemetry)
+        self.http = _http_server(settings, self.recognizer) if settings.http_port else None
 
     @property
     def port(self) -> int:
@@ -98,8 +101,11 @@ class Application:
         s = self.settings
         self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
         await self.server.start()
+        if self.http is not None:
+            await self.http.start()
         log.info("grpc server listening",
-                 extra={"port": self.port, "tls": s.grpc_tls, "metrics_port": self.metrics_port})
+                 extra={"port": self.port, "tls": s.grpc_tls, "metrics_port": self.metrics_port,
+                        "http_port": self.http.port if self.http else 0})
 
     async def load(self) -> None:
         """Load (unless given) and warm the engine, then report SERVING."""
@@ -163,6 +169,8 @@ class Application:
             log.info("closing open streams", extra={"streams": streams})
             self._closing.set()
         await stopping
+        if self.http is not None:
+            await self.http.stop()
         if self._scheduler is not None:
             await self._scheduler.stop()
         self.telemetry.close()
@@ -179,6 +187,14 @@ class Application:
             device = engine.device
             metrics.watch_gpu_memory(lambda: torch.cuda.memory_allocated(device),
                                      lambda: torch.cuda.memory_reserved(device))
+
+
+def _http_server(s: Settings, recognizer: Callable[[], Recognizer]) -> HttpServer:
+    from parakeet_serve.http.app import create_app
+
+    token = s.auth_token.get_secret_value() if s.auth_token else None
+    return HttpServer(create_app(recognizer, max_upload_bytes=s.max_message_bytes, token=token), s.http_host,
+                      s.http_port)
 
 
 def _telemetry(s: Settings) -> Telemetry:

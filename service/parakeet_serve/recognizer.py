@@ -76,11 +76,11 @@ class Recognizer:
     def check_model(self, options: RecognitionOptions) -> None:
         """Raise `UnknownModel` unless this server serves the requested model and language."""
         if options.model and options.model != self.model_name:
-            raise UnknownModel(f"Model {options.model!r} is not served here; this server serves {self.model_name!r}.")
+            raise UnknownModel(f"Model {quote(options.model)} is not served here; this server serves "
+                               f"{self.model_name!r}.")
         if options.language_code and not _same_language(options.language_code, self.language_code):
-            raise UnknownModel(
-                f"Language {options.language_code!r} is not served here; this server recognises {self.language_code}."
-            )
+            raise UnknownModel(f"Language {quote(options.language_code)} is not served here; this server "
+                               f"recognises {self.language_code}.")
 
     @contextlib.contextmanager
     def stream(self, fmt: AudioFormat, options: RecognitionOptions, stream: StreamOptions) -> Iterator[StreamSession]:
@@ -139,6 +139,11 @@ class Recognizer:
             )
             for i, t in enumerate(transcripts)
         ]
+
+
+def quote(sent: str, limit: int = 40) -> str:
+    """What a client sent, for an error sentence: at most a short prefix (a 10 KB field stays out of it)."""
+    return repr(sent) if len(sent) <= limit else f"{sent[:limit]!r}... ({len(sent)} characters)"
 
 
 def _same_language(asked: str, served: str) -> bool:

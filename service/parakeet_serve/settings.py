@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_connection_age_grace_s: float = Field(0.0, ge=0)
     """After that request, how long a connection's open calls may go on before it is closed; 0 waits
     for them however long they take."""
+    http_port: int = Field(0, ge=0, le=65535)
+    """Port of the OpenAI-compatible HTTP API (`/v1/audio/transcriptions`); 0 serves none."""
+    http_host: str = "0.0.0.0"
+    """Address the HTTP API binds."""
     health_port: int = Field(0, ge=0, le=65535)
     """Extra plaintext port serving only `grpc.health.v1` (for kubelet probes, which cannot speak TLS);
     0 serves none."""

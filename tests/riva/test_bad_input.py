@@ -144,3 +144,12 @@ def test_random_garbage_never_gives_unknown(serve: ServeFactory) -> None:
         except grpc.RpcError as exc:
             assert exc.code() in (BAD, grpc.StatusCode.OK), (exc.code(), exc.details())
     assert stub.Recognize(riva_asr_pb2.RecognizeRequest(config=cfg(), audio=WAV), timeout=60).results
+
+
+def test_a_huge_language_code_is_quoted_only_in_part(serve_module: Served) -> None:
+    """A 10 KB field echoed whole would make the status itself too big for some clients."""
+    config = riva_asr_pb2.RecognitionConfig(language_code="x" * 10_000)
+    with pytest.raises(grpc.RpcError) as refused:
+        serve_module.asr().offline_recognize(WAV, config)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(refused.value.details()) < 200 and "(10000 characters)" in refused.value.details()

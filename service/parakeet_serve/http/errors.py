@@ -1,0 +1,50 @@
+"""The one table from the service's errors to OpenAI's error envelope and HTTP statuses."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+from parakeet_serve.errors import (
+    InvalidRequest,
+    NotReady,
+    ParakeetError,
+    QueueFull,
+    QueueTimeout,
+    Unauthenticated,
+    UnknownModel,
+)
+
+_STATUSES: tuple[tuple[type[ParakeetError], int, str, str | None], ...] = (
+    (UnknownModel, 400, "invalid_request_error", "model"),
+    (InvalidRequest, 400, "invalid_request_error", None),
+    (QueueFull, 429, "rate_limit_error", None),
+    (QueueTimeout, 504, "timeout_error", None),
+    (NotReady, 503, "service_unavailable_error", None),
+    (Unauthenticated, 401, "authentication_error", None),
+)
+
+
+class HttpError(Exception):
+    """A refusal decided by the HTTP front end itself (a form field, an upload's size)."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.param, self.code = status, param, code
+
+
+def envelope(status: int, message: str, kind: str, param: str | None = None, code: str | None = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """OpenAI's envelope for `exc`, with `Retry-After` when the queue is full."""
+    if isinstance(exc, HttpError):
+        kind = {401: "authentication_error", 413: "invalid_request_error"}.get(exc.status, "invalid_request_error")
+        return envelope(exc.status, str(exc), kind, exc.param, exc.code)
+    for error, status, kind, param in _STATUSES:
+        if isinstance(exc, error):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, QueueFull) else None
+            return envelope(status, str(exc), kind, param, headers=headers)
+    return envelope(500, "Recognition failed inside the server; the failure is logged.", "server_error")

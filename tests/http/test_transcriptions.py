@@ -1,0 +1,176 @@
+"""`POST /v1/audio/transcriptions` and friends through the official `openai` SDK, against a live server on the
+demo model: every response format agrees with Riva's `Recognize`, and every refusal is OpenAI's envelope."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import riva.client
+import soundfile as sf
+
+from parakeet_serve.engine import NemoEngine
+from parakeet_serve.warmup import sample_path
+from tests.conftest import LoopThread, Served, start_server
+from tests.test_cli import free_port
+
+SAMPLE = sample_path()
+OTHER = SAMPLE.with_name("call-back-later.wav")
+CUE = re.compile(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)")
+
+
+@pytest.fixture(scope="module")
+def demo(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_upload_mb=1)
+    yield served
+    served.stop()
+
+
+def client(served: Served, api_key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{served.app.http.port}/v1", api_key=api_key, max_retries=0)
+
+
+def riva_text(served: Served, path: Path) -> str:
+    response = served.asr().offline_recognize(path.read_bytes(), riva.client.RecognitionConfig(
+        language_code="en-US", enable_automatic_punctuation=True))
+    return " ".join(r.alternatives[0].transcript for r in response.results)
+
+
+@pytest.fixture(scope="module")
+def two_utterances(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both bundled samples with a second of silence between them: two segments."""
+    first, rate = sf.read(SAMPLE, dtype="float32")
+    second, _ = sf.read(OTHER, dtype="float32")
+    path = tmp_path_factory.mktemp("audio") / "two.wav"
+    sf.write(path, np.concatenate([first, np.zeros(rate, np.float32), second]), rate)
+    return path
+
+
+def cue_times(text: str) -> list[tuple[float, float]]:
+    def seconds(h: str, m: str, s: str, ms: str) -> float:
+        return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+    return [(seconds(*m.groups()[:4]), seconds(*m.groups()[4:])) for m in CUE.finditer(text)]
+
+
+def test_json_and_text_equal_what_riva_recognize_says(demo: Served) -> None:
+    api, expected = client(demo), riva_text(demo, SAMPLE)
+    assert expected.lower().startswith("the train to the airport")
+    assert api.audio.transcriptions.create(model="demo", file=SAMPLE.open("rb")).text == expected
+    text = api.audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"), response_format="text")
+    assert text.strip() == expected
+
+
+def test_verbose_json_has_segments_words_and_usage(demo: Served, two_utterances: Path) -> None:
+    result = client(demo).audio.transcriptions.create(
+        model="demo", file=two_utterances.open("rb"), response_format="verbose_json",
+        timestamp_granularities=["word", "segment"])
+    assert result.text == riva_text(demo, two_utterances)
+    assert result.duration == pytest.approx(sf.info(two_utterances).duration, abs=0.05)
+    assert len(result.segments) == 2 and result.segments[0].end < result.segments[1].start
+    assert " ".join(s.text for s in result.segments).split() == [w.word for w in result.words]
+    for word in result.words:
+        assert 0 <= word.start < word.end <= result.duration + 0.1
+    plain = client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"),
+                                                     response_format="verbose_json")
+    assert plain.segments and not plain.words  # segments by default, words when asked
+
+
+@pytest.mark.parametrize("kind", ["srt", "vtt"])
+def test_subtitles_parse_and_their_cues_fall_inside_the_speech(demo: Served, two_utterances: Path, kind: str) -> None:
+    text = client(demo).audio.transcriptions.create(model="demo", file=two_utterances.open("rb"), response_format=kind)
+    assert text.startswith("WEBVTT") if kind == "vtt" else text.startswith("1\n")
+    cues = cue_times(text)
+    duration = sf.info(two_utterances).duration
+    assert len(cues) == 2
+    for start, end in cues:
+        assert 0 <= start < end <= duration
+    assert cues[0][1] <= cues[1][0]
+
+
+def test_streaming_sends_deltas_then_one_done_with_their_sum(demo: Served, two_utterances: Path) -> None:
+    events = list(client(demo).audio.transcriptions.create(model="demo", file=two_utterances.open("rb"), stream=True))
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    done = [e for e in events if e.type == "transcript.text.done"]
+    assert len(deltas) >= 2 and len(done) == 1 and events[-1].type == "transcript.text.done"
+    assert done[0].text == "".join(deltas) == riva_text(demo, two_utterances)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "status", "param", "said"),
+    [
+        ({"model": "whisper-large"}, 400, "model", "is not served here"),
+        ({"response_format": "html"}, 400, "response_format", "is not one of"),
+        ({"response_format": "json", "timestamp_granularities": ["word"]}, 400, "timestamp_granularities",
+         "needs response_format 'verbose_json'"),
+        ({"file": ("noise.wav", b"RIFF\x00\x00not really a wav")}, 400, None, "audio"),
+    ],
+)
+def test_bad_requests_are_refused_in_openais_envelope(demo: Served, arguments: dict, status: int, param: str | None,
+                                                     said: str) -> None:
+    request = {"model": "demo", "file": SAMPLE.open("rb"), **arguments}
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(demo).audio.transcriptions.create(**request)
+    assert refused.value.status_code == status
+    error = refused.value.body
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
+    assert said in error["message"]
+
+
+def test_a_long_model_name_is_quoted_only_in_part(demo: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(demo).audio.transcriptions.create(model="x" * 10_000, file=SAMPLE.open("rb"))
+    assert len(refused.value.body["message"]) < 200
+
+
+def test_an_upload_over_the_limit_is_413(demo: Served) -> None:
+    big = io.BytesIO(b"\x00" * (2 * 1024 * 1024))
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(demo).audio.transcriptions.create(model="demo", file=("big.wav", big))
+    assert refused.value.status_code == 413 and "at most 1 MiB" in refused.value.body["message"]
+
+
+def test_translations_are_refused_clearly(demo: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(demo).audio.translations.create(model="demo", file=SAMPLE.open("rb"))
+    assert "Translation is not supported" in refused.value.body["message"]
+
+
+def test_models_list_the_served_model(demo: Served) -> None:
+    api = client(demo)
+    assert [m.id for m in api.models.list()] == ["demo"]
+    assert api.models.retrieve("demo").id == "demo"
+    with pytest.raises(openai.NotFoundError):
+        api.models.retrieve("whisper-1")
+
+
+def test_a_token_is_required_when_configured_and_health_stays_open(loop_thread: LoopThread,
+                                                                   engine: NemoEngine) -> None:
+    served = start_server(loop_thread, engine, http_port=free_port(), auth_token="s3cret")
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            client(served).models.list()
+        assert client(served, api_key="s3cret").models.list().data
+        assert httpx.get(f"http://127.0.0.1:{served.app.http.port}/healthz").status_code == 200
+    finally:
+        served.stop()
+
+
+def test_readyz_and_requests_are_503_until_the_model_is_ready(loop_thread: LoopThread, engine: NemoEngine) -> None:
+    served = start_server(loop_thread, engine, load=False, http_port=free_port(), shutdown_grace_s=1)
+    base = f"http://127.0.0.1:{served.app.http.port}"
+    try:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 503
+        with pytest.raises(openai.InternalServerError) as refused:
+            client(served).audio.transcriptions.create(model="tiny", file=SAMPLE.open("rb"))
+        assert refused.value.status_code == 503 and "loading" in refused.value.body["message"]
+        served.loop.run(served.app.load())
+        assert httpx.get(f"{base}/readyz").status_code == 200
+    finally:
+        served.stop()
