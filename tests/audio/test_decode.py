@@ -10,7 +10,8 @@ import soundfile as sf
 
 from parakeet_serve.audio import AudioFormat, Encoding, decode_audio
 from parakeet_serve.errors import AudioTooLong, InvalidAudio
-from tests.conftest import pcm16
+from tests.audio.compressed import encode
+from tests.conftest import pcm16, speechlike
 
 TARGET = 16000
 
@@ -111,3 +112,35 @@ def test_long_container_is_refused_before_decoding() -> None:
     data = encoded(tone(440, 8000, seconds=3.0), 8000, "FLAC", "PCM_16")
     with pytest.raises(AudioTooLong, match=r"3\.0 s"):
         decode_audio(data, AudioFormat(), target_rate=TARGET, max_seconds=2.0)
+
+
+@pytest.mark.parametrize("kind", ["mp3", "m4a", "webm"])
+def test_compressed_files_decode_to_the_same_audio(kind: str) -> None:
+    speech = speechlike(2.0)[0]
+    data = encode(speech, 16000, kind)
+    audio = decode_audio(data, AudioFormat(), target_rate=16000, max_seconds=60)
+    assert audio.duration_s == pytest.approx(2.0, abs=0.1)
+    decoded = audio.mono()
+    # codecs delay and pad: align on the best lag, then the waveform must match closely
+    lag = int(np.argmax(np.correlate(decoded[:8000], speech[:4000], mode="valid")))
+    overlap = min(len(speech), len(decoded) - lag)
+    correlation = np.corrcoef(decoded[lag:lag + overlap], speech[:overlap])[0, 1]
+    assert correlation > 0.9, correlation
+
+
+@pytest.mark.parametrize("kind", ["mp3", "m4a", "webm"])
+def test_truncated_compressed_files_are_refused_or_decode_what_is_there(kind: str) -> None:
+    data = encode(speechlike(2.0)[0], 16000, kind)
+    try:
+        audio = decode_audio(data[: len(data) // 3], AudioFormat(), target_rate=16000, max_seconds=60)
+    except InvalidAudio as exc:
+        container = {"mp3": "MP3", "m4a": "MP4", "webm": "WebM"}[kind]
+        assert str(exc).startswith(f"The {container} audio is corrupt or truncated"), exc
+    else:
+        assert 0 < audio.duration_s < 2.0
+
+
+def test_declared_pcm_that_looks_like_an_mp3_frame_is_still_pcm() -> None:
+    data = b"\xff\xff" * 8000  # 16-bit samples of -1: the bytes of an MPEG frame sync
+    audio = decode_audio(data, AudioFormat(Encoding.LINEAR_PCM, 16000), target_rate=16000, max_seconds=60)
+    assert audio.duration_s == pytest.approx(0.5)

@@ -16,7 +16,9 @@ import riva.client
 import soundfile as sf
 
 from parakeet_serve.engine import NemoEngine
+from parakeet_serve.evaluation import error_counts
 from parakeet_serve.warmup import sample_path
+from tests.audio.compressed import encode
 from tests.conftest import LoopThread, Served, start_server
 from tests.test_cli import free_port
 
@@ -174,3 +176,12 @@ def test_readyz_and_requests_are_503_until_the_model_is_ready(loop_thread: LoopT
         assert httpx.get(f"{base}/readyz").status_code == 200
     finally:
         served.stop()
+
+
+@pytest.mark.parametrize("kind", ["mp3", "m4a", "webm"])
+def test_compressed_uploads_are_transcribed_like_the_wav(demo: Served, kind: str) -> None:
+    samples, rate = sf.read(SAMPLE, dtype="float32")
+    upload = (f"sample.{kind}", encode(samples, rate, kind))
+    text = client(demo).audio.transcriptions.create(model="demo", file=upload).text
+    errors = error_counts(riva_text(demo, SAMPLE), text)[0]
+    assert errors <= 1, (kind, text)  # a lossy codec may cost a word, not the sentence

@@ -1,7 +1,8 @@
 """Decode audio bytes into float samples at the model's rate.
 
 Containers (WAV, FLAC, Ogg/Opus) and headerless mu-law/A-law are read by libsndfile through
-`soundfile`; headerless 16-bit PCM is a plain reinterpretation; resampling is soxr's.
+`soundfile`; MP3, MP4/M4A and WebM by FFmpeg through PyAV; headerless 16-bit PCM is a plain
+reinterpretation; resampling is soxr's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import soundfile as sf
 import soxr
 
 from parakeet_serve.audio.formats import Audio, AudioFormat, Encoding
-from parakeet_serve.audio.sniff import Container, sniff_container
+from parakeet_serve.audio.sniff import COMPRESSED, Container, sniff_container
 from parakeet_serve.errors import AudioTooLong, InvalidAudio
 
 MIN_SAMPLE_RATE = 8000
@@ -26,6 +27,7 @@ _CONTAINER_ENCODINGS = {
     Container.WAV: {Encoding.UNSPECIFIED, Encoding.LINEAR_PCM, Encoding.MULAW, Encoding.ALAW},
     Container.FLAC: {Encoding.UNSPECIFIED, Encoding.FLAC, Encoding.LINEAR_PCM},
     Container.OGG: {Encoding.UNSPECIFIED, Encoding.OGGOPUS},
+    **{container: {Encoding.UNSPECIFIED} for container in COMPRESSED},
 }
 
 
@@ -37,10 +39,13 @@ def decode_audio(data: bytes, fmt: AudioFormat, *, target_rate: int, max_seconds
     if not data:
         raise InvalidAudio("The audio is empty.")
     container = sniff_container(data)
+    if container is Container.MP3 and not data.startswith(b"ID3") and fmt.encoding is not Encoding.UNSPECIFIED:
+        container = None  # a bare MP3 frame sync is also what declared 16-bit PCM near zero looks like
     if container is not None:
         if fmt.encoding not in _CONTAINER_ENCODINGS[container]:
             raise InvalidAudio(f"The audio is a {container} file but the request declares {fmt.encoding.name}.")
-        samples, rate = _read_container(data, container, max_seconds)
+        read = _read_compressed if container in COMPRESSED else _read_container
+        samples, rate = read(data, container, max_seconds)
     else:
         samples, rate = _read_raw(data, fmt, max_seconds)
     return Audio(_resample(samples, rate, target_rate), target_rate)
@@ -62,6 +67,35 @@ def _read_container(data: bytes, container: Container, max_seconds: float) -> tu
     if not np.isfinite(samples).all():
         raise InvalidAudio(f"The {container} audio holds NaN or infinite samples.")
     return np.ascontiguousarray(samples.T), rate
+
+
+def _read_compressed(data: bytes, container: Container, max_seconds: float) -> tuple[np.ndarray, int]:
+    import av  # FFmpeg is loaded only when such a file arrives
+
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(data), mode="r") as source:
+            if not source.streams.audio:
+                raise InvalidAudio(f"The {container} file holds no audio stream.")
+            stream = source.streams.audio[0]
+            rate, channels = stream.rate, stream.channels
+            check_shape(rate, channels)
+            planar = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
+            decoded = 0
+            for frame in source.decode(stream):
+                for converted in planar.resample(frame):
+                    chunks.append(converted.to_ndarray())
+                    decoded += converted.samples
+                _check_duration(decoded / rate, max_seconds)  # stop early rather than decode hours
+    except av.error.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise InvalidAudio(f"The {container} audio is corrupt or truncated ({reason}).") from None
+    if not chunks:
+        raise InvalidAudio(f"The {container} audio holds no samples.")
+    samples = np.concatenate(chunks, axis=1).astype(np.float32)
+    if not np.isfinite(samples).all():
+        raise InvalidAudio(f"The {container} audio holds NaN or infinite samples.")
+    return np.clip(samples, -1, 1), rate
 
 
 def _read_raw(data: bytes, fmt: AudioFormat, max_seconds: float) -> tuple[np.ndarray, int]:
