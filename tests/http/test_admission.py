@@ -1,0 +1,34 @@
+"""HTTP and gRPC share one scheduler and one admission control: a queue filled by gRPC refuses HTTP with 429."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from parakeet_serve.engine import NemoEngine
+from parakeet_serve.warmup import sample_path
+from tests.conftest import LoopThread
+from tests.riva.test_admission import CONFIG, HeldEngine, busy_server, poll
+from tests.riva.test_bad_input import WAV
+from tests.test_cli import free_port
+
+
+def test_a_queue_full_of_grpc_work_refuses_http_with_429_and_retry_after(loop_thread: LoopThread,
+                                                                         engine: NemoEngine) -> None:
+    held = HeldEngine(engine)
+    served, first = busy_server(loop_thread, held, http_port=free_port())
+    api = openai.OpenAI(base_url=f"http://127.0.0.1:{served.app.http.port}/v1", api_key="x", max_retries=0)
+    model = api.models.list().data[0].id
+    try:
+        second = served.asr().offline_recognize(WAV, CONFIG, future=True)
+        poll(lambda: served.app.queue_depth == 1)
+        with pytest.raises(openai.RateLimitError) as refused:
+            api.audio.transcriptions.create(model=model, file=sample_path().open("rb"))
+        assert int(refused.value.response.headers["Retry-After"]) >= 1
+        assert refused.value.body["type"] == "rate_limit_error" and "retry" in refused.value.body["message"]
+        held.gate.set()
+        assert first.result(60).results and second.result(60).results
+        assert api.audio.transcriptions.create(model=model, file=sample_path().open("rb")).text is not None
+    finally:
+        held.gate.set()
+        served.stop()
