@@ -337,3 +337,11 @@ def test_the_chart_sets_only_real_settings_and_valid_values(values: Path | None,
             if isinstance(value, str) and name not in {"HF_HOME", "PARAKEET_GRPC_TLS", "PARAKEET_GRPC_CLIENT_CA"}:
                 monkeypatch.setenv(name, value)
         load_settings()
+
+
+def test_the_http_api_is_off_by_default_and_served_on_its_port_when_set() -> None:
+    assert "PARAKEET_HTTP_PORT" not in env_of(server_container(render()))
+    docs = render(sets={"service": {"httpPort": 8000}})
+    assert env_of(server_container(docs))["PARAKEET_HTTP_PORT"] == "8000"
+    ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
+    assert ports["http"] == {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}

@@ -156,9 +156,11 @@ CHART_VALUES = {  # the chart's values for the deployment GPU describes
     "auth": {"existingSecret": "parakeet-token"},
     "tracing": {"otelCollectorSidecar": {"enabled": True, "exporterEndpoint": "otel-collector.observability.svc:4317"}},
     "drainSeconds": 900,
+    "service": {"httpPort": 8000},
 }
 PARITY_SPEC = GPU.model_copy(update={"model": GPU.model.model_copy(update={"revision": ""}),
-                                     "autoscaling": GPU.autoscaling.model_copy(update={"mode": "keda"})})
+                                     "autoscaling": GPU.autoscaling.model_copy(update={"mode": "keda"}),
+                                     "service": GPU.service.model_copy(update={"http_port": 8000})})
 
 
 @pytest.fixture(scope="module")

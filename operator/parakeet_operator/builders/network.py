@@ -17,6 +17,9 @@ def services(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
         {"name": "metrics", "port": spec.service.metrics_port, "targetPort": "metrics", "protocol": "TCP",
          "appProtocol": "http"},
     ]
+    if spec.service.http_port:
+        ports.append({"name": "http", "port": spec.service.http_port, "targetPort": "http", "protocol": "TCP",
+                      "appProtocol": "http"})
     regular = {"apiVersion": "v1", "kind": "Service", "metadata": metadata(names),
                "spec": {"type": "ClusterIP", "selector": selector_labels(names), "ports": ports}}
     if not spec.service.headless:

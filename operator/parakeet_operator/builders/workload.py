@@ -96,6 +96,8 @@ def _server(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
     probe_port = spec.tls.health_port if spec.tls.secret_name else spec.service.grpc_port
     ports = [{"name": "grpc", "containerPort": spec.service.grpc_port, "protocol": "TCP"},
              {"name": "metrics", "containerPort": spec.service.metrics_port, "protocol": "TCP"}]
+    if spec.service.http_port:
+        ports.append({"name": "http", "containerPort": spec.service.http_port, "protocol": "TCP"})
     if spec.tls.secret_name:
         ports.append({"name": "health", "containerPort": spec.tls.health_port, "protocol": "TCP"})
     mounts = _mounts()
@@ -147,6 +149,7 @@ def _server_env(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
         {"name": "PARAKEET_HUB_OFFLINE", "value": _bool(offline)},
         {"name": "PORT", "value": str(service.grpc_port)},
         {"name": "PARAKEET_METRICS_PORT", "value": str(service.metrics_port)},
+        *([{"name": "PARAKEET_HTTP_PORT", "value": str(service.http_port)}] if service.http_port else []),
         {"name": "PARAKEET_SHUTDOWN_GRACE_S", "value": str(spec.drain_seconds)},
         {"name": "PARAKEET_MAX_CONNECTION_AGE_S", "value": str(service.max_connection_age_seconds)},
         {"name": "PARAKEET_MAX_CONNECTION_AGE_GRACE_S", "value": str(service.max_connection_age_grace_seconds)},
