@@ -344,4 +344,5 @@ def test_the_http_api_is_off_by_default_and_served_on_its_port_when_set() -> Non
     docs = render(sets={"service": {"httpPort": 8000}})
     assert env_of(server_container(docs))["PARAKEET_HTTP_PORT"] == "8000"
     ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
-    assert ports["http"] == {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+    assert ports["http"] == {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP",
+                             "appProtocol": "http"}
