@@ -49,7 +49,7 @@ class Application:
         self._draining = False
         self._closing = asyncio.Event()  # open streams wrap up and send their finals
         self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing, self.telemetry)
-        self.http = _http_server(settings, self.recognizer) if settings.http_port else None
+        self.http = _http_server(settings, self.recognizer, self.telemetry) if settings.http_port else None
 
     @property
     def port(self) -> int:
@@ -189,12 +189,12 @@ class Application:
                                      lambda: torch.cuda.memory_reserved(device))
 
 
-def _http_server(s: Settings, recognizer: Callable[[], Recognizer]) -> HttpServer:
+def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: Telemetry) -> HttpServer:
     from parakeet_serve.http.app import create_app
 
     token = s.auth_token.get_secret_value() if s.auth_token else None
-    return HttpServer(create_app(recognizer, max_upload_bytes=s.max_message_bytes, token=token), s.http_host,
-                      s.http_port)
+    app = create_app(recognizer, telemetry, max_upload_bytes=s.max_message_bytes, token=token)
+    return HttpServer(app, s.http_host, s.http_port)
 
 
 def _telemetry(s: Settings) -> Telemetry:

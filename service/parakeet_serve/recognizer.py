@@ -95,11 +95,13 @@ class Recognizer:
             )
 
     async def recognize(
-        self, data: bytes, fmt: AudioFormat, options: RecognitionOptions, usage: Usage | None = None
+        self, data: bytes, fmt: AudioFormat, options: RecognitionOptions, usage: Usage | None = None,
+        rpc: str = "Recognize",
     ) -> list[ChannelResult]:
         """Recognise a whole audio (one result per channel when channels are separated).
 
-        `usage`, when given, receives what the request cost: audio, queue wait and compute seconds.
+        `usage`, when given, receives what the request cost: audio, queue wait and compute seconds;
+        `rpc` names the front end's call in the audio metrics.
         """
         self.check_model(options)
         tracer = self._telemetry.tracer
@@ -119,7 +121,7 @@ class Recognizer:
             finally:
                 for timing in timings:
                     record_work(tracer, timing)
-        self._telemetry.metrics.audio_seconds.labels("Recognize").inc(audio.duration_s)
+        self._telemetry.metrics.audio_seconds.labels(rpc).inc(audio.duration_s)
         if usage is not None:
             usage.add(audio.duration_s, timings)
         with tracer.start_as_current_span("decode"):

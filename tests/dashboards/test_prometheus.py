@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
+import openai
 import pytest
 import riva.client
 from riva.client.proto import riva_asr_pb2
@@ -68,7 +69,7 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def served(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
-    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=2)
+    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=2, http_port=free_port())
     yield served
     served.stop()
 
@@ -104,8 +105,13 @@ def prometheus(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def loaded(served: Served, prometheus: Prometheus) -> Prometheus:
-    """Recognize requests (one bad), streams with interim results and endpoints, one refused stream."""
+    """Recognize requests (one bad), streams with interim results and endpoints, one refused stream, and
+    HTTP transcriptions (one bad)."""
     asr = served.asr()
+    http = openai.OpenAI(base_url=f"http://127.0.0.1:{served.app.http.port}/v1", api_key="x", max_retries=0)
+    assert http.audio.transcriptions.create(model="demo", file=EVAL[0].audio.open("rb")).text
+    with contextlib.suppress(openai.BadRequestError):
+        http.audio.transcriptions.create(model="whisper-1", file=EVAL[0].audio.open("rb"))
     offline = riva.client.RecognitionConfig(language_code="en-US")
     for entry in EVAL[:6]:
         assert asr.offline_recognize(entry.audio.read_bytes(), offline).results

@@ -35,7 +35,7 @@ UNITS = {"s", "percentunit", "short", "bytes", "ops"}
 # The metrics contract (histograms by family name); test_prometheus.py checks a real server exports them.
 CONTRACT = set(
     """
-    parakeet_requests_total parakeet_audio_seconds_total parakeet_inference_seconds_total
+    parakeet_requests_total parakeet_http_requests_total parakeet_audio_seconds_total parakeet_inference_seconds_total
     parakeet_encoder_input_seconds_total parakeet_admission_rejections_total
     parakeet_real_time_factor parakeet_request_duration_seconds parakeet_queue_wait_seconds
     parakeet_batch_size parakeet_inference_duration_seconds parakeet_interim_latency_seconds

@@ -20,6 +20,7 @@ from parakeet_serve.evaluation import error_counts
 from parakeet_serve.warmup import sample_path
 from tests.audio.compressed import encode
 from tests.conftest import LoopThread, Served, start_server
+from tests.telemetry.scrape import Scrape
 from tests.test_cli import free_port
 
 SAMPLE = sample_path()
@@ -185,3 +186,22 @@ def test_compressed_uploads_are_transcribed_like_the_wav(demo: Served, kind: str
     text = client(demo).audio.transcriptions.create(model="demo", file=upload).text
     errors = error_counts(riva_text(demo, SAMPLE), text)[0]
     assert errors <= 1, (kind, text)  # a lossy codec may cost a word, not the sentence
+
+
+def test_http_requests_count_in_the_metrics_by_route_status_and_audio(demo: Served) -> None:
+    before = Scrape(demo.metrics_url)
+    client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"))
+    with pytest.raises(openai.BadRequestError):
+        client(demo).audio.transcriptions.create(model="nope", file=SAMPLE.open("rb"))
+    after = Scrape(demo.metrics_url)
+
+    def grew(name: str, **labels: str) -> float:
+        return after.value(name, **labels) - before.value(name, **labels)
+
+    route = "/v1/audio/transcriptions"
+    assert grew("parakeet_http_requests_total", route=route, status="200") == 1
+    assert grew("parakeet_http_requests_total", route=route, status="400") == 1
+    assert grew("parakeet_audio_seconds_total", rpc="Transcriptions") == pytest.approx(sf.info(SAMPLE).duration,
+                                                                                        abs=0.01)
+    assert grew("parakeet_request_duration_seconds_count", rpc="Transcriptions") == 2
+    assert grew("parakeet_real_time_factor_count", rpc="Transcriptions") == 1  # successes only

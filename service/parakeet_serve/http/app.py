@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -21,44 +22,63 @@ from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel
 from parakeet_serve.http import formats
 from parakeet_serve.http.errors import HttpError, envelope, error_response
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer, quote
+from parakeet_serve.telemetry import Telemetry
+from parakeet_serve.telemetry.metrics import TRANSCRIPTIONS
 from parakeet_serve.usage import Usage
 
 log = logging.getLogger(__name__)
 GRANULARITIES = ("word", "segment")
+TRANSCRIPTIONS_ROUTE = "/v1/audio/transcriptions"
 
 
-def create_app(recognizer: Callable[[], Recognizer], *, max_upload_bytes: int, token: str | None) -> Starlette:
+def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, max_upload_bytes: int,
+               token: str | None) -> Starlette:
     """The ASGI app; `recognizer` returns the ready core or raises `NotReady`."""
-    api = _Api(recognizer, max_upload_bytes, token)
+    api = _Api(recognizer, telemetry, max_upload_bytes, token)
     return Starlette(routes=[
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
-        Route("/v1/models", api.guarded(api.models)),
-        Route("/v1/models/{model_id:path}", api.guarded(api.model)),
-        Route("/v1/audio/transcriptions", api.guarded(api.transcriptions), methods=["POST"]),
-        Route("/v1/audio/translations", api.guarded(api.translations), methods=["POST"]),
+        Route("/v1/models", api.guarded("/v1/models", api.models)),
+        Route("/v1/models/{model_id:path}", api.guarded("/v1/models/{model_id}", api.model)),
+        Route(TRANSCRIPTIONS_ROUTE, api.guarded(TRANSCRIPTIONS_ROUTE, api.transcriptions), methods=["POST"]),
+        Route("/v1/audio/translations", api.guarded("/v1/audio/translations", api.translations), methods=["POST"]),
     ])
 
 
 class _Api:
-    def __init__(self, recognizer: Callable[[], Recognizer], max_upload_bytes: int, token: str | None) -> None:
+    def __init__(self, recognizer: Callable[[], Recognizer], telemetry: Telemetry, max_upload_bytes: int,
+                 token: str | None) -> None:
         self._recognizer = recognizer
+        self._telemetry = telemetry
         self._max_upload_bytes = max_upload_bytes
         self._expected = f"Bearer {token}".encode() if token else None
 
-    def guarded(self, route: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        """The bearer token, OpenAI's error envelope for every refusal, and one log line per request."""
+    def guarded(self, path: str, route: Callable[[Request, Usage], Awaitable[Response]]
+                ) -> Callable[[Request], Awaitable[Response]]:
+        """The bearer token, OpenAI's error envelope for every refusal, and per request a span, metrics
+        and one log line, as gRPC's calls have."""
 
         async def handle(request: Request) -> Response:
-            began, request_id = time.monotonic(), uuid.uuid4().hex[:16]
-            try:
-                self._authorize(request)
-                response = await route(request)
-            except (ParakeetError, HttpError) as exc:
-                response = error_response(exc)
-            log.info("request finished", extra={"route": request.url.path, "request_id": request_id,
-                                                "status": response.status_code,
-                                                "elapsed_s": round(time.monotonic() - began, 4)})
+            began, request_id, usage = time.monotonic(), uuid.uuid4().hex[:16], Usage()
+            metrics = self._telemetry.metrics
+            with self._telemetry.tracer.start_as_current_span(f"{request.method} {path}", kind=SpanKind.SERVER):
+                try:
+                    self._authorize(request)
+                    response = await route(request, usage)
+                except (ParakeetError, HttpError) as exc:
+                    metrics.count_rejection(exc)
+                    response = error_response(exc)
+            elapsed = time.monotonic() - began
+            metrics.http_requests.labels(path, str(response.status_code)).inc()
+            rtf = elapsed / usage.audio_s if usage.audio_s else None
+            if path == TRANSCRIPTIONS_ROUTE:
+                metrics.request_duration.labels(TRANSCRIPTIONS).observe(elapsed)
+                if rtf is not None and response.status_code == 200:
+                    metrics.real_time_factor.labels(TRANSCRIPTIONS).observe(rtf)
+            log.info("request finished", extra={
+                "route": path, "request_id": request_id, "status": response.status_code,
+                "elapsed_s": round(elapsed, 4), "audio_s": round(usage.audio_s, 3),
+                "queue_wait_s": round(usage.queue_wait_s, 4), "rtf": round(rtf, 4) if rtf is not None else None})
             return response
 
         return handle
@@ -80,10 +100,10 @@ class _Api:
             return error_response(exc)
         return JSONResponse({"status": "ready"})
 
-    async def models(self, request: Request) -> Response:
+    async def models(self, request: Request, usage: Usage) -> Response:
         return JSONResponse({"object": "list", "data": [self._model_card()]})
 
-    async def model(self, request: Request) -> Response:
+    async def model(self, request: Request, usage: Usage) -> Response:
         card = self._model_card()
         if request.path_params["model_id"] not in self._aliases():
             asked = quote(request.path_params["model_id"])
@@ -91,11 +111,11 @@ class _Api:
                             "invalid_request_error", "model", "model_not_found")
         return JSONResponse(card)
 
-    async def translations(self, request: Request) -> Response:
+    async def translations(self, request: Request, usage: Usage) -> Response:
         raise HttpError(400, "Translation is not supported: Parakeet models transcribe English speech; "
                              "use /v1/audio/transcriptions.", code="unsupported")
 
-    async def transcriptions(self, request: Request) -> Response:
+    async def transcriptions(self, request: Request, usage: Usage) -> Response:
         form = await self._form(request)
         recognizer = self._recognizer()
         upload = form.get("file")
@@ -118,7 +138,7 @@ class _Api:
                             param="stream")
         language = str(form.get("language") or "")
         options = RecognitionOptions(language_code=language, word_time_offsets=True, automatic_punctuation=True)
-        results = await recognizer.recognize(await upload.read(), AudioFormat(), options, Usage())
+        results = await recognizer.recognize(await upload.read(), AudioFormat(), options, usage, TRANSCRIPTIONS)
         best, duration_s = results[0].hypotheses[0], results[0].audio_processed_s
         if stream:
             return StreamingResponse(_events(best), media_type="text/event-stream")

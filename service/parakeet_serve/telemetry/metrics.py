@@ -25,6 +25,7 @@ INTERIM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 
 FINAL_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0)
 
 RPCS = ("Recognize", "StreamingRecognize", "GetRivaSpeechRecognitionConfig")
+TRANSCRIPTIONS = "Transcriptions"  # HTTP's /v1/audio/transcriptions, in the audio, duration and RTF families
 # The status codes the service answers with (UNAUTHENTICATED comes from the auth interceptor, before metrics).
 CODES = ("OK", "CANCELLED", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL")
 
@@ -44,6 +45,8 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("parakeet_requests", "Finished RPCs by method and gRPC status code.",
                                 ["rpc", "code"], registry=r)
+        self.http_requests = Counter("parakeet_http_requests", "Finished HTTP API requests by route and status.",
+                                     ["route", "status"], registry=r)
         self.audio_seconds = Counter("parakeet_audio_seconds", "Seconds of audio recognised (streams as they go).",
                                      ["rpc"], registry=r)
         self.inference_seconds = Counter("parakeet_inference_seconds", "Seconds the inference thread was busy.",
@@ -93,10 +96,10 @@ class Metrics:
         for rpc in RPCS:
             for code in CODES:
                 self.requests.labels(rpc, code)
-        for rpc in RPCS[:2]:
+        for rpc in (*RPCS[:2], TRANSCRIPTIONS):
             self.audio_seconds.labels(rpc)
             self.real_time_factor.labels(rpc)
-        for rpc in (RPCS[0], RPCS[2]):
+        for rpc in (RPCS[0], RPCS[2], TRANSCRIPTIONS):
             self.request_duration.labels(rpc)
         for kind in ("offline", "stream"):
             for family in (self.inference_seconds, self.queue_wait, self.batch_size, self.inference_duration):
