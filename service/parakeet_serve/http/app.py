@@ -15,12 +15,14 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from parakeet_serve.audio import AudioFormat
 from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel
 from parakeet_serve.http import formats
 from parakeet_serve.http.errors import HttpError, envelope, error_response
+from parakeet_serve.http.realtime import RealtimeTranscription
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer, quote
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.metrics import TRANSCRIPTIONS
@@ -42,6 +44,7 @@ def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, ma
         Route("/v1/models/{model_id:path}", api.guarded("/v1/models/{model_id}", api.model)),
         Route(TRANSCRIPTIONS_ROUTE, api.guarded(TRANSCRIPTIONS_ROUTE, api.transcriptions), methods=["POST"]),
         Route("/v1/audio/translations", api.guarded("/v1/audio/translations", api.translations), methods=["POST"]),
+        WebSocketRoute("/v1/realtime", api.realtime),
     ])
 
 
@@ -83,12 +86,26 @@ class _Api:
 
         return handle
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request | WebSocket) -> None:
         if self._expected is None:
             return
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, self._expected):
             raise Unauthenticated("This server requires 'Authorization: Bearer <token>' with a valid token.")
+
+    async def realtime(self, websocket: WebSocket) -> None:
+        """One transcription session per socket; refusals (token, readiness) as an `error` event, then a close."""
+        await websocket.accept()
+        try:
+            self._authorize(websocket)
+            recognizer = self._recognizer()
+        except ParakeetError as exc:
+            kind = "authentication_error" if isinstance(exc, Unauthenticated) else "server_error"
+            await websocket.send_text(json.dumps({"type": "error", "error": {"type": kind, "message": str(exc)}}))
+            await websocket.close(code=1008 if isinstance(exc, Unauthenticated) else 1013)
+            return
+        self._telemetry.metrics.http_requests.labels("/v1/realtime", "101").inc()
+        await RealtimeTranscription(websocket, recognizer).run()
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -1,0 +1,199 @@
+"""`GET /v1/realtime` (WebSocket): OpenAI's realtime transcription events over the streaming core.
+
+Both dialects: the current one (`session.update` with `session.type = "transcription"` and
+`session.audio.input.{format,turn_detection}`) and the earlier one (`transcription_session.update` with
+`input_audio_format` and `turn_detection`). One socket is one stream for admission control. Server VAD
+is the core's endpointing (`silence_duration_ms` is its stop history); with `turn_detection: null` the
+client's `input_audio_buffer.commit` ends an utterance. A bad event gets an `error` event, never a
+dropped socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from parakeet_serve.audio import AudioFormat, Encoding
+from parakeet_serve.errors import ParakeetError
+from parakeet_serve.recognizer import RecognitionOptions, Recognizer
+from parakeet_serve.streaming import StreamEvent, StreamOptions, StreamSession
+
+# OpenAI's names for audio formats, in both dialects: (encoding, sample rate)
+FORMATS = {
+    "audio/pcm": (Encoding.LINEAR_PCM, 24000), "pcm16": (Encoding.LINEAR_PCM, 24000),
+    "audio/pcmu": (Encoding.MULAW, 8000), "g711_ulaw": (Encoding.MULAW, 8000),
+    "audio/pcma": (Encoding.ALAW, 8000), "g711_alaw": (Encoding.ALAW, 8000),
+}
+DEFAULT_SILENCE_MS = 500
+
+
+@dataclass
+class _Config:
+    format: str = "pcm16"
+    server_vad: bool = True
+    silence_ms: float = DEFAULT_SILENCE_MS
+    legacy: bool = False  # the earlier `transcription_session.*` dialect
+
+    def session(self, model: str) -> dict[str, Any]:
+        turn = {"type": "server_vad", "silence_duration_ms": self.silence_ms} if self.server_vad else None
+        if self.legacy:
+            return {"object": "realtime.transcription_session", "input_audio_format": self.format,
+                    "input_audio_transcription": {"model": model}, "turn_detection": turn}
+        encoding, rate = FORMATS[self.format]
+        fmt = {"type": self.format if self.format.startswith("audio/") else "audio/pcm"}
+        if encoding is Encoding.LINEAR_PCM:
+            fmt["rate"] = rate
+        return {"type": "transcription", "object": "realtime.session",
+                "audio": {"input": {"format": fmt, "transcription": {"model": model}, "turn_detection": turn}}}
+
+
+class RealtimeTranscription:
+    """One socket: its settings, its current stream and its items."""
+
+    def __init__(self, websocket: WebSocket, recognizer: Recognizer) -> None:
+        self._ws, self._recognizer = websocket, recognizer
+        self._config = _Config()
+        self._stream: contextlib.ExitStack | None = None
+        self._session: StreamSession | None = None
+        self._events = itertools.count(1)
+        self._items = itertools.count(1)
+        self._item: str | None = None  # the utterance being heard
+        self._previous_item: str | None = None
+        self._said = ""  # what the deltas of the current item have added up to
+
+    async def run(self) -> None:
+        await self._send("session.created", session=self._config.session(self._recognizer.model_name))
+        try:
+            while (message := await self._ws.receive())["type"] != "websocket.disconnect":
+                if message.get("text") is None:
+                    await self._error("invalid_json", "Events are JSON text frames, not binary ones.")
+                else:
+                    await self._handle(message["text"])
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._close_stream()
+
+    async def _handle(self, text: str) -> None:
+        try:
+            event = json.loads(text)
+            kind = event["type"] if isinstance(event, dict) else None
+        except (ValueError, KeyError):
+            return await self._error("invalid_json", "The event is not a JSON object with a 'type'.")
+        handler = {
+            "session.update": self._update, "transcription_session.update": self._update,
+            "input_audio_buffer.append": self._append, "input_audio_buffer.commit": self._commit,
+            "input_audio_buffer.clear": self._clear,
+        }.get(kind)
+        if handler is None:
+            return await self._error("unknown_event", f"Unknown event type {str(kind)[:40]!r} for a transcription "
+                                                      "session.", event.get("event_id"))
+        try:
+            await handler(event)
+        except ParakeetError as exc:
+            await self._error("invalid_request", str(exc), event.get("event_id"))
+
+    async def _update(self, event: dict[str, Any]) -> None:
+        legacy = event["type"] == "transcription_session.update"
+        session = event.get("session") or {}
+        if legacy:
+            fmt, turn = session.get("input_audio_format", self._config.format), session.get("turn_detection", ...)
+        else:
+            audio = (session.get("audio") or {}).get("input") or {}
+            fmt = (audio.get("format") or {}).get("type", self._config.format)
+            turn = audio.get("turn_detection", ...)
+        if fmt not in FORMATS:
+            return await self._error("invalid_format", f"Audio format {str(fmt)[:40]!r} is not one of "
+                                                       f"{', '.join(FORMATS)}.", event.get("event_id"))
+        if self._session is not None and fmt != self._config.format:
+            self._close_stream()  # the next audio starts a stream in the new format
+        self._config.format, self._config.legacy = fmt, legacy
+        if turn is not ...:
+            self._config.server_vad = turn is not None
+            if turn:
+                self._config.silence_ms = float(turn.get("silence_duration_ms") or DEFAULT_SILENCE_MS)
+        name = "transcription_session.updated" if legacy else "session.updated"
+        await self._send(name, session=self._config.session(self._recognizer.model_name))
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        try:
+            audio = base64.b64decode(event.get("audio", ""), validate=True)
+        except (binascii.Error, ValueError):
+            return await self._error("invalid_audio", "input_audio_buffer.append needs base64 'audio'.",
+                                     event.get("event_id"))
+        session = self._session or self._open_stream()
+        await self._emit(await session.push(audio))
+
+    async def _commit(self, event: dict[str, Any]) -> None:
+        if self._session is None:
+            return await self._error("input_audio_buffer_commit_empty", "There is no audio to commit.",
+                                     event.get("event_id"))
+        session, self._session = self._session, None
+        events = await session.finish()
+        self._close_stream()
+        await self._emit(events)
+
+    async def _clear(self, event: dict[str, Any]) -> None:
+        self._close_stream()
+        self._item, self._said = None, ""
+        await self._send("input_audio_buffer.cleared")
+
+    def _open_stream(self) -> StreamSession:
+        encoding, rate = FORMATS[self._config.format]
+        stack = contextlib.ExitStack()
+        options = StreamOptions(interim_results=True, word_time_offsets=True, automatic_punctuation=True,
+                                stop_history_s=self._config.silence_ms / 1000 if self._config.server_vad else 3600.0)
+        self._session = stack.enter_context(self._recognizer.stream(
+            AudioFormat(encoding, rate, 1), RecognitionOptions(automatic_punctuation=True), options))
+        self._stream = stack
+        return self._session
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream, self._session = None, None
+
+    async def _emit(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            text = event.hypothesis.text
+            if not text and not event.final:
+                continue
+            if self._item is None:
+                if not text:
+                    continue  # an utterance of silence
+                self._item = f"item_{next(self._items):04d}"
+                start_ms = round((event.hypothesis.words[0].start_s if event.hypothesis.words else 0) * 1000)
+                await self._send("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=self._item)
+            if event.final:
+                await self._finish_item(event)
+            elif text.startswith(self._said) and len(text) > len(self._said):
+                await self._send("conversation.item.input_audio_transcription.delta", item_id=self._item,
+                                 content_index=0, delta=text[len(self._said):])
+                self._said = text
+
+    async def _finish_item(self, event: StreamEvent) -> None:
+        item, text = self._item, event.hypothesis.text
+        end_ms = round(event.audio_processed_s * 1000)
+        await self._send("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item)
+        await self._send("input_audio_buffer.committed", item_id=item, previous_item_id=self._previous_item)
+        added = "conversation.item.created" if self._config.legacy else "conversation.item.added"
+        await self._send(added, previous_item_id=self._previous_item, item={
+            "id": item, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}]})
+        await self._send("conversation.item.input_audio_transcription.completed", item_id=item, content_index=0,
+                         transcript=text)
+        self._previous_item, self._item, self._said = item, None, ""
+
+    async def _error(self, code: str, message: str, event_id: str | None = None) -> None:
+        await self._send("error", error={"type": "invalid_request_error", "code": code, "message": message,
+                                         "param": None, "event_id": event_id})
+
+    async def _send(self, kind: str, **fields: Any) -> None:
+        await self._ws.send_text(json.dumps({"type": kind, "event_id": f"event_{next(self._events)}", **fields}))

@@ -1,0 +1,196 @@
+"""`/v1/realtime` transcription over a real WebSocket (the `websockets` client), in both of OpenAI's
+dialects, against a live server on the demo model."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import riva.client
+import soundfile as sf
+import soxr
+from riva.client.proto import riva_asr_pb2
+from websockets.sync.client import connect
+
+from parakeet_serve.engine import NemoEngine
+from parakeet_serve.evaluation import error_counts
+from parakeet_serve.warmup import sample_path
+from tests.conftest import LoopThread, Served, start_server
+from tests.riva.test_admission import poll
+from tests.telemetry.scrape import Scrape
+from tests.test_cli import free_port
+
+SAMPLES = [sample_path(), sample_path().with_name("call-back-later.wav")]
+TEXTS = [p.with_suffix(".txt").read_text().strip() for p in SAMPLES]
+
+
+@pytest.fixture(scope="module")
+def demo(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_streams=4)
+    yield served
+    served.stop()
+
+
+def speech(rate: int, pause_s: float = 1.5) -> np.ndarray:
+    """Both samples with a pause after each, at `rate`."""
+    parts = []
+    for path in SAMPLES:
+        audio, source_rate = sf.read(path, dtype="float32")
+        parts += [soxr.resample(audio, source_rate, rate), np.zeros(int(pause_s * rate), np.float32)]
+    return np.concatenate(parts)
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def g711(audio: np.ndarray, subtype: str) -> bytes:
+    buffer = __import__("io").BytesIO()
+    sf.write(buffer, audio, 8000, format="RAW", subtype=subtype)
+    return buffer.getvalue()
+
+
+def grpc_finals(served: Served, audio: np.ndarray, stop_history_ms: int) -> list[str]:
+    """What Riva streaming gives for the same audio (16 kHz), for comparison."""
+    data = pcm16(audio)
+    config = riva.client.StreamingRecognitionConfig(config=riva.client.RecognitionConfig(
+        encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000, language_code="en-US",
+        enable_automatic_punctuation=True, endpointing_config=riva_asr_pb2.EndpointingConfig(
+            stop_history=stop_history_ms)), interim_results=False)
+    chunks = (data[i:i + 3200] for i in range(0, len(data), 3200))
+    return [r.alternatives[0].transcript for response in served.asr().streaming_response_generator(chunks, config)
+            for r in response.results if r.is_final and r.alternatives[0].transcript]
+
+
+class Socket:
+    """A realtime connection: send events, read events until one of a type arrives."""
+
+    def __init__(self, served: Served, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ws = connect(f"ws://127.0.0.1:{served.app.http.port}/v1/realtime?intent=transcription",
+                           additional_headers=headers, open_timeout=10)
+        self.received: list[dict[str, Any]] = []
+
+    def send(self, **event: Any) -> None:
+        self._ws.send(json.dumps(event))
+
+    def append(self, data: bytes, chunk: int) -> None:
+        for i in range(0, len(data), chunk):
+            self.send(type="input_audio_buffer.append", audio=base64.b64encode(data[i:i + chunk]).decode())
+
+    def until(self, kind: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
+        """Read until `count` events of `kind` have arrived since the socket opened."""
+        while sum(e["type"] == kind for e in self.received) < count:
+            self.received.append(json.loads(self._ws.recv(timeout=timeout)))
+        return [e for e in self.received if e["type"] == kind]
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+def test_server_vad_gives_one_completed_transcript_per_utterance_with_deltas_before(demo: Served) -> None:
+    ws = Socket(demo)
+    try:
+        assert ws.until("session.created")[0]["session"]["type"] == "transcription"
+        ws.send(type="session.update", session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 600}}}})
+        updated = ws.until("session.updated")[0]["session"]["audio"]["input"]
+        assert updated["turn_detection"]["silence_duration_ms"] == 600
+        ws.append(pcm16(speech(24000)), chunk=4800)  # 100 ms per event, faster than real time
+        completed = ws.until("conversation.item.input_audio_transcription.completed", 2)
+    finally:
+        ws.close()
+    # as good as gRPC streaming of the same audio (the demo model misses words after a pause on both)
+    for event, text in zip(completed, grpc_finals(demo, speech(16000), 600), strict=True):
+        assert error_counts(text, event["transcript"])[0] <= 1, (event["transcript"], text)
+    assert error_counts(TEXTS[0], completed[0]["transcript"])[0] <= 1
+    order = [e["type"] for e in ws.received if e.get("item_id") == completed[0]["item_id"]]
+    assert order[0] == "input_audio_buffer.speech_started"
+    assert "conversation.item.input_audio_transcription.delta" in order
+    assert order.index("conversation.item.input_audio_transcription.delta") < order.index(
+        "conversation.item.input_audio_transcription.completed")
+    deltas = "".join(e["delta"] for e in ws.received if e["type"].endswith(".delta")
+                     and e["item_id"] == completed[0]["item_id"])
+    assert completed[0]["transcript"].startswith(deltas[: len(deltas) // 2])
+    added = [e for e in ws.received if e["type"] == "conversation.item.added"]
+    assert [a["item"]["id"] for a in added] == [c["item_id"] for c in completed]
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("g711_ulaw", "ULAW"), ("g711_alaw", "ALAW")])
+def test_the_earlier_dialect_with_g711_and_manual_commit(demo: Served, fmt: str, subtype: str) -> None:
+    ws = Socket(demo)
+    try:
+        ws.send(type="transcription_session.update", session={"input_audio_format": fmt, "turn_detection": None})
+        session = ws.until("transcription_session.updated")[0]["session"]
+        assert session["input_audio_format"] == fmt and session["turn_detection"] is None
+        audio, rate = sf.read(SAMPLES[0], dtype="float32")
+        ws.append(g711(soxr.resample(audio, rate, 8000), subtype), chunk=800)
+        ws.send(type="input_audio_buffer.commit")
+        (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
+        assert ws.until("conversation.item.created")
+    finally:
+        ws.close()
+    assert error_counts(TEXTS[0], completed["transcript"])[0] <= 1, completed["transcript"]
+
+
+def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served) -> None:
+    ws = Socket(demo)
+    try:
+        ws._ws.send("{not json")
+        ws.send(type="input_audio_buffer.append", audio="***not base64***", event_id="evt_7")
+        ws.send(type="response.create")
+        ws.send(type="input_audio_buffer.commit")  # nothing to commit yet
+        ws.send(type="session.update", session={"audio": {"input": {"format": {"type": "audio/flac"}}}})
+        ws._ws.send(b"\x00\x01")
+        errors = ws.until("error", 6)
+        assert [e["error"]["code"] for e in errors] == ["invalid_json", "invalid_audio", "unknown_event",
+                                                        "input_audio_buffer_commit_empty", "invalid_format",
+                                                        "invalid_json"]
+        assert errors[1]["error"]["event_id"] == "evt_7"
+        ws.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
+        ws.until("session.updated")
+        audio, rate = sf.read(SAMPLES[1], dtype="float32")
+        ws.append(pcm16(soxr.resample(audio, rate, 24000)), chunk=4800)
+        ws.send(type="input_audio_buffer.commit")
+        (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
+    finally:
+        ws.close()
+    assert error_counts(TEXTS[1], completed["transcript"])[0] <= 1
+
+
+def test_a_token_is_required_when_configured(loop_thread: LoopThread, engine: NemoEngine) -> None:
+    served = start_server(loop_thread, engine, http_port=free_port(), auth_token="s3cret")
+    try:
+        refused = Socket(served)
+        (error,) = refused.until("error")
+        assert error["error"]["type"] == "authentication_error"
+        refused.close()
+        accepted = Socket(served, token="s3cret")
+        assert accepted.until("session.created")
+        accepted.close()
+    finally:
+        served.stop()
+
+
+def test_a_socket_is_one_stream_for_admission_control_shared_with_grpc(loop_thread: LoopThread,
+                                                                      demo_engine: NemoEngine) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_streams=1)
+    ws = Socket(served)
+    try:
+        ws.append(pcm16(np.zeros(4800, np.float32)), chunk=9600)  # audio opens the socket's stream
+        ws.send(type="ping")  # events are handled in order: its error means the stream is open
+        ws.until("error")
+        with pytest.raises(Exception) as refused:
+            grpc_finals(served, np.zeros(16000, np.float32), 600)
+        assert "RESOURCE_EXHAUSTED" in str(refused.value)
+        ws.close()
+        poll(lambda: Scrape(served.metrics_url).value("parakeet_active_streams") == 0)  # the socket's is released
+        assert grpc_finals(served, np.zeros(16000, np.float32), 600) == []
+    finally:
+        ws.close()
+        served.stop()
