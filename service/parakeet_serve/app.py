@@ -193,7 +193,8 @@ def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: T
     from parakeet_serve.http.app import create_app
 
     token = s.auth_token.get_secret_value() if s.auth_token else None
-    app = create_app(recognizer, telemetry, max_upload_bytes=s.max_message_bytes, token=token)
+    origins = [origin.strip() for origin in s.http_cors_origins.split(",") if origin.strip()]
+    app = create_app(recognizer, telemetry, max_upload_bytes=s.max_message_bytes, token=token, cors_origins=origins)
     return HttpServer(app, s.http_host, s.http_port)
 
 

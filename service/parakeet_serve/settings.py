@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     """Port of the OpenAI-compatible HTTP API (`/v1/audio/transcriptions`); 0 serves none."""
     http_host: str = "0.0.0.0"
     """Address the HTTP API binds."""
+    http_cors_origins: str = ""
+    """Comma-separated origins browsers may call the HTTP API from (`*` for any); empty: no CORS headers."""
     health_port: int = Field(0, ge=0, le=65535)
     """Extra plaintext port serving only `grpc.health.v1` (for kubelet probes, which cannot speak TLS);
     0 serves none."""

@@ -205,3 +205,20 @@ def test_http_requests_count_in_the_metrics_by_route_status_and_audio(demo: Serv
                                                                                         abs=0.01)
     assert grew("parakeet_request_duration_seconds_count", rpc="Transcriptions") == 2
     assert grew("parakeet_real_time_factor_count", rpc="Transcriptions") == 1  # successes only
+
+
+def test_cors_is_off_by_default_and_allows_only_the_configured_origins(demo: Served, loop_thread: LoopThread,
+                                                                       engine: NemoEngine) -> None:
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    url = "/v1/audio/transcriptions"
+    off = httpx.options(f"http://127.0.0.1:{demo.app.http.port}{url}", headers=preflight)
+    assert "access-control-allow-origin" not in off.headers
+    served = start_server(loop_thread, engine, http_port=free_port(), http_cors_origins="https://app.example.com")
+    try:
+        base = f"http://127.0.0.1:{served.app.http.port}"
+        allowed = httpx.options(f"{base}{url}", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+        other = httpx.options(f"{base}{url}", headers={**preflight, "Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        served.stop()

@@ -7,12 +7,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -34,10 +36,12 @@ TRANSCRIPTIONS_ROUTE = "/v1/audio/transcriptions"
 
 
 def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, max_upload_bytes: int,
-               token: str | None) -> Starlette:
+               token: str | None, cors_origins: Sequence[str] = ()) -> Starlette:
     """The ASGI app; `recognizer` returns the ready core or raises `NotReady`."""
     api = _Api(recognizer, telemetry, max_upload_bytes, token)
-    return Starlette(routes=[
+    cors = [Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type"])] if cors_origins else []
+    return Starlette(middleware=cors, routes=[
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/v1/models", api.guarded("/v1/models", api.models)),
