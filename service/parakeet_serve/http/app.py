@@ -170,8 +170,8 @@ class _Api:
         if stream:
             return StreamingResponse(_events(best), media_type="text/event-stream")
         if response_format == "json":
-            usage = {"type": "duration", "seconds": max(1, round(duration_s))}
-            return JSONResponse({"text": best.text, "usage": usage})
+            billed = {"type": "duration", "seconds": max(1, round(duration_s))}
+            return JSONResponse({"text": best.text, "usage": billed})
         if response_format == "text":
             return PlainTextResponse(best.text)
         if response_format == "verbose_json":
