@@ -23,4 +23,5 @@ def shape_hypothesis(hyp: Hypothesis, word_times: bool, punctuation: bool) -> Hy
     if punctuation:
         return dataclasses.replace(hyp, words=words)
     stripped = (dataclasses.replace(w, text=strip_punctuation_and_case(w.text)) for w in words)
-    return Hypothesis(strip_punctuation_and_case(hyp.text), hyp.confidence, tuple(w for w in stripped if w.text))
+    return Hypothesis(strip_punctuation_and_case(hyp.text), hyp.confidence, tuple(w for w in stripped if w.text),
+                      hyp.tokens)

@@ -222,3 +222,19 @@ def test_cors_is_off_by_default_and_allows_only_the_configured_origins(demo: Ser
         assert "access-control-allow-origin" not in other.headers
     finally:
         served.stop()
+
+
+def test_logprobs_are_the_decoders_tokens_and_spell_the_text(demo: Served) -> None:
+    result = client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"), include=["logprobs"])
+    tokens = result.logprobs
+    assert len(tokens) >= len(result.text.split())  # word pieces (whole words, in the demo's small vocabulary)
+    assert "".join(t.token for t in tokens).strip() == result.text
+    assert all(t.logprob <= 0 and bytes(int(b) for b in t.bytes).decode() == t.token for t in tokens)
+    assert min(t.logprob for t in tokens) > -5  # a sentence the demo model gets right is not a coin toss
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"), include=["logprobs"],
+                                                 response_format="text")
+    assert refused.value.body["param"] == "include"
+    events = list(client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"), stream=True,
+                                                           include=["logprobs"]))
+    assert [t.token for t in events[-1].logprobs] == [t.token for t in tokens]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
-from parakeet_serve.engine.words import TokenSpan, group_words
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Token, Transcript
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,10 @@ class NemoEngine:
             for tid, o, c in zip(ids, offsets, confidences, strict=True)
         ]
         words = group_words(spans, self.detokenize, self.frame_shift_s)
-        return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words))
+        # The confidence method is the emitted token's probability (max_prob): its log is the token's logprob.
+        tokens = tuple(Token(s.piece.replace(SENTENCEPIECE_WORD_START, " "), math.log(max(s.confidence, 1e-12)))
+                       for s in spans)
+        return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words), tokens=tokens)
 
     def _token_ids(self, hyp: Any) -> list[int]:
         seq = hyp.y_sequence.tolist() if isinstance(hyp.y_sequence, torch.Tensor) else list(hyp.y_sequence)

@@ -16,12 +16,21 @@ class Word:
 
 
 @dataclass(frozen=True)
+class Token:
+    """One emitted token: its text (a leading space where it starts a word) and its log-probability."""
+
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     """One transcript of an utterance."""
 
     text: str
     confidence: float
     words: tuple[Word, ...] = ()
+    tokens: tuple[Token, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,12 @@ class _Api:
         if granularities and response_format != "verbose_json":
             raise HttpError(400, "timestamp_granularities needs response_format 'verbose_json'.",
                             param="timestamp_granularities")
+        include = form.getlist("include[]") + form.getlist("include")
+        if any(item != "logprobs" for item in include):
+            raise HttpError(400, "include takes 'logprobs'.", param="include")
+        logprobs = bool(include)
+        if logprobs and response_format != "json":
+            raise HttpError(400, "include=logprobs needs response_format 'json'.", param="include")
         stream = str(form.get("stream") or "false").lower() in ("true", "1")
         if stream and response_format not in ("json", "text"):
             raise HttpError(400, "stream=true gives text events: use response_format 'json' or 'text'.",
@@ -168,10 +174,11 @@ class _Api:
         results = await recognizer.recognize(await upload.read(), AudioFormat(), options, usage, TRANSCRIPTIONS)
         best, duration_s = results[0].hypotheses[0], results[0].audio_processed_s
         if stream:
-            return StreamingResponse(_events(best), media_type="text/event-stream")
+            return StreamingResponse(_events(best, logprobs), media_type="text/event-stream")
         if response_format == "json":
             billed = {"type": "duration", "seconds": max(1, round(duration_s))}
-            return JSONResponse({"text": best.text, "usage": billed})
+            extra = {"logprobs": formats.logprobs(best)} if logprobs else {}
+            return JSONResponse({"text": best.text, **extra, "usage": billed})
         if response_format == "text":
             return PlainTextResponse(best.text)
         if response_format == "verbose_json":
@@ -204,7 +211,7 @@ class _Api:
         return {"id": self._recognizer().model_name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
 
 
-async def _events(hypothesis: Any) -> AsyncIterator[str]:
+async def _events(hypothesis: Any, logprobs: bool) -> AsyncIterator[str]:
     """OpenAI's transcription events: a delta per segment, then the whole text (which the deltas add up to)."""
     pieces, remaining = [], hypothesis.text.split()
     for segment in formats.segments(hypothesis):
@@ -216,4 +223,7 @@ async def _events(hypothesis: Any) -> AsyncIterator[str]:
     deltas = [piece if i == 0 else f" {piece}" for i, piece in enumerate(p for p in pieces if p)]
     for delta in deltas:
         yield f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': delta})}\n\n"
-    yield f"data: {json.dumps({'type': 'transcript.text.done', 'text': ''.join(deltas)})}\n\n"
+    done = {"type": "transcript.text.done", "text": "".join(deltas)}
+    if logprobs:
+        done["logprobs"] = formats.logprobs(hypothesis)
+    yield f"data: {json.dumps(done)}\n\n"

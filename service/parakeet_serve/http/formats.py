@@ -54,6 +54,12 @@ def verbose_json(hypothesis: Hypothesis, duration_s: float, language: str, words
     return body
 
 
+def logprobs(hypothesis: Hypothesis) -> list[dict[str, Any]]:
+    """OpenAI's `logprobs`: each emitted token with its log-probability under the decoder."""
+    return [{"token": t.text, "logprob": round(t.logprob, 6), "bytes": list(t.text.encode())}
+            for t in hypothesis.tokens]
+
+
 def subtitles(hypothesis: Hypothesis, kind: str) -> str:
     """SubRip (`srt`) or WebVTT (`vtt`) cues, one per segment."""
     separator = "," if kind == "srt" else "."
