@@ -131,12 +131,11 @@ class _Api:
         return JSONResponse({"object": "list", "data": [self._model_card()]})
 
     async def model(self, request: Request, usage: Usage) -> Response:
-        card = self._model_card()
-        if request.path_params["model_id"] not in self._aliases():
-            asked = quote(request.path_params["model_id"])
-            return envelope(404, f"Model {asked} is not served here; this server serves {card['id']!r}.",
-                            "invalid_request_error", "model", "model_not_found")
-        return JSONResponse(card)
+        try:
+            _check_model(self._recognizer(), request.path_params["model_id"])
+        except UnknownModel as exc:
+            return envelope(404, str(exc), "invalid_request_error", "model", "model_not_found")
+        return JSONResponse(self._model_card())
 
     async def translations(self, request: Request, usage: Usage) -> Response:
         raise HttpError(400, "Translation is not supported: Parakeet models transcribe English speech; "
@@ -148,7 +147,7 @@ class _Api:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HttpError(400, "The form needs a 'file' field with the audio.", param="file")
-        self._check_model(str(form.get("model") or ""))
+        _check_model(recognizer, str(form.get("model") or ""))
         response_format = str(form.get("response_format") or "json")
         if response_format not in formats.FORMATS:
             raise HttpError(400, f"response_format {quote(response_format)} is not one of "
@@ -198,17 +197,14 @@ class _Api:
         except Exception as exc:  # starlette raises its own kinds for malformed multipart bodies
             raise HttpError(400, f"The body is not a valid multipart form: {str(exc)[:80]}") from None
 
-    def _aliases(self) -> set[str]:
-        recognizer = self._recognizer()
-        return {recognizer.model_name, recognizer.info.model_id}
-
-    def _check_model(self, model: str) -> None:
-        if model and model not in self._aliases():
-            served = self._recognizer().model_name
-            raise UnknownModel(f"Model {quote(model)} is not served here; this server serves {served!r}.")
-
     def _model_card(self) -> dict[str, Any]:
         return {"id": self._recognizer().model_name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
+
+
+def _check_model(recognizer: Recognizer, model: str) -> None:
+    """Refuse a model this server does not serve (the core's check); its hub id names it as well as its name."""
+    if model and model != recognizer.info.model_id:
+        recognizer.check_model(RecognitionOptions(model=model))
 
 
 async def _events(hypothesis: Any, logprobs: bool) -> AsyncIterator[str]:

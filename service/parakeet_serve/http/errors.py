@@ -40,9 +40,8 @@ def envelope(status: int, message: str, kind: str, param: str | None = None, cod
 
 def error_response(exc: Exception) -> JSONResponse:
     """OpenAI's envelope for `exc`, with `Retry-After` when the queue is full."""
-    if isinstance(exc, HttpError):
-        kind = {401: "authentication_error", 413: "invalid_request_error"}.get(exc.status, "invalid_request_error")
-        return envelope(exc.status, str(exc), kind, exc.param, exc.code)
+    if isinstance(exc, HttpError):  # the front end's own refusals are all about the request
+        return envelope(exc.status, str(exc), "invalid_request_error", exc.param, exc.code)
     for error, status, kind, param in _STATUSES:
         if isinstance(exc, error):
             headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, QueueFull) else None
