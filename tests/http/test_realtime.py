@@ -4,6 +4,7 @@ dialects, against a live server on the demo model."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from parakeet_serve.evaluation import error_counts
 from parakeet_serve.warmup import sample_path
 from tests.conftest import LoopThread, Served, start_server
 from tests.riva.test_admission import poll
+from tests.riva.test_streaming import as_bytes
 from tests.telemetry.scrape import Scrape
 from tests.test_cli import free_port
 
@@ -44,19 +46,15 @@ def speech(rate: int, pause_s: float = 1.5) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-
-
 def g711(audio: np.ndarray, subtype: str) -> bytes:
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     sf.write(buffer, audio, 8000, format="RAW", subtype=subtype)
     return buffer.getvalue()
 
 
 def grpc_finals(served: Served, audio: np.ndarray, stop_history_ms: int) -> list[str]:
     """What Riva streaming gives for the same audio (16 kHz), for comparison."""
-    data = pcm16(audio)
+    data = as_bytes(audio)
     config = riva.client.StreamingRecognitionConfig(config=riva.client.RecognitionConfig(
         encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000, language_code="en-US",
         enable_automatic_punctuation=True, endpointing_config=riva_asr_pb2.EndpointingConfig(
@@ -101,7 +99,7 @@ def test_server_vad_gives_one_completed_transcript_per_utterance_with_deltas_bef
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 600}}}})
         updated = ws.until("session.updated")[0]["session"]["audio"]["input"]
         assert updated["turn_detection"]["silence_duration_ms"] == 600
-        ws.append(pcm16(speech(24000)), chunk=4800)  # 100 ms per event, faster than real time
+        ws.append(as_bytes(speech(24000)), chunk=4800)  # 100 ms per event, faster than real time
         completed = ws.until("conversation.item.input_audio_transcription.completed", 2)
     finally:
         ws.close()
@@ -155,7 +153,7 @@ def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served) -
         ws.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
         ws.until("session.updated")
         audio, rate = sf.read(SAMPLES[1], dtype="float32")
-        ws.append(pcm16(soxr.resample(audio, rate, 24000)), chunk=4800)
+        ws.append(as_bytes(soxr.resample(audio, rate, 24000)), chunk=4800)
         ws.send(type="input_audio_buffer.commit")
         (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
     finally:
@@ -182,7 +180,7 @@ def test_a_socket_is_one_stream_for_admission_control_shared_with_grpc(loop_thre
     served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_streams=1)
     ws = Socket(served)
     try:
-        ws.append(pcm16(np.zeros(4800, np.float32)), chunk=9600)  # audio opens the socket's stream
+        ws.append(as_bytes(np.zeros(4800, np.float32)), chunk=9600)  # audio opens the socket's stream
         ws.send(type="ping")  # events are handled in order: its error means the stream is open
         ws.until("error")
         with pytest.raises(Exception) as refused:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -156,8 +157,6 @@ async def merge_patch(kmock: Any, url_path: str, body: dict[str, Any]) -> None:
 
 async def finish_job(kmock: Any, job: str, message: dict[str, Any] | str, succeeded: bool = True) -> None:
     """What the Job controller and kubelet would leave: a pod terminated with a message, the Job's conditions."""
-    import json
-
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": f"{job}-x1", "namespace": NS, "labels": {"job-name": job},
                         "creationTimestamp": "2026-11-30T09:00:00Z"},

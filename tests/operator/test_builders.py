@@ -15,7 +15,7 @@ from parakeet_operator import builders
 from parakeet_operator.builders import Names
 from parakeet_operator.plan import CUSTOM_METRICS, KEDA, PROMETHEUS_OPERATOR, Observed, WarmupState, plan
 from parakeet_operator.spec import ParakeetASRSpec
-from tests.charts.render import render
+from tests.charts.render import env_of, render
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = Names("asr-parakeet-serve", "speech")
@@ -175,13 +175,10 @@ def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
     return deployment["spec"]["template"]["spec"]
 
 
-def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-
 
 def test_the_server_container_equals_the_charts(both: Any) -> None:
     chart, operator = (_pod(side[("Deployment", "")])["containers"][0] for side in both)
-    assert _env(operator) == _env(chart)
+    assert env_of(operator) == env_of(chart)
     for key in ("image", "args", "ports", "startupProbe", "readinessProbe", "livenessProbe", "lifecycle",
                 "resources", "securityContext", "volumeMounts"):
         assert operator[key] == chart[key], key

@@ -4,7 +4,6 @@ limits and connection age."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from parakeet_serve.riva.server import RIVA_ASR_SERVICE
 from parakeet_serve.settings import load_settings
 from tests.conftest import Served, ServeFactory, pcm16, rpc_code, speechlike
 from tests.riva.test_bad_input import WAV
+from tests.test_cli import free_port
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -58,12 +58,6 @@ def test_reflection_lists_riva_and_health(serve: ServeFactory) -> None:
     with grpc.insecure_channel(served.address) as channel:
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     assert {RIVA_ASR_SERVICE, "grpc.health.v1.Health"} <= services
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write(ca: trustme.CA, directory: Path, name: str, common_name: str = "localhost") -> tuple[Path, Path]:
@@ -145,7 +139,7 @@ def test_health_port_answers_probes_in_plaintext_beside_a_tls_port_and_serves_no
     serve: ServeFactory, tmp_path: Path
 ) -> None:
     cert, key = _write(trustme.CA(), tmp_path, "server")
-    served = serve(grpc_tls=True, grpc_cert=cert, grpc_key=key, health_port=_free_port(), shutdown_grace_s=1)
+    served = serve(grpc_tls=True, grpc_cert=cert, grpc_key=key, health_port=free_port(), shutdown_grace_s=1)
     probe = f"localhost:{served.app.server.health_port}"
     assert health_status(probe) == SERVING
     assert health_status(probe, RIVA_ASR_SERVICE) == SERVING
