@@ -93,25 +93,20 @@ def _serving(spec: ParakeetASRSpec, names: Names, observed: Observed, p: Plan) -
         mode = "keda" if KEDA in observed.apis else "hpa" if CUSTOM_METRICS in observed.apis else "none"
     children = [builders.deployment(spec, names, spec.fixed_replicas if mode == "none" else None),
                 *builders.services(spec, names), builders.pod_disruption_budget(spec, names)]
-    if mode == "keda":
+    missing = mode == "keda" and KEDA not in observed.apis
+    if mode == "keda" and not missing:
         children.append(builders.scaled_object(spec, names))
-        p.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", names.name))
     elif mode == "hpa":
         children.append(builders.horizontal_pod_autoscaler(spec, names))
-        if KEDA in observed.apis:
-            p.delete.append((KEDA, "ScaledObject", names.name))
-    else:
+    if mode != "hpa":  # the autoscaler of the other kind, left from an earlier mode or API
         p.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", names.name))
-        if KEDA in observed.apis:
-            p.delete.append((KEDA, "ScaledObject", names.name))
-    missing = mode == "keda" and KEDA not in observed.apis
+    if mode != "keda" and KEDA in observed.apis:
+        p.delete.append((KEDA, "ScaledObject", names.name))
     p.conditions.append(_condition(
         "AutoscalerReady", not missing, "ApiMissing" if missing else mode.upper() if mode != "none" else "Fixed",
         f"KEDA's API ({KEDA}) is not served" if missing else {
             "keda": "a KEDA ScaledObject scales the fleet", "hpa": "an HPA on Pods metrics scales the fleet",
             "none": f"fixed at {spec.fixed_replicas} replicas"}[mode]))
-    if missing:
-        children = [c for c in children if c["kind"] != "ScaledObject"]
     if spec.observability.otel_collector_sidecar.enabled:
         children.append(builders.otel_collector_config(spec, names))
     monitor = spec.observability.service_monitor
