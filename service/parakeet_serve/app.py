@@ -137,8 +137,8 @@ class Application:
         )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
-            max_audio_seconds=s.max_audio_seconds, geometry=geometry, detokenize=engine.detokenize,
-            telemetry=self.telemetry,
+            max_audio_seconds=s.max_audio_seconds, piece_s=s.progressive_piece_s, geometry=geometry,
+            detokenize=engine.detokenize, telemetry=self.telemetry,
         )
         self._export_model(engine, time.monotonic() - began)
         if not self._draining:

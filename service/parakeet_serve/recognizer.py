@@ -7,12 +7,15 @@ Front ends convert their request into `AudioFormat` + `RecognitionOptions`, call
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
-from parakeet_serve.audio import AudioFormat, decode_audio
+from parakeet_serve.audio import Audio, AudioFormat, decode_audio
+from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.audio.stream import StreamDecoder
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
 from parakeet_serve.errors import UnknownModel
@@ -26,6 +29,9 @@ from parakeet_serve.usage import Usage
 log = logging.getLogger(__name__)
 
 MAX_ALTERNATIVES = 10
+# A progressively answered audio's pieces are each cut in the quietest moment of their last third;
+# PIECES_QUEUED of them wait for the engine at a time.
+PIECE_SEARCH_SHARE, PIECES_QUEUED = 1 / 3, 2
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Recognizer:
         model_name: str,
         language_code: str,
         max_audio_seconds: float,
+        piece_s: float = 30.0,
         geometry: StreamGeometry | None = None,
         detokenize: Callable[[list[int]], str] | None = None,
         telemetry: Telemetry | None = None,
@@ -72,6 +79,7 @@ class Recognizer:
         self.model_name = model_name
         self.language_code = language_code
         self.max_audio_seconds = max_audio_seconds
+        self._piece_s = piece_s
 
     def check_model(self, options: RecognitionOptions) -> None:
         """Raise `UnknownModel` unless this server serves the requested model and language."""
@@ -106,10 +114,7 @@ class Recognizer:
         self.check_model(options)
         tracer = self._telemetry.tracer
         with self._scheduler.arriving() as queued:
-            with tracer.start_as_current_span("audio.decode"):
-                audio = await asyncio.to_thread(
-                    decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
-                )
+            audio = await self._decode(data, fmt)
             tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
             wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
             timings = [Timing("offline") for _ in tracks]
@@ -121,11 +126,63 @@ class Recognizer:
             finally:
                 for timing in timings:
                     record_work(tracer, timing)
-        self._telemetry.metrics.audio_seconds.labels(rpc).inc(audio.duration_s)
-        if usage is not None:
-            usage.add(audio.duration_s, timings)
+        self._account(audio.duration_s, timings, usage, rpc)
         with tracer.start_as_current_span("decode"):
             return self._shape(transcripts, options, wanted, audio.duration_s)
+
+    async def recognize_progressively(
+        self, data: bytes, fmt: AudioFormat, options: RecognitionOptions, usage: Usage | None = None,
+        rpc: str = "Recognize",
+    ) -> AsyncIterator[Hypothesis]:
+        """Recognise a whole audio (downmixed) in pieces of at most `piece_s` cut at its pauses, yielding
+        each piece's best hypothesis (times from the start of the audio) as soon as it and the pieces
+        before it are done.
+
+        `PIECES_QUEUED` pieces wait at a time: the next is queued while one runs, so the engine never
+        idles between them, and one long file never fills the queue that other requests share.
+        """
+        self.check_model(options)
+        tracer = self._telemetry.tracer
+        with self._scheduler.arriving() as queued:
+            audio = await self._decode(data, fmt)
+            mono, rate = audio.mono(), audio.sample_rate
+            spans = iter(split_at_pauses(mono, rate, self._piece_s, self._piece_s * PIECE_SEARCH_SHARE))
+            pending: collections.deque[tuple[int, int, asyncio.Task[Transcript], Timing]] = collections.deque()
+
+            def queue_next() -> None:
+                for start, end in itertools.islice(spans, 1):
+                    timing = Timing("offline")
+                    work = self._scheduler.transcribe(mono[start:end], 1, timing, on_queued=queued)
+                    pending.append((start, end, asyncio.ensure_future(work), timing))
+
+            try:
+                for _ in range(PIECES_QUEUED):
+                    queue_next()
+                while pending:
+                    start, end, work, timing = pending[0]
+                    try:
+                        transcript = await work
+                    finally:
+                        record_work(tracer, timing)
+                    pending.popleft()
+                    queue_next()
+                    self._account((end - start) / rate, [timing], usage, rpc)
+                    best = shape_hypothesis(transcript.best, options.word_time_offsets, options.automatic_punctuation)
+                    yield best.shifted(round(start / rate, 3))
+            finally:
+                for _, _, work, _ in pending:  # a caller that left frees the queue at once
+                    work.cancel()
+
+    async def _decode(self, data: bytes, fmt: AudioFormat) -> Audio:
+        with self._telemetry.tracer.start_as_current_span("audio.decode"):
+            return await asyncio.to_thread(
+                decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
+            )
+
+    def _account(self, audio_s: float, timings: list[Timing], usage: Usage | None, rpc: str) -> None:
+        self._telemetry.metrics.audio_seconds.labels(rpc).inc(audio_s)
+        if usage is not None:
+            usage.add(audio_s, timings)
 
     def _shape(
         self, transcripts: list[Transcript], options: RecognitionOptions, wanted: int, duration_s: float

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     """The queue holds `queue_max_factor * microbatch_max_batch` items; more are refused."""
     max_queue_wait_s: float = Field(30.0, gt=0)
     """Work that waited longer than this is dropped before it costs compute."""
+    progressive_piece_s: float = Field(30.0, ge=3, le=600)
+    """A transcription answered as it progresses (HTTP `stream=true`) is recognised in pieces of at most
+    this many seconds, cut at pauses: shorter pieces give the first text sooner."""
 
     # --- streaming --------------------------------------------------------------------------
     stream_step_ms: float = Field(320.0, ge=10, le=5000)

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -69,7 +70,9 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def served(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
-    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=2, http_port=free_port())
+    # A queue of one, so that a burst of HTTP requests meets 429s (server failures for the SLO panels).
+    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=2, http_port=free_port(),
+                          microbatch_max_batch=1, queue_max_factor=1)
     yield served
     served.stop()
 
@@ -106,12 +109,13 @@ def prometheus(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="module")
 def loaded(served: Served, prometheus: Prometheus) -> Prometheus:
     """Recognize requests (one bad), streams with interim results and endpoints, one refused stream, and
-    HTTP transcriptions (one bad)."""
+    HTTP transcriptions (one bad, some refused)."""
     asr = served.asr()
     http = openai.OpenAI(base_url=f"http://127.0.0.1:{served.app.http.port}/v1", api_key="x", max_retries=0)
     assert http.audio.transcriptions.create(model="demo", file=EVAL[0].audio.open("rb")).text
     with contextlib.suppress(openai.BadRequestError):
         http.audio.transcriptions.create(model="whisper-1", file=EVAL[0].audio.open("rb"))
+    assert any(_burst_refused(http) for _ in range(10)), "no burst of HTTP requests was refused"
     offline = riva.client.RecognitionConfig(language_code="en-US")
     for entry in EVAL[:6]:
         assert asr.offline_recognize(entry.audio.read_bytes(), offline).results
@@ -144,6 +148,19 @@ def loaded(served: Served, prometheus: Prometheus) -> Prometheus:
     prometheus.wait_for("sum(parakeet_requests_total)", lambda r: r and float(r[0]["value"][1]) == expected)
     time.sleep(3)
     return prometheus
+
+
+def _burst_refused(http: openai.OpenAI) -> bool:
+    """Eight transcriptions at once; whether the full queue refused any with 429."""
+    def one(_: int) -> bool:
+        try:
+            http.audio.transcriptions.create(model="demo", file=EVAL[0].audio.open("rb"))
+        except openai.RateLimitError:
+            return True
+        return False
+
+    with ThreadPoolExecutor(8) as pool:
+        return any(list(pool.map(one, range(8))))
 
 
 def has_data(result: list[dict]) -> bool:

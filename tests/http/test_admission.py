@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -29,6 +30,27 @@ def test_a_queue_full_of_grpc_work_refuses_http_with_429_and_retry_after(loop_th
         held.gate.set()
         assert first.result(60).results and second.result(60).results
         assert api.audio.transcriptions.create(model=model, file=sample_path().open("rb")).text is not None
+    finally:
+        held.gate.set()
+        served.stop()
+
+
+def test_a_draining_server_refuses_new_http_work_with_503_and_finishes_what_it_holds(loop_thread: LoopThread,
+                                                                                     engine: NemoEngine) -> None:
+    held = HeldEngine(engine)
+    served, first = busy_server(loop_thread, held, http_port=free_port(), shutdown_grace_s=30)
+    base = f"http://127.0.0.1:{served.app.http.port}"
+    api = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+    try:
+        draining = served.loop.submit(served.app.drain())
+        poll(lambda: httpx.get(f"{base}/readyz").status_code == 503)
+        with pytest.raises(openai.InternalServerError) as refused:
+            api.audio.transcriptions.create(model="tiny", file=sample_path().open("rb"))
+        assert refused.value.status_code == 503 and "shutting down" in refused.value.body["message"]
+        assert httpx.get(f"{base}/healthz").status_code == 200  # alive, only not ready
+        held.gate.set()
+        assert first.result(60).results  # the request it held still gets its transcript
+        draining.result(60)
     finally:
         held.gate.set()
         served.stop()

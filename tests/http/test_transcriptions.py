@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,8 @@ CUE = re.compile(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.]
 
 @pytest.fixture(scope="module")
 def demo(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
-    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_upload_mb=1)
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_upload_mb=4,
+                          progressive_piece_s=9)
     yield served
     served.stop()
 
@@ -69,7 +71,8 @@ def test_json_and_text_equal_what_riva_recognize_says(demo: Served) -> None:
     assert text.strip() == expected
 
 
-def test_verbose_json_has_segments_words_and_usage(demo: Served, two_utterances: Path) -> None:
+def test_verbose_json_has_segments_words_and_usage(demo: Served, demo_engine: NemoEngine,
+                                                   two_utterances: Path) -> None:
     result = client(demo).audio.transcriptions.create(
         model="demo", file=two_utterances.open("rb"), response_format="verbose_json",
         timestamp_granularities=["word", "segment"])
@@ -77,6 +80,16 @@ def test_verbose_json_has_segments_words_and_usage(demo: Served, two_utterances:
     assert result.duration == pytest.approx(sf.info(two_utterances).duration, abs=0.05)
     assert len(result.segments) == 2 and result.segments[0].end < result.segments[1].start
     assert " ".join(s.text for s in result.segments).split() == [w.word for w in result.words]
+    logprobs = client(demo).audio.transcriptions.create(model="demo", file=two_utterances.open("rb"),
+                                                        include=["logprobs"]).logprobs
+    assert sum(len(s.tokens) for s in result.segments) == len(logprobs)
+    taken = 0
+    for segment in result.segments:  # each segment's own tokens spell it, and score it
+        assert demo_engine.detokenize(segment.tokens).strip() == segment.text
+        mine = logprobs[taken:taken + len(segment.tokens)]
+        taken += len(segment.tokens)
+        assert segment.avg_logprob == pytest.approx(sum(t.logprob for t in mine) / len(mine), abs=1e-5)
+        assert segment.avg_logprob < 0 and 0 <= segment.no_speech_prob < 0.5 and segment.compression_ratio > 0
     for word in result.words:
         assert 0 <= word.start < word.end <= result.duration + 0.1
     plain = client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"),
@@ -102,6 +115,32 @@ def test_streaming_sends_deltas_then_one_done_with_their_sum(demo: Served, two_u
     done = [e for e in events if e.type == "transcript.text.done"]
     assert len(deltas) >= 2 and len(done) == 1 and events[-1].type == "transcript.text.done"
     assert done[0].text == "".join(deltas) == riva_text(demo, two_utterances)
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample twelve times over, with two seconds of silence after each: 79 s, one sentence per piece
+    (the demo model hears one sentence per audio)."""
+    samples, rate = sf.read(SAMPLE, dtype="float32")
+    path = tmp_path_factory.mktemp("audio") / "long.wav"
+    sf.write(path, np.concatenate([samples, np.zeros(2 * rate, np.float32)] * 12), rate)
+    return path
+
+
+def test_a_long_file_streams_its_text_as_recognition_progresses(demo: Served, long_recording: Path) -> None:
+    began, events, arrivals = time.monotonic(), [], []
+    for event in client(demo).audio.transcriptions.create(model="demo", file=long_recording.open("rb"),
+                                                          stream=True):
+        events.append(event)
+        arrivals.append(time.monotonic() - began)
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    assert [e.type for e in events].count("transcript.text.done") == 1 and events[-1].type == "transcript.text.done"
+    assert events[-1].text == "".join(deltas) and len(deltas) >= 12
+    truth = " ".join([SAMPLE.with_suffix(".txt").read_text()] * 12)
+    errors, words, _, _ = error_counts(truth, events[-1].text)
+    assert errors <= 0.05 * words, events[-1].text  # pieces are cut in pauses: no word is lost at a cut
+    # Twelve pieces, at most two queued at a time: the first text leaves long before the last.
+    assert arrivals[0] < 0.6 * arrivals[-1], arrivals
 
 
 @pytest.mark.parametrize(
@@ -132,10 +171,10 @@ def test_a_long_model_name_is_quoted_only_in_part(demo: Served) -> None:
 
 
 def test_an_upload_over_the_limit_is_413(demo: Served) -> None:
-    big = io.BytesIO(b"\x00" * (2 * 1024 * 1024))
+    big = io.BytesIO(b"\x00" * (5 * 1024 * 1024))
     with pytest.raises(openai.APIStatusError) as refused:
         client(demo).audio.transcriptions.create(model="demo", file=("big.wav", big))
-    assert refused.value.status_code == 413 and "at most 1 MiB" in refused.value.body["message"]
+    assert refused.value.status_code == 413 and "at most 4 MiB" in refused.value.body["message"]
 
 
 def test_translations_are_refused_clearly(demo: Served) -> None:

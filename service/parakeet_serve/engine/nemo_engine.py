@@ -188,7 +188,8 @@ class NemoEngine:
         ]
         words = group_words(spans, self.detokenize, self.frame_shift_s)
         # The confidence method is the emitted token's probability (max_prob): its log is the token's logprob.
-        tokens = tuple(Token(s.piece.replace(SENTENCEPIECE_WORD_START, " "), math.log(max(s.confidence, 1e-12)))
+        tokens = tuple(Token(s.token_id, s.piece.replace(SENTENCEPIECE_WORD_START, " "),
+                             math.log(max(s.confidence, 1e-12)), round(s.start_frame * self.frame_shift_s, 3))
                        for s in spans)
         return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words), tokens=tokens)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,13 @@ class Word:
 
 @dataclass(frozen=True)
 class Token:
-    """One emitted token: its text (a leading space where it starts a word) and its log-probability."""
+    """One emitted token: its id, its text (a leading space where it starts a word), its log-probability
+    and when it was emitted (seconds from the start of the audio)."""
 
+    token_id: int
     text: str
     logprob: float
+    start_s: float
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ class Hypothesis:
     confidence: float
     words: tuple[Word, ...] = ()
     tokens: tuple[Token, ...] = ()
+
+    def shifted(self, seconds: float) -> Hypothesis:
+        """The same hypothesis for audio that began `seconds` later (a piece of a longer audio)."""
+        if not seconds:
+            return self
+        words = tuple(replace(w, start_s=round(w.start_s + seconds, 3), end_s=round(w.end_s + seconds, 3))
+                      for w in self.words)
+        tokens = tuple(replace(t, start_s=round(t.start_s + seconds, 3)) for t in self.tokens)
+        return replace(self, words=words, tokens=tokens)
 
 
 @dataclass(frozen=True)

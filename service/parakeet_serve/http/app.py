@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -11,8 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.datastructures import FormData, UploadFile
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -23,9 +26,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from parakeet_serve.audio import AudioFormat
+from parakeet_serve.engine.types import Hypothesis
 from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel
 from parakeet_serve.http import formats
-from parakeet_serve.http.errors import HttpError, envelope, error_response
+from parakeet_serve.http.errors import HttpError, describe, envelope, error_response
 from parakeet_serve.http.realtime import RealtimeTranscription
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer, quote
 from parakeet_serve.telemetry import Telemetry
@@ -74,24 +78,33 @@ class _Api:
         async def handle(request: Request) -> Response:
             began, request_id, usage = time.monotonic(), uuid.uuid4().hex[:16], Usage()
             metrics = self._telemetry.metrics
-            with self._telemetry.tracer.start_as_current_span(f"{request.method} {path}", kind=SpanKind.SERVER):
+            span = self._telemetry.tracer.start_span(f"{request.method} {path}", kind=SpanKind.SERVER)
+            with trace.use_span(span, end_on_exit=False):
                 try:
                     self._authorize(request)
                     response = await route(request, usage)
                 except (ParakeetError, HttpError) as exc:
                     metrics.count_rejection(exc)
                     response = error_response(exc)
-            elapsed = time.monotonic() - began
-            metrics.http_requests.labels(path, str(response.status_code)).inc()
-            rtf = elapsed / usage.audio_s if usage.audio_s else None
-            if path == TRANSCRIPTIONS_ROUTE:
-                metrics.request_duration.labels(TRANSCRIPTIONS).observe(elapsed)
-                if rtf is not None and response.status_code == 200:
-                    metrics.real_time_factor.labels(TRANSCRIPTIONS).observe(rtf)
-            log.info("request finished", extra={
-                "route": path, "request_id": request_id, "status": response.status_code,
-                "elapsed_s": round(elapsed, 4), "audio_s": round(usage.audio_s, 3),
-                "queue_wait_s": round(usage.queue_wait_s, 4), "rtf": round(rtf, 4) if rtf is not None else None})
+
+            def finish() -> None:
+                span.end()
+                elapsed = time.monotonic() - began
+                metrics.http_requests.labels(path, str(response.status_code)).inc()
+                rtf = elapsed / usage.audio_s if usage.audio_s else None
+                if path == TRANSCRIPTIONS_ROUTE:
+                    metrics.request_duration.labels(TRANSCRIPTIONS).observe(elapsed)
+                    if rtf is not None and response.status_code == 200:
+                        metrics.real_time_factor.labels(TRANSCRIPTIONS).observe(rtf)
+                log.info("request finished", extra={
+                    "route": path, "request_id": request_id, "status": response.status_code,
+                    "elapsed_s": round(elapsed, 4), "audio_s": round(usage.audio_s, 3),
+                    "queue_wait_s": round(usage.queue_wait_s, 4), "rtf": round(rtf, 4) if rtf is not None else None})
+
+            if isinstance(response, StreamingResponse):  # its work is done when the last event is sent
+                response.background = BackgroundTask(finish)
+            else:
+                finish()
             return response
 
         return handle
@@ -170,10 +183,13 @@ class _Api:
                             param="stream")
         language = str(form.get("language") or "")
         options = RecognitionOptions(language_code=language, word_time_offsets=True, automatic_punctuation=True)
-        results = await recognizer.recognize(await upload.read(), AudioFormat(), options, usage, TRANSCRIPTIONS)
-        best, duration_s = results[0].hypotheses[0], results[0].audio_processed_s
+        data = await upload.read()
         if stream:
-            return StreamingResponse(_events(best, logprobs), media_type="text/event-stream")
+            pieces = recognizer.recognize_progressively(data, AudioFormat(), options, usage, TRANSCRIPTIONS)
+            first = await anext(pieces)  # refusals (bad audio, a full queue) come as statuses, before any event
+            return StreamingResponse(_events(first, pieces, logprobs), media_type="text/event-stream")
+        results = await recognizer.recognize(data, AudioFormat(), options, usage, TRANSCRIPTIONS)
+        best, duration_s = results[0].hypotheses[0], results[0].audio_processed_s
         if response_format == "json":
             billed = {"type": "duration", "seconds": max(1, round(duration_s))}
             extra = {"logprobs": formats.logprobs(best)} if logprobs else {}
@@ -207,19 +223,43 @@ def _check_model(recognizer: Recognizer, model: str) -> None:
         recognizer.check_model(RecognitionOptions(model=model))
 
 
-async def _events(hypothesis: Any, logprobs: bool) -> AsyncIterator[str]:
-    """OpenAI's transcription events: a delta per segment, then the whole text (which the deltas add up to)."""
+async def _events(first: Hypothesis, rest: AsyncIterator[Hypothesis], logprobs: bool) -> AsyncIterator[str]:
+    """OpenAI's transcription events: a delta per segment of each piece as the piece is recognised, then
+    the whole text (which the deltas add up to). A failure after the first event ends the stream with
+    an error event in OpenAI's envelope."""
+    text, tokens = "", []
+    async with contextlib.aclosing(rest):
+        try:
+            async for piece in _prepend(first, rest):
+                for delta in _deltas(piece, leading_space=bool(text)):
+                    text += delta
+                    yield _event({"type": "transcript.text.delta", "delta": delta})
+                tokens.extend(piece.tokens)
+        except ParakeetError as exc:
+            yield _event(describe(exc)[1])
+            return
+    done: dict[str, Any] = {"type": "transcript.text.done", "text": text}
+    if logprobs:
+        done["logprobs"] = formats.logprobs(Hypothesis(text, 0.0, tokens=tuple(tokens)))
+    yield _event(done)
+
+
+async def _prepend(first: Hypothesis, rest: AsyncIterator[Hypothesis]) -> AsyncIterator[Hypothesis]:
+    yield first
+    async for piece in rest:
+        yield piece
+
+
+def _deltas(hypothesis: Hypothesis, leading_space: bool) -> list[str]:
+    """The hypothesis's text in pieces, one per segment (its words cut at pauses)."""
     pieces, remaining = [], hypothesis.text.split()
     for segment in formats.segments(hypothesis):
         count = len(segment.words)
         pieces.append(" ".join(remaining[:count]))
         remaining = remaining[count:]
-    if remaining:
-        pieces.append(" ".join(remaining))
-    deltas = [piece if i == 0 else f" {piece}" for i, piece in enumerate(p for p in pieces if p)]
-    for delta in deltas:
-        yield f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': delta})}\n\n"
-    done = {"type": "transcript.text.done", "text": "".join(deltas)}
-    if logprobs:
-        done["logprobs"] = formats.logprobs(hypothesis)
-    yield f"data: {json.dumps(done)}\n\n"
+    pieces.append(" ".join(remaining))
+    return [f" {piece}" if leading_space or i else piece for i, piece in enumerate(p for p in pieces if p)]
+
+
+def _event(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body)}\n\n"

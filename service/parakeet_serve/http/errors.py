@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import JSONResponse
 
 from parakeet_serve.errors import (
@@ -34,16 +36,25 @@ class HttpError(Exception):
 
 def envelope(status: int, message: str, kind: str, param: str | None = None, code: str | None = None,
              headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_body(message, kind, param, code), status_code=status, headers=headers)
 
 
 def error_response(exc: Exception) -> JSONResponse:
     """OpenAI's envelope for `exc`, with `Retry-After` when the queue is full."""
+    status, body = describe(exc)
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, QueueFull) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def describe(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and OpenAI's error body for `exc` (the body is also a stream's error event)."""
     if isinstance(exc, HttpError):  # the front end's own refusals are all about the request
-        return envelope(exc.status, str(exc), "invalid_request_error", exc.param, exc.code)
+        return exc.status, _body(str(exc), "invalid_request_error", exc.param, exc.code)
     for error, status, kind, param in _STATUSES:
         if isinstance(exc, error):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, QueueFull) else None
-            return envelope(status, str(exc), kind, param, headers=headers)
-    return envelope(500, "Recognition failed inside the server; the failure is logged.", "server_error")
+            return status, _body(str(exc), kind, param)
+    return 500, _body("Recognition failed inside the server; the failure is logged.", "server_error")
+
+
+def _body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
