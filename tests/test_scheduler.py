@@ -29,7 +29,8 @@ class HeldEngine:
         self.entered = 0
         self.fail = False
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                   boosts: Sequence[object] | None = None) -> list[Transcript]:
         self.entered += 1
         self.gate.wait(30)
         self.batches.append([len(a) for a in audios])
@@ -44,8 +45,11 @@ class StepRecorder:
     def __init__(self, engine: HeldEngine) -> None:
         self.engine = engine
 
-    def open(self) -> StreamState:
+    def open(self, boost: object = None) -> StreamState:
         return StreamState()
+
+    def close(self, state: StreamState) -> None:
+        pass
 
     def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
         self.engine.batches.append([-len(i.audio) for i in inputs])  # negative: a step batch

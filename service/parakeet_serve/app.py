@@ -8,7 +8,9 @@ import math
 import time
 from collections.abc import Callable
 
+from parakeet_serve.boosting import MAX_BOOST, BoostLimits
 from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.boosting import SCORE_PER_BOOST
 from parakeet_serve.engine.streaming import Streamer, measure_capacity
 from parakeet_serve.errors import NotReady
 from parakeet_serve.http.server import HttpServer
@@ -94,6 +96,9 @@ class Application:
             "max_audio_seconds": f"{s.max_audio_seconds:g}",
             "max_batch_size": str(s.microbatch_max_batch),
             "word_time_offsets": "true",
+            **({"word_boosting": "true", "max_boost": f"{MAX_BOOST:g}",
+                "boost_logprob_per_unit": f"{SCORE_PER_BOOST:g}"} if recognizer.boosts_words
+               else {"word_boosting": "false"}),
             **streaming,
         }
 
@@ -138,7 +143,8 @@ class Application:
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
             max_audio_seconds=s.max_audio_seconds, piece_s=s.progressive_piece_s, geometry=geometry,
-            detokenize=engine.detokenize, telemetry=self.telemetry,
+            detokenize=engine.detokenize, booster=engine.booster,
+            boost_limits=BoostLimits(s.boost_max_phrases, s.boost_max_phrase_chars), telemetry=self.telemetry,
         )
         self._export_model(engine, time.monotonic() - began)
         if not self._draining:

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: the demo model's held-out set)")
     evaluate.add_argument("--decoder", default="auto", choices=["auto", "tdt", "rnnt", "ctc"])
     evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--boost", type=Path, help="phrases, one per line, to boost: the error rates with and "
+                          "without, on the utterances that contain one and on the others")
+    evaluate.add_argument("--boost-value", type=float, default=50.0, help="the phrases' boost (Riva's scale)")
     evaluate.set_defaults(run=_run_eval)
 
     bench = commands.add_parser("bench", help="benchmark a server (or one started here)")
@@ -84,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     offline.add_argument("--concurrency", type=int, default=8)
     offline.add_argument("--no-in-process", action="store_true", help="skip the in-process engine comparison")
     offline.add_argument("--rounds", type=int, default=3, help="alternate server and in-process runs; best counts")
+    offline.add_argument("--boost", type=Path, help="phrases, one per line: each round also sends every request "
+                         "with them boosted, for the throughput ratio")
+    offline.add_argument("--boost-value", type=float, default=50.0, help="the phrases' boost (Riva's scale)")
     offline.set_defaults(run=_run_bench_offline)
 
     stream = modes.add_parser("stream", parents=[common], help="N concurrent real-time streams of an evaluation set")
@@ -208,40 +214,58 @@ async def _demo(settings: Settings, sample: Path) -> list[str]:
 def _run_eval(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from parakeet_serve.boosting import BoostLimits, SpeechContext, WordBoost, word_boost
     from parakeet_serve.engine import load_engine
-    from parakeet_serve.evaluation import demo_manifest, evaluate, read_manifest
+    from parakeet_serve.evaluation import demo_manifest, evaluate, read_manifest, split_by_phrases
 
     configure_logging("WARNING")
     manifest = args.manifest or demo_manifest()
     entries = read_manifest(manifest)
     engine = load_engine(args.model, decoder=args.decoder)
 
-    def transcribe(audios: Sequence[Any]) -> list[str]:
-        return [t.best.text for t in engine.transcribe(audios)]
-
     def bar(batches: Any) -> Any:
         return tqdm(batches, desc=manifest.name, unit="batch", file=sys.stderr)
 
-    report = evaluate(transcribe, entries, engine.sample_rate, args.batch_size, progress=bar)
-    print(f"{args.model} ({engine.info.decoder}) on {manifest}: {report.summary()}")
+    def run(subset: Sequence[Any], boost: WordBoost | None) -> Any:
+        def transcribe(audios: Sequence[Any]) -> list[str]:
+            return [t.best.text for t in engine.transcribe(audios, boosts=[boost] * len(audios))]
+
+        return evaluate(transcribe, subset, engine.sample_rate, args.batch_size, progress=bar)
+
+    print(f"{args.model} ({engine.info.decoder}) on {manifest}: {run(entries, None).summary()}")
+    if args.boost:
+        phrases = tuple(line.strip() for line in args.boost.read_text().splitlines() if line.strip())
+        boost = word_boost([SpeechContext(phrases, args.boost_value)], BoostLimits(len(phrases), 10_000))
+        with_phrase, others = split_by_phrases(entries, phrases)
+        for name, subset in (("containing a boosted phrase", with_phrase), ("the others", others)):
+            print(f"  {name}: without boosting {run(subset, None).summary()}")
+            print(f"  {name}: boosted at {args.boost_value:g}  {run(subset, boost).summary()}")
 
 
 def _run_bench_offline(args: argparse.Namespace) -> None:
+    from riva.client.proto import riva_asr_pb2
+
     from parakeet_serve.app import engine_for
     from parakeet_serve.bench import offline
 
     options = offline.OfflineOptions(concurrency=args.concurrency, rounds=args.rounds)
     entries = _bench_entries(args)
-    server_runs, engine_runs = [], []
+    contexts = [riva_asr_pb2.SpeechContext(phrases=[p.strip() for p in args.boost.read_text().splitlines()
+                                                    if p.strip()], boost=args.boost_value)] if args.boost else []
+    server_runs, boosted_runs, engine_runs = [], [], []
     with _bench_target(args) as (target, context):
         engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
-        for n in range(1, options.rounds + 1):  # the two sides take turns, never sharing the machine
+        for n in range(1, options.rounds + 1):  # the sides take turns, never sharing the machine
             with _progress(f"round {n}: server", "file") as bar:
                 server_runs.append(asyncio.run(offline.recognize_all(target, entries, options, bar.update)))
+            if contexts:
+                with _progress(f"round {n}: server, boosted", "file") as bar:
+                    boosted_runs.append(asyncio.run(offline.recognize_all(target, entries, options, bar.update,
+                                                                          contexts)))
             if engine is not None:
                 with _progress(f"round {n}: in process", "file") as bar:
                     engine_runs.append(offline.run_in_process(engine, entries, options.concurrency, bar.update))
-    report = offline.report(options, server_runs, engine_runs)
+    report = offline.report(options, server_runs, engine_runs, boosted_runs)
     _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
                     {**context, "options": dataclasses.asdict(options)})
 

@@ -68,3 +68,8 @@ class NotReady(ParakeetError):
 
 class Unauthenticated(ParakeetError):
     """The request lacks valid credentials."""
+
+
+def quote(sent: str, limit: int = 40) -> str:
+    """What a client sent, for an error sentence: at most a short prefix (a 10 KB field stays out of it)."""
+    return repr(sent) if len(sent) <= limit else f"{sent[:limit]!r}... ({len(sent)} characters)"

@@ -79,6 +79,14 @@ def normalise(text: str) -> str:
     return strip_punctuation_and_case(text)
 
 
+def split_by_phrases(entries: Sequence[ManifestEntry], phrases: Iterable[str]
+                     ) -> tuple[list[ManifestEntry], list[ManifestEntry]]:
+    """(the entries whose reference says one of `phrases`, the others), whole words only."""
+    wanted = [f" {normalise(p)} " for p in phrases]
+    said = [e for e in entries if any(p in f" {normalise(e.text)} " for p in wanted)]
+    return said, [e for e in entries if e not in said]
+
+
 def error_counts(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     """(word errors, reference words, char errors, reference chars) after normalisation."""
     ref, hyp = normalise(reference), normalise(hypothesis)

@@ -13,12 +13,14 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from parakeet_serve.audio import Audio, AudioFormat, decode_audio
 from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.audio.stream import StreamDecoder
+from parakeet_serve.boosting import BoostLimits, SpeechContext, WordBoost, word_boost
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
-from parakeet_serve.errors import UnknownModel
+from parakeet_serve.errors import UnknownModel, quote
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.streaming import StreamGeometry, StreamOptions, StreamSession
 from parakeet_serve.telemetry import Telemetry, Timing
@@ -29,6 +31,7 @@ from parakeet_serve.usage import Usage
 log = logging.getLogger(__name__)
 
 MAX_ALTERNATIVES = 10
+DEFAULT_BOOST_LIMITS = BoostLimits(max_phrases=1000, max_phrase_chars=100)
 # A progressively answered audio's pieces are each cut in the quietest moment of their last third;
 # PIECES_QUEUED of them wait for the engine at a time.
 PIECE_SEARCH_SHARE, PIECES_QUEUED = 1 / 3, 2
@@ -44,6 +47,14 @@ class RecognitionOptions:
     word_time_offsets: bool = False
     automatic_punctuation: bool = False
     separate_channels: bool = False
+    speech_contexts: tuple[SpeechContext, ...] = ()
+
+
+class Booster(Protocol):
+    """What the core needs of the engine's word boosting: a cache it can fill off the inference thread."""
+
+    def prepare(self, boost: WordBoost) -> None:
+        ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class Recognizer:
         piece_s: float = 30.0,
         geometry: StreamGeometry | None = None,
         detokenize: Callable[[list[int]], str] | None = None,
+        booster: Booster | None = None,
+        boost_limits: BoostLimits = DEFAULT_BOOST_LIMITS,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._scheduler = scheduler
@@ -80,6 +93,8 @@ class Recognizer:
         self.language_code = language_code
         self.max_audio_seconds = max_audio_seconds
         self._piece_s = piece_s
+        self._booster = booster
+        self._boost_limits = boost_limits
 
     def check_model(self, options: RecognitionOptions) -> None:
         """Raise `UnknownModel` unless this server serves the requested model and language."""
@@ -90,14 +105,30 @@ class Recognizer:
             raise UnknownModel(f"Language {quote(options.language_code)} is not served here; this server "
                                f"recognises {self.language_code}.")
 
+    @property
+    def boosts_words(self) -> bool:
+        return self._booster is not None
+
+    def word_boost(self, options: RecognitionOptions) -> WordBoost | None:
+        """The request's speech contexts, checked against the limits (`InvalidRequest` beyond them);
+        None when there are none or this model cannot boost (then they are only logged)."""
+        boost = word_boost(options.speech_contexts, self._boost_limits)
+        if boost is not None and self._booster is None:
+            log.info("speech contexts ignored: this model cannot boost words", extra={"phrases": len(boost.phrases)})
+            return None
+        return boost
+
     @contextlib.contextmanager
     def stream(self, fmt: AudioFormat, options: RecognitionOptions, stream: StreamOptions) -> Iterator[StreamSession]:
         """Admit a stream for the duration of the block (`QueueFull` when the server holds its maximum)."""
         self.check_model(options)
+        boost = self.word_boost(options)
         decoder = StreamDecoder(fmt, self.info.sample_rate)
         if self._geometry is None or self._detokenize is None:
             raise UnknownModel(f"Model {self.model_name!r} is served for Recognize only; it cannot stream.")
-        with self._scheduler.stream() as state:
+        if boost is not None and self._booster is not None:  # build its tree while the first audio arrives
+            asyncio.get_running_loop().run_in_executor(None, self._booster.prepare, boost)
+        with self._scheduler.stream(boost) as state:
             yield StreamSession(
                 self._scheduler, state, decoder, self._geometry, self._detokenize, stream, self._telemetry
             )
@@ -112,15 +143,16 @@ class Recognizer:
         `rpc` names the front end's call in the audio metrics.
         """
         self.check_model(options)
+        boost = self.word_boost(options)
         tracer = self._telemetry.tracer
         with self._scheduler.arriving() as queued:
-            audio = await self._decode(data, fmt)
+            audio = await self._decode(data, fmt, boost)
             tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
             wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
             timings = [Timing("offline") for _ in tracks]
             try:
                 transcripts = await asyncio.gather(*(
-                    self._scheduler.transcribe(t, wanted, timing, on_queued=queued)
+                    self._scheduler.transcribe(t, wanted, timing, on_queued=queued, boost=boost)
                     for t, timing in zip(tracks, timings, strict=True)
                 ))
             finally:
@@ -142,9 +174,10 @@ class Recognizer:
         idles between them, and one long file never fills the queue that other requests share.
         """
         self.check_model(options)
+        boost = self.word_boost(options)
         tracer = self._telemetry.tracer
         with self._scheduler.arriving() as queued:
-            audio = await self._decode(data, fmt)
+            audio = await self._decode(data, fmt, boost)
             mono, rate = audio.mono(), audio.sample_rate
             spans = iter(split_at_pauses(mono, rate, self._piece_s, self._piece_s * PIECE_SEARCH_SHARE))
             pending: collections.deque[tuple[int, int, asyncio.Task[Transcript], Timing]] = collections.deque()
@@ -152,7 +185,7 @@ class Recognizer:
             def queue_next() -> None:
                 for start, end in itertools.islice(spans, 1):
                     timing = Timing("offline")
-                    work = self._scheduler.transcribe(mono[start:end], 1, timing, on_queued=queued)
+                    work = self._scheduler.transcribe(mono[start:end], 1, timing, on_queued=queued, boost=boost)
                     pending.append((start, end, asyncio.ensure_future(work), timing))
 
             try:
@@ -173,11 +206,16 @@ class Recognizer:
                 for _, _, work, _ in pending:  # a caller that left frees the queue at once
                     work.cancel()
 
-    async def _decode(self, data: bytes, fmt: AudioFormat) -> Audio:
+    async def _decode(self, data: bytes, fmt: AudioFormat, boost: WordBoost | None) -> Audio:
+        """The audio, and the boost's tree built (or found cached) on the same worker thread."""
+        def work() -> Audio:
+            audio = decode_audio(data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds)
+            if boost is not None and self._booster is not None:
+                self._booster.prepare(boost)
+            return audio
+
         with self._telemetry.tracer.start_as_current_span("audio.decode"):
-            return await asyncio.to_thread(
-                decode_audio, data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds
-            )
+            return await asyncio.to_thread(work)
 
     def _account(self, audio_s: float, timings: list[Timing], usage: Usage | None, rpc: str) -> None:
         self._telemetry.metrics.audio_seconds.labels(rpc).inc(audio_s)
@@ -198,11 +236,6 @@ class Recognizer:
             )
             for i, t in enumerate(transcripts)
         ]
-
-
-def quote(sent: str, limit: int = 40) -> str:
-    """What a client sent, for an error sentence: at most a short prefix (a 10 KB field stays out of it)."""
-    return repr(sent) if len(sent) <= limit else f"{sent[:limit]!r}... ({len(sent)} characters)"
 
 
 def _same_language(asked: str, served: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
@@ -42,14 +43,18 @@ ARRIVAL_GRACE_S = 0.05
 class BatchEngine(Protocol):
     """What the scheduler needs of an engine."""
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                   boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
         ...
 
 
 class StepEngine(Protocol):
     """What the scheduler needs to run streaming steps."""
 
-    def open(self) -> StreamState:
+    def open(self, boost: WordBoost | None = None) -> StreamState:
+        ...
+
+    def close(self, state: StreamState) -> None:
         ...
 
     def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
@@ -69,6 +74,7 @@ class _Job:
     alternatives: int
     reply: asyncio.Future[Transcript]
     timing: Timing
+    boost: WordBoost | None = None
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -155,11 +161,11 @@ class Scheduler:
 
     async def transcribe(
         self, audio: np.ndarray, alternatives: int = 1, timing: Timing | None = None,
-        on_queued: Callable[[], None] = lambda: None,
+        on_queued: Callable[[], None] = lambda: None, boost: WordBoost | None = None,
     ) -> Transcript:
         """Recognise one mono audio at the engine's rate; cancelling the caller frees its slot.
 
-        `timing`, when given, is filled with when the work waited and ran.
+        `timing`, when given, is filled with when the work waited and ran; `boost` favours phrases.
         """
         self._check_running()
         if len(self._queue) >= self._capacity:
@@ -167,7 +173,7 @@ class Scheduler:
                 f"The server is at capacity ({self._capacity} requests queued); retry in a moment.",
                 retry_after_s=max(self._window_s, 0.5),
             )
-        job = _Job(audio, alternatives, asyncio.get_running_loop().create_future(), timing or Timing("offline"))
+        job = _Job(audio, alternatives, asyncio.get_running_loop().create_future(), timing or Timing("offline"), boost)
         self._queue.append(job)
         on_queued()
         self._wake.set()
@@ -177,8 +183,9 @@ class Scheduler:
             job.reply.cancel()  # a caller that left: the batcher skips its job
 
     @contextlib.contextmanager
-    def stream(self) -> Iterator[StreamState]:
-        """Admit a stream for the duration of the block, or refuse it with `QueueFull`."""
+    def stream(self, boost: WordBoost | None = None) -> Iterator[StreamState]:
+        """Admit a stream for the duration of the block, or refuse it with `QueueFull`; `boost` favours
+        phrases in all of its utterances."""
         self._check_running()
         if self._streamer is None:
             raise NotReady("This model cannot stream.")
@@ -188,9 +195,11 @@ class Scheduler:
                 retry_after_s=1.0,
             )
         self.active_streams += 1
+        state = self._streamer.open(boost)
         try:
-            yield self._streamer.open()
+            yield state
         finally:
+            self._streamer.close(state)
             self.active_streams -= 1
 
     async def step(self, item: StreamInput, timing: Timing | None = None) -> StepOutput:
@@ -255,7 +264,8 @@ class Scheduler:
 
     async def _execute(self, batch: list[_Job]) -> None:
         transcripts = await self._call(
-            batch, self._engine.transcribe, [j.audio for j in batch], [j.alternatives for j in batch]
+            batch, self._engine.transcribe, [j.audio for j in batch], [j.alternatives for j in batch],
+            [j.boost for j in batch],
         )
         if transcripts is None:
             return

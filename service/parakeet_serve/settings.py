@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     """The queue holds `queue_max_factor * microbatch_max_batch` items; more are refused."""
     max_queue_wait_s: float = Field(30.0, gt=0)
     """Work that waited longer than this is dropped before it costs compute."""
+    boost_max_phrases: int = Field(1000, ge=1, le=100000)
+    """Most phrases one request may boost (`speech_contexts`); more are refused with INVALID_ARGUMENT."""
+    boost_max_phrase_chars: int = Field(100, ge=1, le=10000)
+    """Longest phrase one request may boost, in characters."""
     progressive_piece_s: float = Field(30.0, ge=3, le=600)
     """A transcription answered as it progresses (HTTP `stream=true`) is recognised in pieces of at most
     this many seconds, cut at pauses: shorter pieces give the first text sooner."""

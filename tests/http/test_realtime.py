@@ -192,3 +192,19 @@ def test_a_socket_is_one_stream_for_admission_control_shared_with_grpc(loop_thre
     finally:
         ws.close()
         served.stop()
+
+
+def test_the_transcription_prompt_boosts_its_phrases(demo: Served) -> None:
+    anna, rate = sf.read(sample_path().parent.parent / "eval" / "seen-013.ogg", dtype="float32")
+    ws = Socket(demo)
+    try:
+        ws.send(type="session.update", session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"prompt": "anna"},
+            "turn_detection": None}}})
+        assert ws.until("session.updated")[0]["session"]["audio"]["input"]["transcription"]["prompt"] == "anna"
+        ws.append(as_bytes(soxr.resample(anna, rate, 24000)), chunk=4800)
+        ws.send(type="input_audio_buffer.commit")
+        (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
+    finally:
+        ws.close()
+    assert completed["transcript"].lower().startswith("anna will meet you")  # unboosted, the model says "emma"

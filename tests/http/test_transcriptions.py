@@ -277,3 +277,15 @@ def test_logprobs_are_the_decoders_tokens_and_spell_the_text(demo: Served) -> No
     events = list(client(demo).audio.transcriptions.create(model="demo", file=SAMPLE.open("rb"), stream=True,
                                                            include=["logprobs"]))
     assert [t.token for t in events[-1].logprobs] == [t.token for t in tokens]
+
+
+def test_the_prompts_short_phrases_are_boosted_words(demo: Served) -> None:
+    anna = SAMPLE.parent.parent / "eval" / "seen-013.ogg"  # the demo model hears "emma" where "anna" is said
+
+    def text(**prompt: str) -> str:
+        return client(demo).audio.transcriptions.create(model="demo", file=anna.open("rb"), **prompt).text.lower()
+
+    assert text().startswith("emma will meet you")
+    assert text(prompt="Anna, Rachel Young").startswith("anna will meet you")
+    # A sentence of context is not vocabulary: nothing in it is boosted.
+    assert text(prompt="This is a voicemail where anna says when she will meet you").startswith("emma")

@@ -36,11 +36,12 @@ class HeldEngine:
     def __getattr__(self, name: str) -> object:  # streaming and the rest go straight to the real engine
         return getattr(self._engine, name)
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                   boosts: Sequence[object] | None = None) -> list[Transcript]:
         self.entered += 1
         self.gate.wait(60)
         self.batches.append(len(audios))
-        return self._engine.transcribe(audios, alternatives)
+        return self._engine.transcribe(audios, alternatives, boosts)
 
 
 CONFIG = riva.client.RecognitionConfig(language_code="en-US")

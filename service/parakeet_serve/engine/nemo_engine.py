@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
+from parakeet_serve.boosting import WordBoost
+from parakeet_serve.engine.boosting import PhraseBooster
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Token, Transcript
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
 from parakeet_serve.errors import ModelLoadError
@@ -60,6 +62,8 @@ class NemoEngine:
         self._beam_decoding: Any = None
         self._configure_featurizer()
         self._configure_decoding()
+        # Word boosting needs a transducer's label-looping decoder and a tokenizer to spell phrases.
+        self.booster = PhraseBooster(model) if self._head != "ctc" and hasattr(model, "tokenizer") else None
         self.info = ModelInfo(
             model_id=model_id,
             architecture=type(model).__name__,
@@ -89,19 +93,23 @@ class NemoEngine:
 
     # --- recognition ----------------------------------------------------------------------
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None) -> list[Transcript]:
-        """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i."""
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                   boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
+        """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i, and
+        `boosts[i]` favours phrases in item i's greedy decoding (the other items decode as without)."""
         wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
+        favoured = list(boosts) if boosts is not None and self.booster is not None else [None] * len(audios)
         results: list[Transcript | None] = [None] * len(audios)
         short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
         long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_samples]
         if short:
-            batch = self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short])
+            batch = self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short],
+                                           [favoured[i] for i in short])
             for i, transcript in zip(short, batch, strict=True):
                 results[i] = transcript
         for i in long:  # one at a time: padding a short item to an hour would waste the batch
             with self._local_attention():
-                results[i] = self._transcribe_batch([audios[i]], [wanted[i]])[0]
+                results[i] = self._transcribe_batch([audios[i]], [wanted[i]], [favoured[i]])[0]
         return [r for r in results if r is not None]
 
     def warmup(self, seconds: float = 2.0) -> None:
@@ -110,12 +118,14 @@ class NemoEngine:
         clip = (rng.standard_normal(int(seconds * self.sample_rate)) * 0.01).astype(np.float32)
         self.transcribe([clip, clip[: len(clip) // 2]])
 
-    def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int]) -> list[Transcript]:
+    def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int],
+                          boosts: Sequence[WordBoost | None]) -> list[Transcript]:
         signal, lengths = _pad(audios, self.device, min_samples=int(self.sample_rate * _MIN_SECONDS))
         with torch.inference_mode(), self.autocast():
             features, feature_lengths = self.model.preprocessor(input_signal=signal, length=lengths)
             encoded, encoded_lengths = self.model.encoder(audio_signal=features, length=feature_lengths)
-            best = [self._to_hypothesis(h) for h in self._decode_greedy(encoded, encoded_lengths)]
+            with self._boosted(boosts):
+                best = [self._to_hypothesis(h) for h in self._decode_greedy(encoded, encoded_lengths)]
             transcripts = []
             for i, hyp in enumerate(best):
                 extra: list[Hypothesis] = []
@@ -123,6 +133,18 @@ class NemoEngine:
                     extra = self._alternatives(encoded[i : i + 1], encoded_lengths[i : i + 1], hyp, wanted[i])
                 transcripts.append(Transcript((hyp, *extra)))
         return transcripts
+
+    @contextlib.contextmanager
+    def _boosted(self, boosts: Sequence[WordBoost | None]) -> Iterator[None]:
+        if self.booster is None or not any(boosts):
+            yield
+            return
+        ids = self.booster.acquire(boosts)
+        try:
+            with self.booster.applied(ids):
+                yield
+        finally:
+            self.booster.release(boosts)
 
     def _decode_greedy(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[Any]:
         if self._head == "ctc":
@@ -274,6 +296,9 @@ class NemoEngine:
 def _set_greedy(cfg: DictConfig, head: str) -> None:
     with open_dict(cfg):
         cfg.strategy = "greedy_batch"
+        if head != "ctc":  # label looping, with per-item phrase boosting (unboosted items decode as without)
+            cfg.greedy.loop_labels = True
+            cfg.greedy.enable_per_stream_biasing = True
         cfg.compute_timestamps = True
         cfg[f"{head}_timestamp_type"] = "char"
         cfg.confidence_cfg = dict(_CONFIDENCE)

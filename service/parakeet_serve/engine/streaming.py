@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.loudness import Loudness
 from parakeet_serve.engine.words import TokenSpan
 
@@ -54,6 +55,8 @@ class StreamState:
     endpoint_s: float = 0.0  # silence after speech that ends an utterance; 0 never
     encoder_input_frames: int = 0  # feature frames fed to the encoder, context included
     feature_stats: torch.Tensor | None = None  # per-mel count, sum, sum of squares (running normalisation)
+    boost: WordBoost | None = None  # phrases favoured in every utterance of the stream
+    boost_id: int | None = None  # its model in the decoder, pinned from the first decoding until `close`
     ended: bool = False
 
     def start_utterance(self) -> None:
@@ -121,9 +124,16 @@ class Streamer:
         self.chunk_s = int(cfg.valid_out_len) * frame_s
         self._frame_s = frame_s
         self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
+        self._booster = engine.booster
 
-    def open(self) -> StreamState:
-        return StreamState()
+    def open(self, boost: WordBoost | None = None) -> StreamState:
+        return StreamState(boost=boost if self._booster is not None else None)
+
+    def close(self, state: StreamState) -> None:
+        """Unpin the stream's boosting model (any thread: the stream no longer steps)."""
+        if self._booster is not None and state.boost_id is not None:
+            self._booster.release([state.boost])
+            state.boost_id = None
 
     def samples_for_chunks(self, n: int) -> int:
         """Samples of audio (at the model's rate) that complete the first `n` encoder chunks."""
@@ -284,7 +294,8 @@ class Streamer:
         previous = None
         if any(st.decoder is not None for st in group):
             previous = computer.merge_to_batched_state([st.decoder for st in group])
-        hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous)
+        hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous,
+                               multi_biasing_ids=self._boost_ids(group, encoded.device))
         # With CUDA graphs the computer keeps the batch size it allocated for: our streams are its
         # first rows, and the rest is padding.
         for st, item in zip(group, computer.split_batched_state(state)[: len(group)], strict=True):
@@ -304,6 +315,16 @@ class Streamer:
                 spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
             out.append(spans)
         return out
+
+    def _boost_ids(self, group: list[StreamState], device: torch.device) -> torch.Tensor | None:
+        """Each stream's boosting model id (-1: none); a stream's model is pinned at its first decoding,
+        so the decoder state it carries across steps and utterances always refers to the same model."""
+        if self._booster is None:
+            return None
+        for st in group:
+            if st.boost is not None and st.boost_id is None:
+                st.boost_id = self._booster.acquire([st.boost])[0]
+        return torch.tensor([-1 if st.boost_id is None else st.boost_id for st in group], device=device)
 
     def _end_utterance_if_due(self, st: StreamState, tokens: dict[int, list[TokenSpan]],
                               endpoints: dict[int, list[int]]) -> None:

@@ -27,11 +27,12 @@ from starlette.websockets import WebSocket
 
 from parakeet_serve.audio import AudioFormat
 from parakeet_serve.engine.types import Hypothesis
-from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel
+from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel, quote
 from parakeet_serve.http import formats
 from parakeet_serve.http.errors import HttpError, describe, envelope, error_response
+from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.http.realtime import RealtimeTranscription
-from parakeet_serve.recognizer import RecognitionOptions, Recognizer, quote
+from parakeet_serve.recognizer import RecognitionOptions, Recognizer
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.metrics import TRANSCRIPTIONS
 from parakeet_serve.usage import Usage
@@ -182,7 +183,8 @@ class _Api:
             raise HttpError(400, "stream=true gives text events: use response_format 'json' or 'text'.",
                             param="stream")
         language = str(form.get("language") or "")
-        options = RecognitionOptions(language_code=language, word_time_offsets=True, automatic_punctuation=True)
+        options = RecognitionOptions(language_code=language, word_time_offsets=True, automatic_punctuation=True,
+                                     speech_contexts=prompt_contexts(str(form.get("prompt") or "")))
         data = await upload.read()
         if stream:
             pieces = recognizer.recognize_progressively(data, AudioFormat(), options, usage, TRANSCRIPTIONS)

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parakeet_serve.audio import AudioFormat, Encoding
 from parakeet_serve.errors import ParakeetError
+from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
 from parakeet_serve.streaming import StreamEvent, StreamOptions, StreamSession
 
@@ -40,18 +41,20 @@ class _Config:
     server_vad: bool = True
     silence_ms: float = DEFAULT_SILENCE_MS
     legacy: bool = False  # the earlier `transcription_session.*` dialect
+    prompt: str = ""  # the transcription's prompt: its phrases are boosted
 
     def session(self, model: str) -> dict[str, Any]:
         turn = {"type": "server_vad", "silence_duration_ms": self.silence_ms} if self.server_vad else None
         if self.legacy:
             return {"object": "realtime.transcription_session", "input_audio_format": self.format,
-                    "input_audio_transcription": {"model": model}, "turn_detection": turn}
+                    "input_audio_transcription": {"model": model, "prompt": self.prompt}, "turn_detection": turn}
         encoding, rate = FORMATS[self.format]
         fmt = {"type": self.format if self.format.startswith("audio/") else "audio/pcm"}
         if encoding is Encoding.LINEAR_PCM:
             fmt["rate"] = rate
         return {"type": "transcription", "object": "realtime.session",
-                "audio": {"input": {"format": fmt, "transcription": {"model": model}, "turn_detection": turn}}}
+                "audio": {"input": {"format": fmt, "transcription": {"model": model, "prompt": self.prompt},
+                                    "turn_detection": turn}}}
 
 
 class RealtimeTranscription:
@@ -105,16 +108,21 @@ class RealtimeTranscription:
         session = event.get("session") or {}
         if legacy:
             fmt, turn = session.get("input_audio_format", self._config.format), session.get("turn_detection", ...)
+            transcription = session.get("input_audio_transcription") or {}
         else:
             audio = (session.get("audio") or {}).get("input") or {}
             fmt = (audio.get("format") or {}).get("type", self._config.format)
             turn = audio.get("turn_detection", ...)
+            transcription = audio.get("transcription") or {}
         if fmt not in FORMATS:
             return await self._error("invalid_format", f"Audio format {str(fmt)[:40]!r} is not one of "
                                                        f"{', '.join(FORMATS)}.", event.get("event_id"))
         if self._session is not None and fmt != self._config.format:
             self._close_stream()  # the next audio starts a stream in the new format
-        self._config.format, self._config.legacy = fmt, legacy
+        prompt = str(transcription.get("prompt", self._config.prompt) or "")
+        if self._session is not None and prompt != self._config.prompt:
+            self._close_stream()  # the next audio starts a stream with the new boost
+        self._config.format, self._config.legacy, self._config.prompt = fmt, legacy, prompt
         if turn is not ...:
             self._config.server_vad = turn is not None
             if turn:
@@ -151,7 +159,9 @@ class RealtimeTranscription:
         options = StreamOptions(interim_results=True, word_time_offsets=True, automatic_punctuation=True,
                                 stop_history_s=self._config.silence_ms / 1000 if self._config.server_vad else 3600.0)
         self._session = stack.enter_context(self._recognizer.stream(
-            AudioFormat(encoding, rate, 1), RecognitionOptions(automatic_punctuation=True), options))
+            AudioFormat(encoding, rate, 1),
+            RecognitionOptions(automatic_punctuation=True, speech_contexts=prompt_contexts(self._config.prompt)),
+            options))
         self._stream = stack
         return self._session
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from riva.client.proto import riva_asr_pb2, riva_audio_pb2, riva_common_pb2
 
 from parakeet_serve.audio import AudioFormat, Encoding
+from parakeet_serve.boosting import SpeechContext
 from parakeet_serve.engine.types import Hypothesis
 from parakeet_serve.errors import InvalidAudio
 from parakeet_serve.recognizer import ChannelResult, RecognitionOptions
@@ -41,6 +42,7 @@ def recognition_options(config: riva_asr_pb2.RecognitionConfig) -> RecognitionOp
         word_time_offsets=config.enable_word_time_offsets,
         automatic_punctuation=config.enable_automatic_punctuation,
         separate_channels=config.enable_separate_recognition_per_channel,
+        speech_contexts=tuple(SpeechContext(tuple(c.phrases), c.boost) for c in config.speech_contexts),
     )
 
 
@@ -57,7 +59,7 @@ def stream_options(config: riva_asr_pb2.StreamingRecognitionConfig, default_stop
 
 def ignored_fields(config: riva_asr_pb2.RecognitionConfig) -> list[str]:
     """Fields the client set that this server accepts but does not act on (reported in the request log)."""
-    ignored = [name for name in ("speech_contexts", "custom_configuration") if len(getattr(config, name))]
+    ignored = ["custom_configuration"] if len(config.custom_configuration) else []
     ignored += [name for name in ("profanity_filter", "verbatim_transcripts") if getattr(config, name)]
     if config.HasField("diarization_config") and config.diarization_config.enable_speaker_diarization:
         ignored.append("diarization_config")
