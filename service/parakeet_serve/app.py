@@ -7,11 +7,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
-from parakeet_serve.engine import NemoEngine, load_engine
-from parakeet_serve.engine.boosting import SCORE_PER_BOOST
-from parakeet_serve.engine.streaming import Streamer, measure_capacity
+from parakeet_serve.engine import load_engine
+from parakeet_serve.engine.base import Engine
+from parakeet_serve.engine.loader import onnx_directory
 from parakeet_serve.errors import NotReady
 from parakeet_serve.http.server import HttpServer
 from parakeet_serve.recognizer import Recognizer
@@ -25,8 +26,13 @@ from parakeet_serve.telemetry.tracing import otlp_exporter
 log = logging.getLogger(__name__)
 
 
-def engine_for(s: Settings) -> NemoEngine:
+def engine_for(s: Settings) -> Engine:
     """The engine `s` describes, loaded as the server loads it (not yet warmed up)."""
+    if s.backend == "onnx":
+        from parakeet_serve.engine.onnx_engine import OnnxEngine
+
+        return OnnxEngine(onnx_directory(s.model_id), model_id=s.model_id, decoder=s.decoder,
+                          provider=s.onnx_provider, int8=s.onnx_int8)
     return load_engine(
         s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,
         decoder=s.decoder, device=s.device,
@@ -39,7 +45,7 @@ class Application:
     """One server process. Health is NOT_SERVING until `load` has warmed the model, and again from `drain` on."""
 
     def __init__(
-        self, settings: Settings, engine: NemoEngine | None = None, telemetry: Telemetry | None = None
+        self, settings: Settings, engine: Engine | None = None, telemetry: Telemetry | None = None
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry or _telemetry(settings)
@@ -47,7 +53,7 @@ class Application:
         self._engine = engine
         self._scheduler: Scheduler | None = None
         self._recognizer: Recognizer | None = None
-        self._streamer: Streamer | None = None
+        self._streamer: Any = None  # the engine's streaming steps; None when it cannot stream
         self._draining = False
         self._closing = asyncio.Event()  # open streams wrap up and send their finals
         self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing, self.telemetry)
@@ -97,7 +103,7 @@ class Application:
             "max_batch_size": str(s.microbatch_max_batch),
             "word_time_offsets": "true",
             **({"word_boosting": "true", "max_boost": f"{MAX_BOOST:g}",
-                "boost_logprob_per_unit": f"{SCORE_PER_BOOST:g}"} if recognizer.boosts_words
+                "boost_logprob_per_unit": f"{recognizer.booster.logprob_per_unit:g}"} if recognizer.booster
                else {"word_boosting": "false"}),
             **streaming,
         }
@@ -121,9 +127,9 @@ class Application:
             engine = self._engine or await loop.run_in_executor(worker, engine_for, s)
             if s.warmup:
                 await loop.run_in_executor(worker, engine.warmup)
-            streamer = self._streamer = Streamer(engine, s.stream_context_seconds)
-            max_streams = s.max_streams or await loop.run_in_executor(
-                worker, measure_capacity, streamer, engine.sample_rate, s.microbatch_max_batch
+            streamer = self._streamer = engine.streamer(s.stream_context_seconds)
+            max_streams = 0 if streamer is None else s.max_streams or await loop.run_in_executor(
+                worker, streamer.measure_capacity, engine.sample_rate, s.microbatch_max_batch
             )
         except BaseException:
             worker.shutdown(wait=False)
@@ -134,7 +140,7 @@ class Application:
             streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics, worker=worker,
         )
         await self._scheduler.start()
-        geometry = StreamGeometry(
+        geometry = None if streamer is None else StreamGeometry(
             samples_for_chunks=streamer.samples_for_chunks,
             chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
             frame_shift_s=engine.frame_shift_s,
@@ -154,7 +160,7 @@ class Application:
             "model ready",
             extra={
                 **{k: str(v) for k, v in vars(engine.info).items() if k != "extra"},
-                "max_streams": max_streams, "stream_chunk_s": streamer.chunk_s,
+                "max_streams": max_streams, "stream_chunk_s": streamer.chunk_s if streamer else None,
             },
         )
 
@@ -182,17 +188,14 @@ class Application:
         self.telemetry.close()
         log.info("stopped")
 
-    def _export_model(self, engine: NemoEngine, load_s: float) -> None:
-        """The served model's facts and load time as metrics; CUDA memory when on a GPU."""
+    def _export_model(self, engine: Engine, load_s: float) -> None:
+        """The served model's facts and load time as metrics; device memory when on a GPU."""
         metrics, info = self.telemetry.metrics, engine.info
         metrics.model_info.labels(info.model_id, info.decoder, info.device, info.precision).set(1)
         metrics.model_load_seconds.set(load_s)
-        if engine.device.type == "cuda":
-            import torch
-
-            device = engine.device
-            metrics.watch_gpu_memory(lambda: torch.cuda.memory_allocated(device),
-                                     lambda: torch.cuda.memory_reserved(device))
+        memory = engine.gpu_memory()
+        if memory is not None:
+            metrics.watch_gpu_memory(*memory)
 
 
 def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: Telemetry) -> HttpServer:

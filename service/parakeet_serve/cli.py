@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("file", type=Path, nargs="?", help="audio file instead of the bundled sample")
     demo.set_defaults(run=_run_demo)
 
+    export = commands.add_parser("export", help="write a model as ONNX graphs for PARAKEET_BACKEND=onnx "
+                                 "(onnx-asr's directory layout)")
+    export.add_argument("--model", default="demo", help="hub id, .nemo path or demo")
+    export.add_argument("--out", type=Path, required=True, help="the directory to write")
+    export.add_argument("--int8", action="store_true", help="also write int8 graphs (dynamic quantisation)")
+    export.set_defaults(run=_run_export)
+
     evaluate = commands.add_parser("eval", help="word and character error rates of a model on a NeMo manifest")
     evaluate.add_argument("--model", default="demo", help="hub id, .nemo path or demo")
     evaluate.add_argument("--manifest", type=Path, help="JSON lines with audio_filepath, duration, text "
@@ -209,6 +216,14 @@ async def _demo(settings: Settings, sample: Path) -> list[str]:
     reference = sample.with_suffix(".txt")
     expected = [f"expected: {reference.read_text().strip()}"] if reference.is_file() else []
     return [f"{sample.name} via gRPC on port {app.port}:", *lines, *expected]
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from parakeet_serve.engine.export import export
+
+    configure_logging("WARNING")
+    for path in export(args.model, args.out, int8=args.int8):
+        print(path)
 
 
 def _run_eval(args: argparse.Namespace) -> None:

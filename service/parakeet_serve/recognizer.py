@@ -51,7 +51,10 @@ class RecognitionOptions:
 
 
 class Booster(Protocol):
-    """What the core needs of the engine's word boosting: a cache it can fill off the inference thread."""
+    """What the core needs of the engine's word boosting: a cache it can fill off the inference thread,
+    and how strong a boost is."""
+
+    logprob_per_unit: float
 
     def prepare(self, boost: WordBoost) -> None:
         ...
@@ -106,8 +109,8 @@ class Recognizer:
                                f"recognises {self.language_code}.")
 
     @property
-    def boosts_words(self) -> bool:
-        return self._booster is not None
+    def booster(self) -> Booster | None:
+        return self._booster
 
     def word_boost(self, options: RecognitionOptions) -> WordBoost | None:
         """The request's speech contexts, checked against the limits (`InvalidRequest` beyond them);

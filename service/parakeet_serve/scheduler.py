@@ -22,15 +22,17 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
-from parakeet_serve.engine.types import Transcript
+from parakeet_serve.engine.types import StepOutput, StreamInput, Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
 from parakeet_serve.telemetry import Metrics, Timing
+
+if TYPE_CHECKING:
+    from parakeet_serve.engine.streaming import StreamState
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     """Where hub downloads are cached (the model-cache volume); None uses the hub's default."""
     hub_offline: bool = False
     """Never contact the hub; load only what is already in the cache."""
+    backend: Literal["nemo", "onnx"] = "nemo"
+    """Inference backend: `nemo` (PyTorch) or `onnx` (ONNX Runtime on a `parakeet-serve export` directory,
+    given as the model; `Recognize` and the HTTP API only, no streaming or word boosting yet)."""
+    onnx_provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    """ONNX Runtime's execution provider; `auto` is CUDA when onnxruntime-gpu sees a GPU, else the CPU."""
+    onnx_int8: bool = False
+    """Run the export's int8 graphs (`parakeet-serve export --int8`)."""
     decoder: Literal["auto", "tdt", "rnnt", "ctc"] = "auto"
     """Decoder head: `auto` takes the transducer of a hybrid model; `ctc` its CTC head."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -15,19 +15,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from opentelemetry import trace
 
 from parakeet_serve.audio.stream import StreamDecoder
-from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
-from parakeet_serve.engine.types import Hypothesis
+from parakeet_serve.engine.types import Hypothesis, StepOutput, StreamInput
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.telemetry import Telemetry, Timing
 from parakeet_serve.telemetry.tracing import record_span, record_work
 from parakeet_serve.text import shape_hypothesis
 from parakeet_serve.usage import Usage
+
+if TYPE_CHECKING:
+    from parakeet_serve.engine.streaming import StreamState
 
 INTERIM_STABILITY = 0.9  # interim text only grows; just its last word may still change
 MAX_UTTERANCE_S = 30.0  # speech without a pause this long is finalised at a word boundary

@@ -1,14 +1,28 @@
-"""The model engine: load a NeMo ASR model and recognise batches of audio."""
+"""The model engines: load a model and recognise batches of audio (NeMo, or ONNX Runtime).
+
+PyTorch and NeMo are imported only when a NeMo engine is asked for, so the ONNX backend runs without them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from parakeet_serve.engine.loader import DEMO, load_nemo_model, quiet_nemo, resolve_model_file
-from parakeet_serve.engine.nemo_engine import NemoEngine
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, Word
 
+if TYPE_CHECKING:
+    from parakeet_serve.engine.nemo_engine import NemoEngine
+
 __all__ = ["DEMO", "Hypothesis", "ModelInfo", "NemoEngine", "Transcript", "Word", "load_engine"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NemoEngine":
+        from parakeet_serve.engine.nemo_engine import NemoEngine
+
+        return NemoEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_engine(
@@ -24,6 +38,8 @@ def load_engine(
     local_attention_context: int = 128,
 ) -> NemoEngine:
     """Resolve, load and prepare `model_id` for inference (not yet warmed up)."""
+    from parakeet_serve.engine.nemo_engine import NemoEngine
+
     quiet_nemo()
     model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline, revision))
     return NemoEngine(

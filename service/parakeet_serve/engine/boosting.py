@@ -39,6 +39,8 @@ class PhraseBooster:
     """Boosting trees for a transducer's greedy label-looping decoder. `prepare` and `release` may be
     called from any thread; `acquire` and `applied` only on the inference thread."""
 
+    logprob_per_unit = SCORE_PER_BOOST
+
     def __init__(self, model: Any) -> None:
         self._model = model
         self._tokenizer = model.tokenizer

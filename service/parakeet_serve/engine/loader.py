@@ -77,3 +77,12 @@ def _demo_file() -> Path:
 def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def onnx_directory(model_id: str) -> Path:
+    """The ONNX model directory `model_id` names (onnx-asr's layout, as `parakeet-serve export` writes)."""
+    path = Path(model_id).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"PARAKEET_BACKEND=onnx serves a model directory, and {model_id!r} is not one; write "
+                             f"one with `parakeet-serve export --model {model_id} --out DIR`.")
+    return path

@@ -12,7 +12,7 @@ import contextlib
 import copy
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.boosting import PhraseBooster
+from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Token, Transcript
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
 from parakeet_serve.errors import ModelLoadError
@@ -111,6 +112,16 @@ class NemoEngine:
             with self._local_attention():
                 results[i] = self._transcribe_batch([audios[i]], [wanted[i]], [favoured[i]])[0]
         return [r for r in results if r is not None]
+
+    def streamer(self, left_context_s: float) -> Streamer:
+        """Cache-aware streaming steps over this model."""
+        return Streamer(self, left_context_s)
+
+    def gpu_memory(self) -> tuple[Callable[[], int], Callable[[], int]] | None:
+        if self.device.type != "cuda":
+            return None
+        device = self.device
+        return (lambda: torch.cuda.memory_allocated(device)), (lambda: torch.cuda.memory_reserved(device))
 
     def warmup(self, seconds: float = 2.0) -> None:
         """Run the whole path once so the first request pays no lazy initialisation."""

@@ -28,6 +28,7 @@ import torch
 
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.loudness import Loudness
+from parakeet_serve.engine.types import StepOutput, StreamInput
 from parakeet_serve.engine.words import TokenSpan
 
 _FEATURE_CONTEXT = 2  # feature frames of audio kept before the next frame: the STFT window reaches back 16 ms
@@ -73,26 +74,6 @@ class StreamState:
         self.loudness.start_utterance()
 
 
-@dataclass(frozen=True)
-class StreamInput:
-    """New audio (mono float32 at the model's rate) for one stream; `last` flushes it."""
-
-    state: StreamState
-    audio: np.ndarray
-    last: bool = False
-
-
-@dataclass(frozen=True)
-class StepOutput:
-    """What one step added to a stream: new tokens (absolute encoder frames) and its progress."""
-
-    tokens: tuple[TokenSpan, ...]
-    frames: int  # encoder frames of the stream so far
-    audio_s: float  # audio the encoded frames depend on: what the stream has had processed
-    encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
-    endpoints: tuple[int, ...] = ()  # an utterance ended after tokens[:k] for each k (the stream's decoder restarted)
-
-
 class Streamer:
     """Runs streaming steps for a `NemoEngine`; not thread-safe (the inference thread calls it)."""
 
@@ -125,6 +106,9 @@ class Streamer:
         self._frame_s = frame_s
         self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
         self._booster = engine.booster
+
+    def measure_capacity(self, sample_rate: int, batch: int) -> int:
+        return measure_capacity(self, sample_rate, batch)
 
     def open(self, boost: WordBoost | None = None) -> StreamState:
         return StreamState(boost=boost if self._booster is not None else None)

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from parakeet_serve.engine.streaming import StreamState
+    from parakeet_serve.engine.words import TokenSpan
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,23 @@ class ModelInfo:
     frame_shift_s: float
     supports_alternatives: bool
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """New audio (mono float32 at the model's rate) for one stream; `last` flushes it."""
+
+    state: StreamState
+    audio: np.ndarray
+    last: bool = False
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step added to a stream: new tokens (absolute encoder frames) and its progress."""
+
+    tokens: tuple[TokenSpan, ...]
+    frames: int  # encoder frames of the stream so far
+    audio_s: float  # audio the encoded frames depend on: what the stream has had processed
+    encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
+    endpoints: tuple[int, ...] = ()  # an utterance ended after tokens[:k] for each k (the stream's decoder restarted)

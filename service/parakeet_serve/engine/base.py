@@ -1,0 +1,38 @@
+"""What every inference backend offers the server: the one interface behind `PARAKEET_BACKEND`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from parakeet_serve.boosting import WordBoost
+from parakeet_serve.engine.types import ModelInfo, Transcript
+
+
+class Engine(Protocol):
+    info: ModelInfo
+    sample_rate: int
+    frame_shift_s: float
+    booster: Any  # its word boosting (`recognizer.Booster`), or None when it cannot boost
+
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                   boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
+        """Recognise a batch of mono float32 audio at `sample_rate` (on the inference thread)."""
+        ...
+
+    def warmup(self) -> None:
+        """Run the whole path once, so the first request pays no lazy initialisation."""
+        ...
+
+    def detokenize(self, ids: list[int]) -> str:
+        ...
+
+    def streamer(self, left_context_s: float) -> Any:
+        """Its streaming steps (`engine.streaming.Streamer`), or None when it serves `Recognize` only."""
+        ...
+
+    def gpu_memory(self) -> tuple[Callable[[], int], Callable[[], int]] | None:
+        """Readers of (allocated, reserved) device memory in bytes, when it runs on a GPU it can measure."""
+        ...

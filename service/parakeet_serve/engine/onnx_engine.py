@@ -1,0 +1,254 @@
+"""Batched recognition with ONNX Runtime, on graphs in onnx-asr's layout (`parakeet-serve export`, or
+a community export of Parakeet): no PyTorch at serve time.
+
+Features come from NumPy (`features.py`); the encoder runs once per batch; greedy decoding is batched
+too: every step runs the decoder+joint graph for all items still decoding, so a batch costs as many
+decoder calls as its longest item needs, not the sum of them. Transducers (RNN-T, TDT) and CTC,
+with word times and confidences from the same per-token frames and probabilities as the NeMo engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER
+from parakeet_serve.engine.features import FeatureConfig, LogMel
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Token, Transcript
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
+from parakeet_serve.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_CONFIDENCE_ALPHA = 0.33  # NeMo's max_prob confidence, as the NeMo engine is configured
+
+
+class OnnxEngine:
+    """Recognises batches of mono float32 audio at `sample_rate`; one thread calls it (the scheduler's)."""
+
+    booster = None  # phrase boosting lives in NeMo's decoder
+
+    def __init__(self, directory: Path, *, model_id: str, decoder: str = "auto", provider: str = "auto",
+                 int8: bool = False) -> None:
+        import onnxruntime
+
+        self._ort = onnxruntime
+        self.directory = directory
+        config = _read_json(directory / "config.json")
+        self._pieces, self.blank_id = _read_vocabulary(directory / "vocab.txt")
+        self._durations = [int(d) for d in config.get("durations", [])]
+        self._max_symbols = int(config.get("max_tokens_per_step", 10))
+        self._causal = bool(config.get("causal_downsampling", False))
+        self._subsampling = int(config.get("subsampling_factor", 8))
+        features = FeatureConfig(
+            sample_rate=int(config.get("sample_rate", 16000)), n_mels=int(config.get("features_size", 80)),
+            n_fft=int(config.get("n_fft", 512)), window_size_s=float(config.get("window_size", 0.025)),
+            window_stride_s=float(config.get("window_stride", 0.01)),
+            normalize=str(config.get("normalize", "per_feature")))
+        self._features = LogMel(features)
+        self._providers = _providers(provider, onnxruntime.get_available_providers(), directory)
+        self._head = self._pick_head(decoder, str(config.get("model_type", "")))
+        self._encoder = self._session(ENCODER if self._transducer_dir else CTC_MODEL, int8)
+        self._decoder = self._session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
+        self._ctc_head = self._session(CTC_HEAD, False) if self._head == "ctc" and self._transducer_dir else None
+        if self._decoder is not None:
+            state = {i.name: i.shape for i in self._decoder.get_inputs()}["input_states_1"]
+            self._state_shape = (int(state[0]), int(state[2]))
+        self.sample_rate = features.sample_rate
+        self.frame_shift_s = features.window_stride_s * self._subsampling
+        device = "cuda" if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self._providers) else "cpu"
+        self.info = ModelInfo(
+            model_id=model_id, architecture=f"onnx:{config.get('model_type', 'nemo-conformer')}",
+            decoder=self._head, device=device, precision="int8" if int8 else "fp32",
+            sample_rate=self.sample_rate, frame_shift_s=self.frame_shift_s, supports_alternatives=False,
+        )
+
+    # --- recognition ----------------------------------------------------------------------
+
+    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                   boosts: Sequence[Any] | None = None) -> list[Transcript]:
+        """Recognise each audio (one hypothesis each; alternatives and boosts need the NeMo backend)."""
+        features, lengths = self._features(audios)
+        encoded, encoded_lengths = self._encode(features, lengths)
+        if self._head == "ctc":
+            spans = self._decode_ctc(encoded, encoded_lengths)
+        else:
+            spans = self._decode_transducer(encoded, encoded_lengths)
+        return [Transcript((self._hypothesis(item),)) for item in spans]
+
+    def warmup(self, seconds: float = 2.0) -> None:
+        clip = (np.random.default_rng(0).standard_normal(int(seconds * self.sample_rate)) * 0.01).astype(np.float32)
+        self.transcribe([clip, clip[: len(clip) // 2]])
+
+    def streamer(self, left_context_s: float) -> None:
+        """Streaming on this backend is not built yet: its servers answer `Recognize` only."""
+        return None
+
+    def gpu_memory(self) -> None:
+        return None  # ONNX Runtime does not report its arena
+
+    def detokenize(self, ids: list[int]) -> str:
+        return "".join(self._pieces[i] for i in ids).replace(SENTENCEPIECE_WORD_START, " ").strip()
+
+    def piece(self, token_id: int) -> str:
+        return self._pieces[token_id]
+
+    def _encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder output [batch, dim, frames] and valid frames; a CTC model's graph gives log-probs."""
+        if not self._transducer_dir:
+            (log_probs,) = self._encoder.run(None, {"audio_signal": features, "length": lengths})
+            return log_probs, self._subsampled(lengths)
+        encoded, encoded_lengths = self._encoder.run(["outputs", "encoded_lengths"],
+                                                     {"audio_signal": features, "length": lengths})
+        return encoded, encoded_lengths
+
+    def _subsampled(self, lengths: np.ndarray) -> np.ndarray:
+        """Encoder frames from feature frames, through the stride-2 convolutions (kernel 3, padding 1;
+        a causal one pads two frames on the left)."""
+        out = lengths.copy()
+        for _ in range(int(math.log2(self._subsampling))):
+            out = out // 2 + 1 if self._causal else (out - 1) // 2 + 1
+        return out
+
+    def _decode_ctc(self, encoded: np.ndarray, lengths: np.ndarray) -> list[list[TokenSpan]]:
+        log_probs = encoded if self._ctc_head is None else self._ctc_head.run(None, {"encoder_output": encoded})[0]
+        labels, best = log_probs.argmax(axis=-1), log_probs.max(axis=-1)
+        out = []
+        for row in range(len(labels)):
+            spans, previous = [], -1
+            for t in range(int(lengths[row])):
+                label = int(labels[row, t])
+                if label != self.blank_id and label != previous:
+                    spans.append(self._span(label, t, t + 1, math.exp(float(best[row, t]))))
+                previous = label
+            out.append(spans)
+        return out
+
+    def _decode_transducer(self, encoded: np.ndarray, lengths: np.ndarray) -> list[list[TokenSpan]]:
+        """Greedy label looping for the whole batch: each call advances every unfinished item by one
+        token or blank; the decoder's state changes only where a token was emitted."""
+        batch, vocabulary = len(encoded), len(self._pieces)
+        assert self._decoder is not None
+        t, symbols = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
+        last = np.full(batch, self.blank_id, np.int32)  # the blank is the start symbol
+        layers, hidden = self._state_shape
+        h, c = np.zeros((layers, batch, hidden), np.float32), np.zeros((layers, batch, hidden), np.float32)
+        out: list[list[TokenSpan]] = [[] for _ in range(batch)]
+        while (active := np.flatnonzero(t < lengths)).size:
+            logits, _, h_next, c_next = self._decoder.run(None, {
+                "encoder_outputs": encoded[active, :, t[active]][:, :, None], "targets": last[active, None],
+                "target_length": np.ones(active.size, np.int32),
+                "input_states_1": h[:, active], "input_states_2": c[:, active]})
+            logits = logits.reshape(active.size, -1)
+            token_logits = logits[:, : vocabulary + 1]  # the pieces and the blank; a TDT's durations follow
+            tokens = token_logits.argmax(axis=-1)
+            steps = (np.array(self._durations)[logits[:, vocabulary + 1 :].argmax(axis=-1)] if self._durations
+                     else np.ones(active.size, np.int64))
+            emitted = tokens != self.blank_id
+            probability = 1.0 / np.exp(token_logits - token_logits.max(axis=-1, keepdims=True)).sum(axis=-1)
+            for j in np.flatnonzero(emitted):
+                item = active[j]
+                out[item].append(self._span(int(tokens[j]), int(t[item]), int(t[item] + max(steps[j], 1)),
+                                            float(probability[j])))
+            changed = active[emitted]
+            last[changed] = tokens[emitted]
+            h[:, changed], c[:, changed] = h_next[:, emitted], c_next[:, emitted]
+            symbols[changed] += 1
+            # RNN-T stays on a frame after a token, TDT moves by the predicted duration; a blank, or the
+            # most tokens one frame may emit, moves at least one frame on.
+            full = symbols[active] >= self._max_symbols
+            if self._durations:
+                move = np.where(emitted & ~full, steps, np.maximum(steps, 1))
+            else:
+                move = np.where(emitted & ~full, 0, 1)
+            t[active] += move
+            symbols[active[move > 0]] = 0
+        return out
+
+    # --- hypotheses ------------------------------------------------------------------------
+
+    def _span(self, token_id: int, start: int, end: int, probability: float) -> TokenSpan:
+        return TokenSpan(token_id, self._pieces[token_id], start, end, self._confidence(probability))
+
+    def _confidence(self, probability: float) -> float:
+        """NeMo's `max_prob` confidence with Tsallis entropy's alpha: 0 for a uniform guess, 1 for certainty."""
+        scale = (len(self._pieces) + 1) ** _CONFIDENCE_ALPHA
+        return (probability**_CONFIDENCE_ALPHA * scale - 1) / (scale - 1)
+
+    def _hypothesis(self, spans: list[TokenSpan]) -> Hypothesis:
+        words = group_words(spans, self.detokenize, self.frame_shift_s)
+        tokens = tuple(Token(s.token_id, s.piece.replace(SENTENCEPIECE_WORD_START, " "),
+                             math.log(max(s.confidence, 1e-12)), round(s.start_frame * self.frame_shift_s, 3))
+                       for s in spans)
+        confidence = sum(s.confidence for s in spans) / len(spans) if spans else 0.0
+        return Hypothesis(self.detokenize([s.token_id for s in spans]), confidence, tuple(words), tokens)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    @property
+    def _transducer_dir(self) -> bool:
+        return (self.directory / ENCODER).is_file()
+
+    def _pick_head(self, decoder: str, model_type: str) -> str:
+        transducer = (self.directory / DECODER_JOINT).is_file()
+        has_ctc = (self.directory / CTC_HEAD).is_file() or (self.directory / CTC_MODEL).is_file()
+        kind = "tdt" if model_type.endswith("tdt") or self._durations else "rnnt"
+        if decoder == "ctc":
+            if not has_ctc:
+                raise ModelLoadError(f"decoder=ctc but {self.directory} has no CTC graph ({CTC_HEAD} or {CTC_MODEL})")
+            return "ctc"
+        if not transducer:
+            if decoder in ("rnnt", "tdt"):
+                raise ModelLoadError(f"decoder={decoder} but {self.directory} holds a CTC model")
+            return "ctc"
+        if decoder == "tdt" and kind != "tdt":
+            raise ModelLoadError("decoder=tdt but the exported transducer is RNN-T")
+        return kind
+
+    def _session(self, name: str, int8: bool, threads: int = 0) -> Any:
+        path = self.directory / (name.replace(".onnx", ".int8.onnx") if int8 else name)
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing; export the model with `parakeet-serve export`.")
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._ort.InferenceSession(str(path), options, providers=self._providers)
+
+
+def _providers(provider: str, available: Sequence[str], directory: Path) -> list[Any]:
+    """Execution providers by preference; TensorRT builds fp16 engines and caches them beside the model."""
+    tensorrt = ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                              "trt_engine_cache_path": str(directory / "tensorrt-cache")})
+    wanted = {"cpu": [], "cuda": ["CUDAExecutionProvider"], "tensorrt": [tensorrt, "CUDAExecutionProvider"],
+              "auto": ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []}[provider]
+    names = [p[0] if isinstance(p, tuple) else p for p in wanted]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ModelLoadError(f"ONNX Runtime here has no {', '.join(missing)} (it has {', '.join(available)}); "
+                             "install onnxruntime-gpu or set PARAKEET_ONNX_PROVIDER=cpu.")
+    return [*wanted, "CPUExecutionProvider"]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_vocabulary(path: Path) -> tuple[list[str], int]:
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing; an ONNX model directory needs vocab.txt.")
+    pieces: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            piece, index = line.rsplit(" ", 1)
+            pieces[int(index)] = piece
+    ordered = [pieces[i] for i in range(len(pieces))]
+    if "<blk>" not in ordered:
+        raise ModelLoadError(f"{path} has no <blk> entry.")
+    blank = ordered.index("<blk>")
+    return ordered[:blank], blank

@@ -1,0 +1,127 @@
+"""The ONNX Runtime backend on graphs written by `parakeet-serve export`: the same transcripts, word
+times and confidences as the NeMo backend (demo model over its evaluation set, random tiny models of
+every decoder type), a server on it through the Riva client, and no PyTorch anywhere in its process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import riva.client
+from riva.client.proto import riva_asr_pb2
+
+from parakeet_serve.audio import AudioFormat, decode_audio
+from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.export import export
+from parakeet_serve.engine.onnx_engine import OnnxEngine
+from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
+from parakeet_serve.warmup import sample_path
+from tests.conftest import LoopThread, Served, rpc_code, speechlike, start_server
+from tests.riva.test_streaming import as_bytes, config
+
+ENTRIES = read_manifest(demo_manifest())
+
+
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("demo-onnx")
+    export("demo", directory, int8=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def audios() -> list:
+    return [decode_audio(e.audio.read_bytes(), AudioFormat(), target_rate=16000, max_seconds=60).mono()
+            for e in ENTRIES]
+
+
+def texts(engine: object, audios: list) -> list[str]:
+    return [t.best.text for i in range(0, len(audios), 16) for t in engine.transcribe(audios[i:i + 16])]
+
+
+def test_the_export_is_onnx_asrs_layout(demo_onnx: Path) -> None:
+    names = {p.name for p in demo_onnx.iterdir()}
+    assert {"encoder-model.onnx", "decoder_joint-model.onnx", "ctc_head-model.onnx", "vocab.txt", "config.json",
+            "encoder-model.int8.onnx", "decoder_joint-model.int8.onnx"} <= names
+    config = json.loads((demo_onnx / "config.json").read_text())
+    assert config["model_type"] == "nemo-conformer-rnnt" and config["features_size"] == 80
+    assert (demo_onnx / "vocab.txt").read_text().splitlines()[-1] == "<blk> 512"
+
+
+def test_transcripts_words_and_confidences_equal_the_nemo_backends(demo_onnx: Path, demo_engine: NemoEngine,
+                                                                   audios: list) -> None:
+    onnx = OnnxEngine(demo_onnx, model_id="demo")
+    nemo_texts, onnx_texts = texts(demo_engine, audios), texts(onnx, audios)
+    references = [e.text for e in ENTRIES]
+    same = sum(a == b for a, b in zip(nemo_texts, onnx_texts, strict=True))
+    assert same >= 0.98 * len(audios), same
+    assert abs(corpus_wer(references, onnx_texts) - corpus_wer(references, nemo_texts)) <= 0.002
+    ours, theirs = onnx.transcribe(audios[:4]), demo_engine.transcribe(audios[:4])
+    for a, b in zip(ours, theirs, strict=True):
+        assert [(w.text, w.start_s, w.end_s) for w in a.best.words] == [(w.text, w.start_s, w.end_s)
+                                                                        for w in b.best.words]
+        assert [w.confidence for w in a.best.words] == pytest.approx([w.confidence for w in b.best.words],
+                                                                     abs=1e-4)
+    int8 = texts(OnnxEngine(demo_onnx, model_id="demo", int8=True), audios)
+    assert corpus_wer(references, int8) <= corpus_wer(references, nemo_texts) + 0.01
+
+
+@pytest.mark.parametrize("head", ["rnnt", "tdt", "ctc", "hybrid_tdt_ctc"])
+def test_every_decoder_type_decodes_as_nemo_does(head: str, tiny_models: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    export(str(tiny_models[head]), tmp_path)
+    clips = [speechlike(s, seed=i)[0] for i, s in enumerate((0.2, 1.0, 2.5, 4.0))]
+    decoders = ["auto", "ctc"] if head.startswith("hybrid") else ["auto"]
+    for decoder in decoders:
+        nemo = load_engine(str(tiny_models[head]), decoder=decoder)
+        onnx = OnnxEngine(tmp_path, model_id=head, decoder=decoder)
+        assert onnx.info.decoder == nemo.info.decoder
+        for a, b in zip(onnx.transcribe(clips), nemo.transcribe(clips), strict=True):
+            assert [t.token_id for t in a.best.tokens] == [t.token_id for t in b.best.tokens], (head, decoder)
+            assert [w.start_s for w in a.best.words] == [w.start_s for w in b.best.words]
+
+
+@pytest.fixture(scope="module")
+def onnx_server(loop_thread: LoopThread, demo_onnx: Path) -> Iterator[Served]:
+    served = start_server(loop_thread, OnnxEngine(demo_onnx, model_id=str(demo_onnx)), model_id=str(demo_onnx),
+                          backend="onnx")
+    yield served
+    served.stop()
+
+
+def test_a_server_on_the_onnx_backend_answers_the_riva_client(onnx_server: Served) -> None:
+    cfg = riva.client.RecognitionConfig(language_code="en-US", enable_word_time_offsets=True)
+    response = onnx_server.asr().offline_recognize(sample_path().read_bytes(), cfg)
+    assert response.results[0].alternatives[0].transcript == sample_path().with_suffix(".txt").read_text().strip()
+    assert response.results[0].alternatives[0].words
+    parameters = onnx_server.asr().stub.GetRivaSpeechRecognitionConfig(
+        riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0].parameters
+    assert parameters["type"] == "offline" and parameters["word_boosting"] == "false"
+    code = rpc_code(lambda: list(onnx_server.asr().streaming_response_generator(
+        iter([as_bytes(speechlike(1.0)[0])]), config())))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT  # this backend serves Recognize only, for now
+
+
+def test_the_onnx_backend_runs_without_pytorch(demo_onnx: Path) -> None:
+    """A server process on this backend (app, front ends, engine) recognises without importing torch or NeMo."""
+    script = f"""
+import sys
+from pathlib import Path
+import soundfile as sf
+import parakeet_serve.app, parakeet_serve.cli
+from parakeet_serve.app import engine_for
+from parakeet_serve.settings import load_settings
+engine = engine_for(load_settings(backend="onnx", model_id={str(demo_onnx)!r}))
+audio, _ = sf.read({str(sample_path())!r}, dtype="float32")
+print(engine.transcribe([audio])[0].best.text)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "nemo", "lightning")))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    text, modules = out.strip().splitlines()
+    assert text == sample_path().with_suffix(".txt").read_text().strip()
+    assert modules == "[]"
