@@ -31,7 +31,8 @@ def engine_for(s: Settings) -> Engine:
     if s.backend == "onnx":
         from parakeet_serve.engine.onnx_engine import OnnxEngine
 
-        return OnnxEngine(onnx_directory(s.model_id), model_id=s.model_id, decoder=s.decoder,
+        directory = onnx_directory(s.model_id, s.model_cache_dir, s.hub_offline, s.model_revision or None)
+        return OnnxEngine(directory, model_id=s.model_id, decoder=s.decoder,
                           provider=s.onnx_provider, int8=s.onnx_int8)
     return load_engine(
         s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,

@@ -15,11 +15,14 @@ import pytest
 import riva.client
 from riva.client.proto import riva_asr_pb2
 
+from parakeet_serve.app import engine_for
 from parakeet_serve.audio import AudioFormat, decode_audio
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.export import export
 from parakeet_serve.engine.onnx_engine import OnnxEngine
+from parakeet_serve.errors import ModelLoadError
 from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
+from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
 from tests.conftest import LoopThread, Served, rpc_code, speechlike, start_server
 from tests.riva.test_streaming import as_bytes, config
@@ -125,3 +128,28 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "nemo", "lig
     text, modules = out.strip().splitlines()
     assert text == sample_path().with_suffix(".txt").read_text().strip()
     assert modules == "[]"
+
+
+def test_a_hub_repository_in_onnx_asrs_layout_is_served_from_the_cache(demo_onnx: Path, tmp_path: Path) -> None:
+    """huggingface_hub's own cache layout, filled by hand (no network here): the offline server finds it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repository = tmp_path / "models--acme--demo-onnx"
+    snapshot = repository / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("encoder-model.onnx", "decoder_joint-model.onnx", "vocab.txt", "config.json"):
+        (snapshot / name).write_bytes((demo_onnx / name).read_bytes())
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+    engine = engine_for(load_settings(backend="onnx", model_id="acme/demo-onnx", model_cache_dir=tmp_path,
+                                      hub_offline=True))
+    audio = decode_audio(sample_path().read_bytes(), AudioFormat(), target_rate=16000, max_seconds=60).mono()
+    assert engine.transcribe([audio])[0].best.text == sample_path().with_suffix(".txt").read_text().strip()
+
+
+@pytest.mark.parametrize(("model_id", "said"), [
+    ("demo", "write one with `parakeet-serve export --model demo"),
+    ("acme/not-cached", "is not in the cache"),
+])
+def test_what_the_onnx_backend_cannot_serve_is_said_in_one_line(model_id: str, said: str, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=said):
+        engine_for(load_settings(backend="onnx", model_id=model_id, model_cache_dir=tmp_path, hub_offline=True))

@@ -45,23 +45,28 @@ def load_nemo_model(path: Path, map_location: str = "cpu") -> Any:
 
 
 def _from_hub(model_id: str, cache_dir: Path | None, offline: bool, revision: str | None) -> Path:
+    folder = _hub_snapshot(model_id, cache_dir, offline, revision, ["*.nemo"], "a local .nemo file")
+    files = sorted(folder.glob("*.nemo"))
+    if not files:
+        raise ModelLoadError(f"Model {model_id} on the hub holds no .nemo file; it is not a NeMo ASR model.")
+    return files[0]
+
+
+def _hub_snapshot(model_id: str, cache_dir: Path | None, offline: bool, revision: str | None,
+                  patterns: list[str], local_kind: str) -> Path:
+    """The cached snapshot of the files of `model_id` matching `patterns`, downloaded when needed."""
     from huggingface_hub import constants, snapshot_download
 
     cache = cache_dir or Path(constants.HF_HUB_CACHE)
     try:
-        folder = snapshot_download(
-            repo_id=model_id, revision=revision, cache_dir=cache, allow_patterns=["*.nemo"], local_files_only=offline
-        )
+        return Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache,
+                                      allow_patterns=patterns, local_files_only=offline))
     except Exception as exc:  # offline, unknown repository, permissions: all end the start-up
         reason = "the hub is disabled (PARAKEET_HUB_OFFLINE)" if offline else f"the hub failed: {_one_line(exc)}"
         raise ModelLoadError(
             f"Model {model_id} is not in the cache {cache} and {reason}; fix: run once with hub access "
-            f"to fill the cache, copy the model there, or set PARAKEET_MODEL_ID to a local .nemo file."
+            f"to fill the cache, copy the model there, or set PARAKEET_MODEL_ID to {local_kind}."
         ) from exc
-    files = sorted(Path(folder).glob("*.nemo"))
-    if not files:
-        raise ModelLoadError(f"Model {model_id} on the hub holds no .nemo file; it is not a NeMo ASR model.")
-    return files[0]
 
 
 def _demo_file() -> Path:
@@ -79,10 +84,18 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def onnx_directory(model_id: str) -> Path:
-    """The ONNX model directory `model_id` names (onnx-asr's layout, as `parakeet-serve export` writes)."""
+def onnx_directory(model_id: str, cache_dir: Path | None = None, offline: bool = False,
+                   revision: str | None = None) -> Path:
+    """The ONNX model directory `model_id` names: a local directory (as `parakeet-serve export` writes
+    it) or a hub repository in onnx-asr's layout (its graphs, vocabulary and config are fetched)."""
     path = Path(model_id).expanduser()
-    if not path.is_dir():
-        raise ModelLoadError(f"PARAKEET_BACKEND=onnx serves a model directory, and {model_id!r} is not one; write "
-                             f"one with `parakeet-serve export --model {model_id} --out DIR`.")
-    return path
+    if path.is_dir():
+        return path
+    if model_id == DEMO or path.suffix == ".nemo" or path.exists():
+        raise ModelLoadError(f"PARAKEET_BACKEND=onnx serves an ONNX model directory, and {model_id!r} is not "
+                             f"one; write one with `parakeet-serve export --model {model_id} --out DIR`.")
+    folder = _hub_snapshot(model_id, cache_dir, offline, revision, ["*.onnx", "*.onnx.data", "vocab.txt",
+                                                                    "config.json"], "a local ONNX directory")
+    if not (folder / "vocab.txt").is_file():
+        raise ModelLoadError(f"Model {model_id} on the hub has no vocab.txt; it is not in onnx-asr's layout.")
+    return folder
