@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_ALTERNATIVES = 10
 DEFAULT_BOOST_LIMITS = BoostLimits(max_phrases=1000, max_phrase_chars=100)
-# A progressively answered audio's pieces are each cut in the quietest moment of their last third;
+# A progressively answered audio's pieces are each cut in the longest pause of their last third;
 # PIECES_QUEUED of them wait for the engine at a time.
 PIECE_SEARCH_SHARE, PIECES_QUEUED = 1 / 3, 2
 
@@ -129,7 +129,7 @@ class Recognizer:
         decoder = StreamDecoder(fmt, self.info.sample_rate)
         if self._geometry is None or self._detokenize is None:
             raise UnknownModel(f"Model {self.model_name!r} is served for Recognize only; it cannot stream.")
-        if boost is not None and self._booster is not None:  # build its tree while the first audio arrives
+        if boost is not None:  # build its tree while the first audio arrives (`word_boost` checked the booster)
             asyncio.get_running_loop().run_in_executor(None, self._booster.prepare, boost)
         with self._scheduler.stream(boost) as state:
             yield StreamSession(
@@ -213,7 +213,7 @@ class Recognizer:
         """The audio, and the boost's tree built (or found cached) on the same worker thread."""
         def work() -> Audio:
             audio = decode_audio(data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds)
-            if boost is not None and self._booster is not None:
+            if boost is not None:  # only when the engine can boost (`word_boost`)
                 self._booster.prepare(boost)
             return audio
 

@@ -36,3 +36,9 @@ class Engine(Protocol):
     def gpu_memory(self) -> tuple[Callable[[], int], Callable[[], int]] | None:
         """Readers of (allocated, reserved) device memory in bytes, when it runs on a GPU it can measure."""
         ...
+
+
+def warmup_clips(sample_rate: int, seconds: float = 2.0) -> list[np.ndarray]:
+    """Quiet noise of two lengths: a batch that runs every part of a backend's path once."""
+    clip = (np.random.default_rng(0).standard_normal(int(seconds * sample_rate)) * 0.01).astype(np.float32)
+    return [clip, clip[: len(clip) // 2]]

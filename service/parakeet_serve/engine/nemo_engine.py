@@ -20,10 +20,11 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from parakeet_serve.boosting import WordBoost
+from parakeet_serve.engine.base import warmup_clips
 from parakeet_serve.engine.boosting import PhraseBooster
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Token, Transcript
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
+from parakeet_serve.engine.words import TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,9 @@ class NemoEngine:
         device = self.device
         return (lambda: torch.cuda.memory_allocated(device)), (lambda: torch.cuda.memory_reserved(device))
 
-    def warmup(self, seconds: float = 2.0) -> None:
+    def warmup(self) -> None:
         """Run the whole path once so the first request pays no lazy initialisation."""
-        rng = np.random.default_rng(0)
-        clip = (rng.standard_normal(int(seconds * self.sample_rate)) * 0.01).astype(np.float32)
-        self.transcribe([clip, clip[: len(clip) // 2]])
+        self.transcribe(warmup_clips(self.sample_rate))
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int],
                           boosts: Sequence[WordBoost | None]) -> list[Transcript]:
@@ -220,10 +219,7 @@ class NemoEngine:
             for tid, o, c in zip(ids, offsets, confidences, strict=True)
         ]
         words = group_words(spans, self.detokenize, self.frame_shift_s)
-        # The confidence method is the emitted token's probability (max_prob): its log is the token's logprob.
-        tokens = tuple(Token(s.token_id, s.piece.replace(SENTENCEPIECE_WORD_START, " "),
-                             math.log(max(s.confidence, 1e-12)), round(s.start_frame * self.frame_shift_s, 3))
-                       for s in spans)
+        tokens = token_logprobs(spans, self.frame_shift_s)
         return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words), tokens=tokens)
 
     def _token_ids(self, hyp: Any) -> list[int]:

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from parakeet_serve.engine.base import warmup_clips
 from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Token, Transcript
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,8 @@ class OnnxEngine:
             spans = self._decode_transducer(encoded, encoded_lengths)
         return [Transcript((self._hypothesis(item),)) for item in spans]
 
-    def warmup(self, seconds: float = 2.0) -> None:
-        clip = (np.random.default_rng(0).standard_normal(int(seconds * self.sample_rate)) * 0.01).astype(np.float32)
-        self.transcribe([clip, clip[: len(clip) // 2]])
+    def warmup(self) -> None:
+        self.transcribe(warmup_clips(self.sample_rate))
 
     def streamer(self, left_context_s: float) -> None:
         """Streaming on this backend is not built yet: its servers answer `Recognize` only."""
@@ -95,9 +95,6 @@ class OnnxEngine:
 
     def detokenize(self, ids: list[int]) -> str:
         return "".join(self._pieces[i] for i in ids).replace(SENTENCEPIECE_WORD_START, " ").strip()
-
-    def piece(self, token_id: int) -> str:
-        return self._pieces[token_id]
 
     def _encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoder output [batch, dim, frames] and valid frames; a CTC model's graph gives log-probs."""
@@ -183,9 +180,7 @@ class OnnxEngine:
 
     def _hypothesis(self, spans: list[TokenSpan]) -> Hypothesis:
         words = group_words(spans, self.detokenize, self.frame_shift_s)
-        tokens = tuple(Token(s.token_id, s.piece.replace(SENTENCEPIECE_WORD_START, " "),
-                             math.log(max(s.confidence, 1e-12)), round(s.start_frame * self.frame_shift_s, 3))
-                       for s in spans)
+        tokens = token_logprobs(spans, self.frame_shift_s)
         confidence = sum(s.confidence for s in spans) / len(spans) if spans else 0.0
         return Hypothesis(self.detokenize([s.token_id for s in spans]), confidence, tuple(words), tokens)
 

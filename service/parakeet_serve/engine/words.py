@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from parakeet_serve.engine.types import Word
+from parakeet_serve.engine.types import Token, Word
 
 SENTENCEPIECE_WORD_START = "\u2581"
 
@@ -44,3 +45,10 @@ def group_words(
         end = max(group[-1].end_frame, group[0].start_frame + 1) * frame_shift_s
         words.append(Word(text, round(start, 3), round(end, 3), min(t.confidence for t in group)))
     return words
+
+
+def token_logprobs(tokens: Sequence[TokenSpan], frame_shift_s: float) -> tuple[Token, ...]:
+    """Each token with its log-probability and emission time. The confidence is the emitted token's
+    probability (NeMo's max_prob measure), so its log is the token's logprob."""
+    return tuple(Token(t.token_id, t.piece.replace(SENTENCEPIECE_WORD_START, " "), math.log(max(t.confidence, 1e-12)),
+                       round(t.start_frame * frame_shift_s, 3)) for t in tokens)
