@@ -48,3 +48,15 @@ def test_evaluate_sums_errors_over_batches(tmp_path: Path) -> None:
     assert (report.utterances, report.words, report.word_errors) == (3, 6, 2)
     assert report.wer == pytest.approx(2 / 6)
     assert report.audio_s == pytest.approx(1.5)
+
+
+def test_lead_silence_goes_before_each_clip(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", np.full(8000, 0.5, np.float32), 16000)
+    heard = []
+    report = evaluate(lambda audios: heard.extend(audios) or ["x"] * len(audios),
+                      [ManifestEntry(tmp_path / "a.wav", 0.5, "x")], 16000, lead_silence_s=1.0)
+    (audio,) = heard
+    assert len(audio) == 24000 and not audio[:16000].any() and audio[16000:].min() > 0.49
+    assert report.audio_s == pytest.approx(1.5)

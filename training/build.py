@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=train.MINUTES, help="training time budget")
     a = parser.parse_args()
     began = time.monotonic()
-    data.build(train_count=9000, sentence_count=7000, eval_seen=150, eval_held_out=100, seed=a.seed, workers=2)
+    data.build(train_count=data.TRAIN_UTTERANCES, eval_seen=150, eval_held_out=100, seed=a.seed, workers=2)
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
     manifest = train.ROOT / "data" / "train.jsonl"

@@ -38,7 +38,7 @@ TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
 # transducer from the start its prediction network learns the sentence grammar instead.
 DISTIL_SHARE = 0.25
 DISTIL_CTC_WEIGHT = 0.3
-MINUTES, PEAK_LR, BATCH_SECONDS = 50.0, 2e-3, 20.0  # small batches: more updates per minute
+MINUTES, PEAK_LR, BATCH_SECONDS = 85.0, 2e-3, 20.0  # small batches: more updates per minute
 DEFAULT_OUT = ROOT.parent / "service" / "parakeet_serve" / "models" / "demo.nemo"
 
 

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--boost", type=Path, help="phrases, one per line, to boost: the error rates with and "
                           "without, on the utterances that contain one and on the others")
     evaluate.add_argument("--boost-value", type=float, default=50.0, help="the phrases' boost (Riva's scale)")
+    evaluate.add_argument("--lead-silence-s", type=float, default=0.0, help="silence put before each clip")
     evaluate.set_defaults(run=_run_eval)
 
     bench = commands.add_parser("bench", help="benchmark a server (or one started here)")
@@ -245,7 +246,8 @@ def _run_eval(args: argparse.Namespace) -> None:
         def transcribe(audios: Sequence[Any]) -> list[str]:
             return [t.best.text for t in engine.transcribe(audios, boosts=[boost] * len(audios))]
 
-        return evaluate(transcribe, subset, engine.sample_rate, args.batch_size, progress=bar)
+        return evaluate(transcribe, subset, engine.sample_rate, args.batch_size, progress=bar,
+                        lead_silence_s=args.lead_silence_s)
 
     print(f"{args.model} ({engine.info.decoder}) on {manifest}: {run(entries, None).summary()}")
     if args.boost:

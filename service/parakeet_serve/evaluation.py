@@ -107,14 +107,20 @@ def evaluate(
     sample_rate: int,
     batch_size: int = 16,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
+    lead_silence_s: float = 0.0,
 ) -> Report:
-    """Recognise every entry in batches with `transcribe` and count the errors."""
+    """Recognise every entry in batches with `transcribe` and count the errors.
+
+    `lead_silence_s` puts that much silence before each clip: how a model copes with speech that starts
+    after a pause, as every utterance after a stream's first does.
+    """
+    lead = np.zeros(round(lead_silence_s * sample_rate), np.float32)
     totals = np.zeros(4, dtype=np.int64)
     audio_s = compute_s = 0.0
     for start in progress(range(0, len(entries), batch_size)):
         chunk = entries[start : start + batch_size]
-        audios = [decode_audio(e.audio.read_bytes(), AudioFormat(), target_rate=sample_rate, max_seconds=3600).mono()
-                  for e in chunk]
+        audios = [np.concatenate([lead, decode_audio(e.audio.read_bytes(), AudioFormat(), target_rate=sample_rate,
+                                                     max_seconds=3600).mono()]) for e in chunk]
         began = time.perf_counter()
         hypotheses = transcribe(audios)
         compute_s += time.perf_counter() - began

@@ -78,6 +78,12 @@ def train_tokenizer(out_dir: Path, vocab_size: int, texts: Iterable[str] = _DEFA
     return out_dir
 
 
+def validation_data(sample_rate: int) -> dict[str, Any]:
+    """The `validation_ds` section NeMo's own `transcribe()` needs; no manifest (nothing trains here)."""
+    return {"manifest_filepath": None, "sample_rate": sample_rate, "batch_size": 16, "shuffle": False,
+            "use_start_end_token": False}
+
+
 def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
     """A NeMo model config (the `model:` section of a training YAML) for `bp`."""
     cfg: dict[str, Any] = {
@@ -108,7 +114,8 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
             "freq_masks": 2, "time_masks": 4, "freq_width": 15, "time_width": 0.05,
         }} if bp.spec_augment else {}),
         "train_ds": None,
-        "validation_ds": None,
+        # NeMo's transcribe() reads its data-loader settings from here (and fails on None)
+        "validation_ds": validation_data(bp.sample_rate),
         "model_defaults": {"enc_hidden": bp.d_model, "pred_hidden": bp.pred_hidden, "joint_hidden": bp.joint_hidden},
     }
     ctc_decoder = {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": bp.d_model,
