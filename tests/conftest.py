@@ -20,11 +20,31 @@ from parakeet_serve.app import Application
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
+from parakeet_serve.evaluation import normalise
 from parakeet_serve.settings import Settings, load_settings
 from parakeet_serve.telemetry import Telemetry
 
 HEADS = ("ctc", "rnnt", "tdt", "hybrid_rnnt_ctc", "hybrid_tdt_ctc")
 SAMPLE_RATE = 16000
+DEMO_EVAL = Path(__file__).resolve().parent.parent / "service" / "parakeet_serve" / "eval"
+
+
+@dataclass(frozen=True)
+class Misheard:
+    """An evaluation clip in which the demo model writes `heard` where the voice says `said`: a word to boost."""
+
+    clip: Path
+    said: str
+    heard: str
+
+    def which(self, transcript: str) -> str | None:
+        """`said` or `heard`, whichever word the transcript has (None: neither, or both)."""
+        words = set(normalise(transcript).split())
+        found = [w for w in (self.said, self.heard) if w in words]
+        return found[0] if len(found) == 1 else None
+
+
+MISHEARD = Misheard(DEMO_EVAL / "seen-013.ogg", said="anna", heard="emma")
 
 
 @pytest.fixture(autouse=True)

@@ -64,7 +64,7 @@ def speech_region(samples: np.ndarray, rate: int) -> tuple[float, float]:
 
 
 def test_sample_words_and_their_times_fall_in_the_spoken_region(demo: Served) -> None:
-    sample = PACKAGE / "samples" / "train-departure.wav"
+    sample = PACKAGE / "samples" / "quickstart.wav"
     expected = sample.with_suffix(".txt").read_text().split()
     config = riva.client.RecognitionConfig(language_code="en-US", enable_word_time_offsets=True)
     words = demo.asr().offline_recognize(sample.read_bytes(), config).results[0].alternatives[0].words
@@ -76,6 +76,23 @@ def test_sample_words_and_their_times_fall_in_the_spoken_region(demo: Served) ->
     assert abs(words[-1].end_time / 1000 - end) < 0.4
     for w in words:
         assert start - 0.3 <= w.start_time / 1000 < w.end_time / 1000 <= end + 0.4
+
+
+NEMO_TRANSCRIBE = """
+import sys
+from nemo.collections.asr.models import ASRModel
+model = ASRModel.restore_from(sys.argv[1], map_location="cpu")
+print("TRANSCRIPT", model.transcribe([sys.argv[2]], verbose=False)[0].text)
+"""
+
+
+def test_nemo_itself_transcribes_the_packaged_model() -> None:
+    """The .nemo is a standard NeMo checkpoint: NeMo's own restore_from and transcribe() run it, no code of ours."""
+    sample = PACKAGE / "samples" / "quickstart.wav"
+    out = subprocess.run([sys.executable, "-c", NEMO_TRANSCRIBE, str(PACKAGE / "models" / "demo.nemo"), str(sample)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    transcript = next(line for line in out.stdout.splitlines() if line.startswith("TRANSCRIPT ")).split(" ", 1)[1]
+    assert transcript == sample.with_suffix(".txt").read_text().strip()
 
 
 def test_eval_command_prints_wer_and_cer(demo: Served, tmp_path: Path) -> None:

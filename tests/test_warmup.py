@@ -58,7 +58,7 @@ def test_warmup_writes_no_termination_message_outside_kubernetes(tmp_path: Path)
     [
         ("demo", SAMPLE_TEXT, None),
         ("demo", SAMPLE_TEXT.upper() + ".", None),  # the same words, punctuated
-        ("demo", "the train to paris", "instead of"),
+        ("demo", " ".join(SAMPLE_TEXT.split()[:-1]), "instead of"),  # a word short
         ("demo", "", "instead of"),
         ("nvidia/parakeet-tdt-0.6b-v2", "any words at all", None),
         ("nvidia/parakeet-tdt-0.6b-v2", " . ", "no words"),

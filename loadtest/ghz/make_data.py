@@ -49,7 +49,7 @@ def write(out_dir: Path, audio_file: Path, chunk_ms: float) -> tuple[Path, Path]
 
 
 def main() -> None:
-    sample = Path(str(resources.files("parakeet_serve").joinpath("samples", "train-departure.wav")))
+    sample = Path(str(resources.files("parakeet_serve").joinpath("samples", "quickstart.wav")))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path, nargs="?", default=sample, help="WAV, FLAC or Ogg/Opus file")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per streaming message")

@@ -19,7 +19,7 @@ from parakeet_serve.engine.loader import DEMO
 from parakeet_serve.evaluation import error_counts, normalise
 from parakeet_serve.settings import Settings
 
-SAMPLE = "train-departure.wav"
+SAMPLE = "quickstart.wav"
 
 
 def sample_path() -> Path:

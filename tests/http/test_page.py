@@ -21,6 +21,7 @@ from tests.conftest import LoopThread, Served, start_server
 from tests.test_cli import free_port
 
 SAMPLE_TEXT = sample_path().with_suffix(".txt").read_text().strip()
+SAMPLE_END = " ".join(SAMPLE_TEXT.split()[-3:])  # the fake microphone may cut the first loop's start
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +69,9 @@ def test_the_microphone_streams_and_the_page_shows_the_transcript(demo: Served, 
     # may be cut; the next loops are whole.
     def heard_the_sample(b: webdriver.Chrome) -> str | None:
         text = b.find_element(By.ID, "finals").text
-        return text if "airport" in text else None
+        return text if SAMPLE_END in text.lower() else None
 
-    finals = WebDriverWait(browser, 90).until(heard_the_sample)
-    assert "train to the airport" in finals.lower(), finals
+    assert WebDriverWait(browser, 90).until(heard_the_sample)
     assert browser.save_screenshot(str(tmp_path / "page.png"))  # the README's docs/page.png came from here
 
 
@@ -81,4 +81,4 @@ def test_the_upload_form_shows_the_text_and_word_times(demo: Served, browser: we
     browser.find_element(By.CSS_SELECTOR, "#upload button").click()
     WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "words").text or None)
     assert browser.find_element(By.ID, "file-text").text.lower().rstrip(".") == SAMPLE_TEXT
-    assert "airport" in browser.find_element(By.ID, "words").text
+    assert SAMPLE_TEXT.split()[-1] in browser.find_element(By.ID, "words").text

@@ -20,13 +20,13 @@ from websockets.sync.client import connect
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import error_counts
 from parakeet_serve.warmup import sample_path
-from tests.conftest import LoopThread, Served, start_server
+from tests.conftest import MISHEARD, LoopThread, Served, start_server
 from tests.riva.test_admission import poll
 from tests.riva.test_streaming import as_bytes
 from tests.telemetry.scrape import Scrape
 from tests.test_cli import free_port
 
-SAMPLES = [sample_path(), sample_path().with_name("call-back-later.wav")]
+SAMPLES = [sample_path(), sample_path().with_name("held-out-voice.wav")]
 TEXTS = [p.with_suffix(".txt").read_text().strip() for p in SAMPLES]
 
 
@@ -195,16 +195,16 @@ def test_a_socket_is_one_stream_for_admission_control_shared_with_grpc(loop_thre
 
 
 def test_the_transcription_prompt_boosts_its_phrases(demo: Served) -> None:
-    anna, rate = sf.read(sample_path().parent.parent / "eval" / "seen-013.ogg", dtype="float32")
+    clip, rate = sf.read(MISHEARD.clip, dtype="float32")
     ws = Socket(demo)
     try:
         ws.send(type="session.update", session={"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"prompt": "anna"},
+            "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"prompt": MISHEARD.said},
             "turn_detection": None}}})
-        assert ws.until("session.updated")[0]["session"]["audio"]["input"]["transcription"]["prompt"] == "anna"
-        ws.append(as_bytes(soxr.resample(anna, rate, 24000)), chunk=4800)
+        assert ws.until("session.updated")[0]["session"]["audio"]["input"]["transcription"]["prompt"] == MISHEARD.said
+        ws.append(as_bytes(soxr.resample(clip, rate, 24000)), chunk=4800)
         ws.send(type="input_audio_buffer.commit")
         (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
     finally:
         ws.close()
-    assert completed["transcript"].lower().startswith("anna will meet you")  # unboosted, the model says "emma"
+    assert MISHEARD.which(completed["transcript"]) == MISHEARD.said  # unboosted, the model says MISHEARD.heard

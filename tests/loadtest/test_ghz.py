@@ -17,7 +17,7 @@ from tests.conftest import Served
 
 ROOT = Path(__file__).resolve().parents[2]
 GHZ = ROOT / "loadtest" / "ghz"
-SAMPLE = ROOT / "service" / "parakeet_serve" / "samples" / "train-departure.wav"
+SAMPLE = ROOT / "service" / "parakeet_serve" / "samples" / "quickstart.wav"
 # The keys ghz's config file accepts (its `config` struct) that these files use or could.
 GHZ_KEYS = {"name", "call", "host", "insecure", "concurrency", "total", "timeout", "duration", "stream-interval",
             "data-file", "connections", "qps", "cacert", "cert", "key", "metadata", "format", "output", "tags"}

@@ -15,13 +15,11 @@ import riva.client
 from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.engine import NemoEngine, load_engine
-from tests.conftest import LoopThread, Served, rpc_code, start_server
+from tests.conftest import MISHEARD, LoopThread, Served, rpc_code, start_server
 from tests.riva.test_streaming import PACKAGE, RATE, as_bytes, config, finals, pcm_of, stream
 from tests.telemetry.scrape import Scrape
 
-# The demo model hears "emma" where this voice says "anna" (a name its sentence pattern allows both of).
-ANNA = PACKAGE / "eval" / "seen-013.ogg"
-HEARD, SAID = "emma will meet you", "anna will meet you"
+ANNA, SAID, HEARD = MISHEARD.clip, MISHEARD.said, MISHEARD.heard
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +43,17 @@ def recognize(served: Served, cfg: riva.client.RecognitionConfig, data: bytes | 
 
 
 def test_a_boosted_name_is_heard_in_recognize(demo: Served) -> None:
-    assert recognize(demo, recognition()).startswith(HEARD)
-    assert recognize(demo, recognition("anna")).startswith(SAID)
-    assert recognize(demo, recognition("anna", boost=0.0)).startswith(HEARD)  # boost 0: not boosted
+    assert MISHEARD.which(recognize(demo, recognition())) == HEARD
+    assert MISHEARD.which(recognize(demo, recognition(SAID))) == SAID
+    assert MISHEARD.which(recognize(demo, recognition(SAID, boost=0.0))) == HEARD  # boost 0: not boosted
 
 
 def test_a_boosted_request_leaves_the_unboosted_one_in_its_batch_unchanged(demo: Served) -> None:
-    other = PACKAGE / "samples" / "train-departure.wav"
+    other = PACKAGE / "samples" / "quickstart.wav"
     alone = {path: recognize(demo, recognition(), path.read_bytes()) for path in (ANNA, other)}
     before = Scrape(demo.metrics_url)
     futures = {
-        "boosted": demo.asr().offline_recognize(ANNA.read_bytes(), recognition("anna"), future=True),
+        "boosted": demo.asr().offline_recognize(ANNA.read_bytes(), recognition(SAID), future=True),
         "same audio": demo.asr().offline_recognize(ANNA.read_bytes(), recognition(), future=True),
         "other audio": demo.asr().offline_recognize(other.read_bytes(), recognition(), future=True),
     }
@@ -64,7 +62,7 @@ def test_a_boosted_request_leaves_the_unboosted_one_in_its_batch_unchanged(demo:
     batches = after.value("parakeet_batch_size_count", kind="offline") - before.value(
         "parakeet_batch_size_count", kind="offline")
     assert batches == 1, "the three requests did not share one batch"
-    assert texts["boosted"].startswith(SAID)
+    assert MISHEARD.which(texts["boosted"]) == SAID
     assert texts["same audio"] == alone[ANNA] and texts["other audio"] == alone[other]
 
 
@@ -74,17 +72,17 @@ def test_a_stream_keeps_its_boost_across_utterances(demo: Served) -> None:
     data = as_bytes(np.concatenate([anna, pause, anna, pause]))
     cfg = config(interim=False)
     plain = finals(stream(demo, data, 3200, cfg))
-    riva.client.add_word_boosting_to_config(cfg, ["anna"], 20.0)
+    riva.client.add_word_boosting_to_config(cfg, [SAID], 20.0)
     boosted = finals(stream(demo, data, 3200, cfg))
     assert len(plain) == len(boosted) == 2
-    assert all(text.startswith(HEARD) for text in plain)
-    assert all(text.startswith(SAID) for text in boosted), boosted  # the second utterance too
+    assert all(MISHEARD.which(text) == HEARD for text in plain), plain
+    assert all(MISHEARD.which(text) == SAID for text in boosted), boosted  # the second utterance too
 
 
 def test_streams_with_and_without_a_boost_at_once_keep_their_own_text(demo: Served) -> None:
     data = as_bytes(pcm_of(ANNA))
     plain, boosted = config(interim=False), config(interim=False)
-    riva.client.add_word_boosting_to_config(boosted.config, ["anna"], 20.0)
+    riva.client.add_word_boosting_to_config(boosted.config, [SAID], 20.0)
     results: dict[str, list[str]] = {}
     threads = [threading.Thread(target=lambda name=name, cfg=cfg: results.__setitem__(
         name, finals(stream(demo, data, 1600, cfg)))) for name, cfg in (("plain", plain), ("boosted", boosted))]
@@ -92,7 +90,7 @@ def test_streams_with_and_without_a_boost_at_once_keep_their_own_text(demo: Serv
         t.start()
     for t in threads:
         t.join(60)
-    assert results["plain"][0].startswith(HEARD) and results["boosted"][0].startswith(SAID)
+    assert MISHEARD.which(results["plain"][0]) == HEARD and MISHEARD.which(results["boosted"][0]) == SAID
 
 
 @pytest.mark.parametrize(("boosted", "boost", "said"), [
@@ -125,6 +123,6 @@ def test_a_ctc_decoding_server_says_it_cannot_boost_and_recognises_anyway(loop_t
         parameters = stub.GetRivaSpeechRecognitionConfig(
             riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0].parameters
         assert parameters["word_boosting"] == "false" and "max_boost" not in parameters
-        assert served.asr().offline_recognize(ANNA.read_bytes(), recognition("anna")).results
+        assert served.asr().offline_recognize(ANNA.read_bytes(), recognition(SAID)).results
     finally:
         served.stop()

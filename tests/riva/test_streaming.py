@@ -24,7 +24,7 @@ from tests.conftest import LoopThread, Served, start_server
 from tests.riva.test_admission import poll
 
 PACKAGE = Path(str(resources.files("parakeet_serve")))
-SAMPLE = PACKAGE / "samples" / "train-departure.wav"
+SAMPLE = PACKAGE / "samples" / "quickstart.wav"
 EVAL = read_manifest(PACKAGE / "eval" / "demo-eval-seen-voices.jsonl")
 RATE = 16000
 
