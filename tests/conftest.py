@@ -43,6 +43,11 @@ class Misheard:
         found = [w for w in (self.said, self.heard) if w in words]
         return found[0] if len(found) == 1 else None
 
+    def corrects(self, plain: str, boosted: str) -> bool:
+        """`plain` has the misheard word, and `boosted` is `plain` with that word, and nothing else, put right."""
+        right = [self.said if w == self.heard else w for w in normalise(plain).split()]
+        return self.which(plain) == self.heard and normalise(boosted).split() == right
+
 
 MISHEARD = Misheard(DEMO_EVAL / "seen-013.ogg", said="anna", heard="emma")
 

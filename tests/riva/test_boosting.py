@@ -19,7 +19,7 @@ from tests.conftest import MISHEARD, LoopThread, Served, rpc_code, start_server
 from tests.riva.test_streaming import PACKAGE, RATE, as_bytes, config, finals, pcm_of, stream
 from tests.telemetry.scrape import Scrape
 
-ANNA, SAID, HEARD = MISHEARD.clip, MISHEARD.said, MISHEARD.heard
+CLIP, SAID = MISHEARD.clip, MISHEARD.said
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +38,23 @@ def recognition(*boosted: str, boost: float = 20.0) -> riva.client.RecognitionCo
 
 
 def recognize(served: Served, cfg: riva.client.RecognitionConfig, data: bytes | None = None) -> str:
-    response = served.asr().offline_recognize(data or ANNA.read_bytes(), cfg)
+    response = served.asr().offline_recognize(data or CLIP.read_bytes(), cfg)
     return " ".join(r.alternatives[0].transcript for r in response.results)
 
 
 def test_a_boosted_name_is_heard_in_recognize(demo: Served) -> None:
-    assert MISHEARD.which(recognize(demo, recognition())) == HEARD
-    assert MISHEARD.which(recognize(demo, recognition(SAID))) == SAID
-    assert MISHEARD.which(recognize(demo, recognition(SAID, boost=0.0))) == HEARD  # boost 0: not boosted
+    plain = recognize(demo, recognition())
+    assert MISHEARD.corrects(plain, recognize(demo, recognition(SAID)))
+    assert recognize(demo, recognition(SAID, boost=0.0)) == plain  # boost 0: not boosted
 
 
 def test_a_boosted_request_leaves_the_unboosted_one_in_its_batch_unchanged(demo: Served) -> None:
     other = PACKAGE / "samples" / "quickstart.wav"
-    alone = {path: recognize(demo, recognition(), path.read_bytes()) for path in (ANNA, other)}
+    alone = {path: recognize(demo, recognition(), path.read_bytes()) for path in (CLIP, other)}
     before = Scrape(demo.metrics_url)
     futures = {
-        "boosted": demo.asr().offline_recognize(ANNA.read_bytes(), recognition(SAID), future=True),
-        "same audio": demo.asr().offline_recognize(ANNA.read_bytes(), recognition(), future=True),
+        "boosted": demo.asr().offline_recognize(CLIP.read_bytes(), recognition(SAID), future=True),
+        "same audio": demo.asr().offline_recognize(CLIP.read_bytes(), recognition(), future=True),
         "other audio": demo.asr().offline_recognize(other.read_bytes(), recognition(), future=True),
     }
     texts = {name: f.result(60).results[0].alternatives[0].transcript for name, f in futures.items()}
@@ -62,25 +62,24 @@ def test_a_boosted_request_leaves_the_unboosted_one_in_its_batch_unchanged(demo:
     batches = after.value("parakeet_batch_size_count", kind="offline") - before.value(
         "parakeet_batch_size_count", kind="offline")
     assert batches == 1, "the three requests did not share one batch"
-    assert MISHEARD.which(texts["boosted"]) == SAID
-    assert texts["same audio"] == alone[ANNA] and texts["other audio"] == alone[other]
+    assert MISHEARD.corrects(alone[CLIP], texts["boosted"])
+    assert texts["same audio"] == alone[CLIP] and texts["other audio"] == alone[other]
 
 
 def test_a_stream_keeps_its_boost_across_utterances(demo: Served) -> None:
-    anna = pcm_of(ANNA)
+    clip = pcm_of(CLIP)
     pause = np.zeros(RATE, np.float32)
-    data = as_bytes(np.concatenate([anna, pause, anna, pause]))
+    data = as_bytes(np.concatenate([clip, pause, clip, pause]))
     cfg = config(interim=False)
     plain = finals(stream(demo, data, 3200, cfg))
     riva.client.add_word_boosting_to_config(cfg, [SAID], 20.0)
     boosted = finals(stream(demo, data, 3200, cfg))
     assert len(plain) == len(boosted) == 2
-    assert all(MISHEARD.which(text) == HEARD for text in plain), plain
-    assert all(MISHEARD.which(text) == SAID for text in boosted), boosted  # the second utterance too
+    assert all(MISHEARD.corrects(p, b) for p, b in zip(plain, boosted, strict=True)), (plain, boosted)  # each utterance
 
 
 def test_streams_with_and_without_a_boost_at_once_keep_their_own_text(demo: Served) -> None:
-    data = as_bytes(pcm_of(ANNA))
+    data = as_bytes(pcm_of(CLIP))
     plain, boosted = config(interim=False), config(interim=False)
     riva.client.add_word_boosting_to_config(boosted.config, [SAID], 20.0)
     results: dict[str, list[str]] = {}
@@ -90,7 +89,7 @@ def test_streams_with_and_without_a_boost_at_once_keep_their_own_text(demo: Serv
         t.start()
     for t in threads:
         t.join(60)
-    assert MISHEARD.which(results["plain"][0]) == HEARD and MISHEARD.which(results["boosted"][0]) == SAID
+    assert MISHEARD.corrects(results["plain"][0], results["boosted"][0])
 
 
 @pytest.mark.parametrize(("boosted", "boost", "said"), [
@@ -104,7 +103,7 @@ def test_bad_contexts_are_invalid_argument(demo: Served, boosted: list[str], boo
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and said in refused.value.details()
     cfg = config()
     riva.client.add_word_boosting_to_config(cfg, boosted, boost)
-    code = rpc_code(lambda: list(demo.asr().streaming_response_generator(iter([as_bytes(pcm_of(ANNA))]), cfg)))
+    code = rpc_code(lambda: list(demo.asr().streaming_response_generator(iter([as_bytes(pcm_of(CLIP))]), cfg)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -123,6 +122,6 @@ def test_a_ctc_decoding_server_says_it_cannot_boost_and_recognises_anyway(loop_t
         parameters = stub.GetRivaSpeechRecognitionConfig(
             riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0].parameters
         assert parameters["word_boosting"] == "false" and "max_boost" not in parameters
-        assert served.asr().offline_recognize(ANNA.read_bytes(), recognition(SAID)).results
+        assert served.asr().offline_recognize(CLIP.read_bytes(), recognition(SAID)).results
     finally:
         served.stop()
