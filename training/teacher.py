@@ -15,27 +15,28 @@ import torch
 import torch.nn.functional as F
 
 STACK = 8  # the encoder's subsampling factor
-# A fixed affine map of log-mel features to roughly zero mean, unit variance on this data.
+# A fixed affine map of unnormalised log-mel features to roughly zero mean, unit variance on this data.
 FEATURE_MEAN, FEATURE_STD = -10.9, 4.0
 
 
 class Teacher(torch.nn.Module):
-    def __init__(self, n_mels: int, n_classes: int, hidden: int = 320) -> None:
+    def __init__(self, n_mels: int, n_classes: int, hidden: int = 320, normalised: bool = False) -> None:
         super().__init__()
+        self.mean, self.std = (0.0, 1.0) if normalised else (FEATURE_MEAN, FEATURE_STD)
         self.proj = torch.nn.Linear(STACK * n_mels, 256)
         self.rnn = torch.nn.LSTM(256, hidden, num_layers=2, batch_first=True)
         self.out = torch.nn.Linear(hidden, n_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features (B, n_mels, T) -> CTC log-probabilities (B, T', classes) and their lengths."""
-        x, out_lengths = stack_frames(features, lengths)
+        x, out_lengths = stack_frames((features - self.mean) / self.std, lengths)
         x, _ = self.rnn(self.proj(x))
         return self.out(x).log_softmax(-1), out_lengths
 
 
 def stack_frames(features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal stacks of STACK frames, aligned with the causal depthwise-striding subsampling."""
-    x = F.pad((features - FEATURE_MEAN) / FEATURE_STD, (STACK - 1, 0))
+    x = F.pad(features, (STACK - 1, 0))
     n = (x.shape[2] + STACK - 1) // STACK
     x = F.pad(x, (0, n * STACK - x.shape[2]))
     stacked = x.transpose(1, 2).reshape(x.shape[0], n, STACK * x.shape[1])

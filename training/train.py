@@ -7,6 +7,7 @@ because NeMo's TDT loss needs CUDA), trained with a plain PyTorch loop over NeMo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -32,6 +33,9 @@ DEMO = Blueprint(
     spec_augment=False, dropout=0.0,  # it underfits in the budget: regularising only slows it
     streaming=True, att_context=(64, 3),  # 320 ms chunks (4 frames), 5.1 s of left context
 )
+# The proxy for offline-trained checkpoints (issue 20): the same model trained as Parakeet is, with
+# full attention, non-causal convolutions and per-utterance feature normalisation.
+DEMO_OFFLINE = dataclasses.replace(DEMO, streaming=False, att_context=(-1, -1))
 CTC_WEIGHT = 0.5
 TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
 # Then the Conformer learns from the teacher's frame posteriors (plus some CTC); with the
@@ -39,7 +43,9 @@ TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
 DISTIL_SHARE = 0.25
 DISTIL_CTC_WEIGHT = 0.3
 MINUTES, PEAK_LR, BATCH_SECONDS = 85.0, 2e-3, 20.0  # small batches: more updates per minute
-DEFAULT_OUT = ROOT.parent / "service" / "parakeet_serve" / "models" / "demo.nemo"
+MODELS = ROOT.parent / "service" / "parakeet_serve" / "models"
+DEFAULT_OUT = MODELS / "demo.nemo"
+OFFLINE_OUT = MODELS / "demo-offline.nemo"
 
 
 def load(manifest: Path) -> tuple[list[torch.Tensor], list[str]]:
@@ -173,7 +179,7 @@ def fit(name: str, params: list[torch.nn.Parameter], loss_fn: Callable[..., torc
 
 def train(
     manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float,
-    resume: Path | None = None,
+    resume: Path | None = None, bp: Blueprint = DEMO,
 ) -> None:
     """Train within `minutes`: teacher, distillation, then the hybrid; `resume` goes straight to the hybrid."""
     quiet_nemo()
@@ -185,16 +191,17 @@ def train(
 
         model = ASRModel.restore_from(str(resume), map_location="cpu").train()
     else:
-        tokenizer = train_tokenizer(ROOT / "data" / "model" / "tokenizer", DEMO.vocab_size, texts)
-        model = build_model(DEMO, tokenizer, seed).train()
-        if DEMO.streaming:
+        tokenizer = train_tokenizer(ROOT / "data" / "model" / "tokenizer", bp.vocab_size, texts)
+        model = build_model(bp, tokenizer, seed).train()
+        if bp.streaming:
             print(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
     data = (audios, [model.tokenizer.text_to_ids(t) for t in texts])
     params = sum(p.numel() for p in model.parameters())
     print(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h; model {params / 1e6:.2f} M params")
     student_minutes = minutes
     if resume is None:
-        teacher = Teacher(DEMO.n_mels, model.ctc_decoder.num_classes_with_blank).train()
+        # per-utterance normalised features need no fixed rescaling
+        teacher = Teacher(bp.n_mels, model.ctc_decoder.num_classes_with_blank, normalised=not bp.streaming).train()
         fit("teacher", list(teacher.parameters()), lambda batch, _: teacher_loss(model, teacher, *batch), data,
             minutes * TEACHER_SHARE, PEAK_LR, BATCH_SECONDS, rng)
         teacher.eval().requires_grad_(False)
@@ -218,7 +225,8 @@ def train(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "train.jsonl")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT.name}, with --offline {OFFLINE_OUT.name}")
+    parser.add_argument("--offline", action="store_true", help="the offline-trained proxy (full attention)")
     parser.add_argument("--minutes", type=float, default=MINUTES)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=PEAK_LR)
@@ -228,7 +236,8 @@ def main() -> None:
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
-    train(a.manifest, a.out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume)
+    bp, out = (DEMO_OFFLINE, OFFLINE_OUT) if a.offline else (DEMO, DEFAULT_OUT)
+    train(a.manifest, a.out or out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, bp)
 
 
 if __name__ == "__main__":

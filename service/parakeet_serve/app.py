@@ -38,7 +38,7 @@ def engine_for(s: Settings) -> Engine:
         s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,
         decoder=s.decoder, device=s.device,
         precision=s.precision, long_audio_seconds=s.long_audio_seconds,
-        local_attention_context=s.local_attention_context,
+        local_attention_context=s.local_attention_context, lookahead_ms=s.lookahead_ms,
     )
 
 
@@ -55,6 +55,7 @@ class Application:
         self._scheduler: Scheduler | None = None
         self._recognizer: Recognizer | None = None
         self._streamer: Any = None  # the engine's streaming steps; None when it cannot stream
+        self._stream_mode = ""
         self._draining = False
         self._closing = asyncio.Event()  # open streams wrap up and send their finals
         self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing, self.telemetry)
@@ -85,6 +86,7 @@ class Application:
         if self._streamer is not None and self._scheduler is not None:
             streaming = {
                 "streaming": "true",
+                "streaming_mode": self._stream_mode,
                 "chunk_size": f"{self._streamer.chunk_s:g}",
                 "ms_per_timestep": f"{info.frame_shift_s * 1000:g}",
                 "stop_history_ms": f"{s.stop_history_ms:g}",
@@ -103,6 +105,7 @@ class Application:
             "max_audio_seconds": f"{s.max_audio_seconds:g}",
             "max_batch_size": str(s.microbatch_max_batch),
             "word_time_offsets": "true",
+            **info.extra,
             **({"word_boosting": "true", "max_boost": f"{MAX_BOOST:g}",
                 "boost_logprob_per_unit": f"{recognizer.booster.logprob_per_unit:g}"} if recognizer.booster
                else {"word_boosting": "false"}),
@@ -141,12 +144,16 @@ class Application:
             streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics, worker=worker,
         )
         await self._scheduler.start()
-        geometry = None if streamer is None else StreamGeometry(
-            samples_for_chunks=streamer.samples_for_chunks,
-            chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
-            frame_shift_s=engine.frame_shift_s,
-            sample_rate=engine.sample_rate,
-        )
+        geometry = None
+        if streamer is not None:
+            self._stream_mode = stream_mode(s.stream_mode, streamer.trained_for_streaming)
+            geometry = StreamGeometry(
+                samples_for_chunks=streamer.samples_for_chunks,
+                chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
+                frame_shift_s=engine.frame_shift_s,
+                sample_rate=engine.sample_rate,
+                two_pass=self._stream_mode == "two_pass",
+            )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
             max_audio_seconds=s.max_audio_seconds, piece_s=s.progressive_piece_s, geometry=geometry,
@@ -162,6 +169,7 @@ class Application:
             extra={
                 **{k: str(v) for k, v in vars(engine.info).items() if k != "extra"},
                 "max_streams": max_streams, "stream_chunk_s": streamer.chunk_s if streamer else None,
+                "stream_mode": self._stream_mode or None,
             },
         )
 
@@ -197,6 +205,14 @@ class Application:
         memory = engine.gpu_memory()
         if memory is not None:
             metrics.watch_gpu_memory(*memory)
+
+
+def stream_mode(setting: str, trained_for_streaming: bool) -> str:
+    """The streaming mode `setting` asks for; `auto` keeps the cheap single pass for models trained
+    for it and gives models trained with full attention their offline accuracy in the finals."""
+    if setting != "auto":
+        return setting
+    return "cache_aware" if trained_for_streaming else "two_pass"
 
 
 def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: Telemetry) -> HttpServer:

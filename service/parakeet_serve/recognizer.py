@@ -133,7 +133,7 @@ class Recognizer:
             asyncio.get_running_loop().run_in_executor(None, self._booster.prepare, boost)
         with self._scheduler.stream(boost) as state:
             yield StreamSession(
-                self._scheduler, state, decoder, self._geometry, self._detokenize, stream, self._telemetry
+                self._scheduler, state, decoder, self._geometry, self._detokenize, stream, self._telemetry, boost
             )
 
     async def recognize(

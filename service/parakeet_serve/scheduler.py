@@ -9,7 +9,9 @@ stream steps, then a batch of offline work, in turn: neither kind can starve the
 the event loop never waits on the model.
 
 Streams are admitted up to `max_streams` at a time; an admitted stream's steps are never
-refused, so a stream that got in keeps its latency while newcomers are turned away.
+refused, so a stream that got in keeps its latency while newcomers are turned away. The same holds
+for its ended utterances' second pass (`transcribe_final`), which runs after the steps and before
+any queued `Recognize` work.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class Scheduler:
         self.max_streams = max_streams
         self.active_streams = 0
         self._queue: deque[_Job] = deque()
+        self._finals: deque[_Job] = deque()  # admitted streams' utterances: never refused, first in line
         self._steps: deque[_Step] = deque()
         self._wake = asyncio.Event()
         self._worker = worker or inference_thread()
@@ -128,10 +131,11 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for pending in (*self._queue, *self._steps):
+        for pending in (*self._queue, *self._finals, *self._steps):
             if not pending.reply.done():
                 pending.reply.set_exception(NotReady("The server is shutting down."))
         self._queue.clear()
+        self._finals.clear()
         self._steps.clear()
         self._worker.shutdown(wait=True)
 
@@ -176,7 +180,18 @@ class Scheduler:
                 retry_after_s=max(self._window_s, 0.5),
             )
         job = _Job(audio, alternatives, asyncio.get_running_loop().create_future(), timing or Timing("offline"), boost)
-        self._queue.append(job)
+        return await self._await(self._queue, job, on_queued)
+
+    async def transcribe_final(self, audio: np.ndarray, timing: Timing | None = None,
+                               boost: WordBoost | None = None) -> Transcript:
+        """Recognise an admitted stream's ended utterance (the final of two-pass streaming), as
+        `transcribe` would, but never refused for capacity and ahead of queued `Recognize` work."""
+        self._check_running()
+        job = _Job(audio, 1, asyncio.get_running_loop().create_future(), timing or Timing("final"), boost)
+        return await self._await(self._finals, job)
+
+    async def _await(self, queue: deque[_Job], job: _Job, on_queued: Callable[[], None] = lambda: None) -> Transcript:
+        queue.append(job)
         on_queued()
         self._wake.set()
         try:
@@ -225,18 +240,21 @@ class Scheduler:
             await self._run_batches()
 
     async def _run_batches(self) -> None:
-        """A batch of stream steps, then one of offline work; returning drops them, so an idle
-        scheduler holds no finished stream's state."""
+        """A batch of stream steps, one of streams' finals, then one of offline work; returning drops
+        them, so an idle scheduler holds no finished stream's state."""
         steps = self._take(self._steps)
         if steps:
             await self._execute_steps(steps)
+        finals = [job for job in self._take(self._finals) if not job.reply.done()]
+        if finals:
+            await self._execute(finals)
         jobs = [job for job in self._take(self._queue) if self._admit(job)]
         if jobs:
             await self._execute(jobs)
 
     async def _gather(self) -> None:
         """Wait for work, then up to `window_s` for a fuller batch (longer for announced requests)."""
-        while not (self._queue or self._steps):
+        while not (self._queue or self._steps or self._finals):
             self._wake.clear()
             await self._wake.wait()
         began = time.monotonic()

@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     """Interim results come this often; rounded up to whole encoder chunks of the model."""
     stream_context_seconds: float = Field(10.0, ge=0.5, le=60)
     """Left attention context of a stream, for models trained with full attention."""
+    stream_mode: Literal["auto", "cache_aware", "two_pass"] = "auto"
+    """How streams are recognised. `cache_aware`: each frame encoded once, finals from the streamed pass
+    (exact for models trained for it). `two_pass`: interims from that pass, and each final recognised
+    again offline on its utterance's audio (equal to `Recognize` on it). `auto`: `cache_aware` for models
+    trained with chunked attention, `two_pass` for models trained with full attention (Parakeet's)."""
+    lookahead_ms: float | None = Field(None, ge=0)
+    """For models trained with several look-aheads (NVIDIA's cache-aware multi-look-ahead
+    FastConformers, e.g. 0, 80, 480, 1040 ms): the one served, streamed and offline alike (less is
+    sooner text, more is more accurate). Unset: the model's first."""
     max_streams: int = Field(0, ge=0, le=100000)
     """Most streams open at once; more are refused. 0 measures what the device holds in real time at warm-up."""
     stop_history_ms: float = Field(800.0, ge=80, le=10000)

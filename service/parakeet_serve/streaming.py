@@ -6,10 +6,17 @@ after `stop_history_s` with no token from the decoder and no audio loud enough t
 (`engine.loudness`), and restarts the decoder and the encoder's attention as for a new stream; the
 session turns each such endpoint, and the end of the stream, into a final. Word times count from
 the start of the stream.
+
+Two passes (for models trained with full attention, whose streamed encoding only approximates their
+offline one): the streamed pass gives the interims and finds the endpoints, and each final is the
+offline recognition of the utterance's audio, from where the previous utterance's audio closed to
+where this one's does (its last speech plus the endpoint's silence), run as `Recognize` runs it.
+A final's `audio_processed_s` is where its audio closes, so finals tile the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections import deque
@@ -21,6 +28,7 @@ import numpy as np
 from opentelemetry import trace
 
 from parakeet_serve.audio.stream import StreamDecoder
+from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.types import Hypothesis, StepOutput, StreamInput
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
 from parakeet_serve.scheduler import Scheduler
@@ -59,12 +67,44 @@ class StreamEvent:
 
 @dataclass(frozen=True)
 class StreamGeometry:
-    """How much audio completes the n-th step, from the engine's chunking."""
+    """How the engine streams: how much audio completes the n-th step, from its chunking, and
+    whether finals come from a second, offline pass over each utterance's audio."""
 
     samples_for_chunks: Callable[[int], int]
     chunks_per_step: int
     frame_shift_s: float
     sample_rate: int
+    two_pass: bool = False
+
+
+@dataclass
+class _Ended:
+    """A final of the first pass, waiting for its second: where its audio closes and its speech ended."""
+
+    cut: int  # samples from the stream's start
+    speech_end: int | None  # None: cut short in speech, with no end of speech to time the final from
+
+
+class _Retained:
+    """The stream's audio from where the current utterance's audio opens (two-pass streaming)."""
+
+    def __init__(self) -> None:
+        self.start = 0  # sample of the stream where the kept audio begins
+        self._chunks: list[np.ndarray] = []
+        self.samples = 0
+
+    def add(self, audio: np.ndarray) -> None:
+        if len(audio):
+            self._chunks.append(audio)
+            self.samples += len(audio)
+
+    def take(self, cut: int) -> np.ndarray:
+        """The kept audio up to sample `cut` of the stream; what follows it stays."""
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        n = min(max(cut - self.start, 0), len(audio))
+        rest = audio[n:]
+        self._chunks, self.samples, self.start = ([rest] if len(rest) else []), len(rest), self.start + n
+        return audio[:n]
 
 
 class StreamSession:
@@ -79,6 +119,7 @@ class StreamSession:
         detokenize: Callable[[list[int]], str],
         options: StreamOptions,
         telemetry: Telemetry | None = None,
+        boost: WordBoost | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._state = state
@@ -100,6 +141,10 @@ class StreamSession:
         # (samples received so far, when they arrived): when the audio of a given moment came in
         self._arrived_at: deque[tuple[int, float]] = deque(maxlen=_ARRIVALS_KEPT)
         self._step_arrival = 0.0  # when the audio that completed the running step arrived
+        self._boost = boost  # the second pass favours the stream's phrases too
+        self._retained = _Retained() if geometry.two_pass else None
+        self._ended: list[_Ended] = []  # the running step's finals, in order
+        self._second_pass_s = 0.0  # audio the second pass encoded
 
     @property
     def audio_s(self) -> float:
@@ -107,7 +152,8 @@ class StreamSession:
 
     @property
     def encoder_input_s(self) -> float:
-        return self.last_output.encoder_input_s if self.last_output else 0.0
+        """Seconds of input the encoder saw for this stream, both passes."""
+        return (self.last_output.encoder_input_s if self.last_output else 0.0) + self._second_pass_s
 
     @property
     def compute_amplification(self) -> float:
@@ -122,6 +168,8 @@ class StreamSession:
             self._pending.append(audio)
             self._received += len(audio)
             self._arrived_at.append((self._received, now))
+            if self._retained is not None:
+                self._retained.add(audio)
         due = self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step)
         if self._received < due:
             if not (len(audio) and self._endpoint_possible()):
@@ -145,7 +193,11 @@ class StreamSession:
 
     async def finish(self) -> list[StreamEvent]:
         """The stream ended: decode what is left and finalise the last utterance."""
-        self._pending.append(self._decoder.flush())
+        tail = self._decoder.flush()
+        self._pending.append(tail)
+        self._received += len(tail)
+        if self._retained is not None:
+            self._retained.add(tail)
         self._step_arrival = time.monotonic()
         return await self._run(last=True)
 
@@ -157,9 +209,52 @@ class StreamSession:
         self._account(out, timing)
         decoding = time.time_ns()
         events = self._results(out, last)
+        if self._retained is not None:
+            events = await self._second_pass(events)
+        for ended in self._ended:
+            if ended.speech_end is not None:
+                self._observe_final_latency(ended.speech_end)
+        self._ended = []
         if events:
             self._observe(events, timing, decoding)
         return events
+
+    async def _second_pass(self, events: list[StreamEvent]) -> list[StreamEvent]:
+        """Each final recognised again, offline, on its utterance's audio (a step's finals in one
+        batch); a final whose audio holds no words there is dropped."""
+        assert self._retained is not None
+        rate = self._geometry.sample_rate
+        spans = []
+        for ended in self._ended:
+            start_s = self._retained.start / rate
+            spans.append((ended.cut, start_s, self._retained.take(ended.cut)))
+        if not spans:
+            self._drop_idle_audio()
+            return events
+        timings = [Timing("final") for _ in spans]
+        transcripts = await asyncio.gather(*(
+            self._scheduler.transcribe_final(audio, timing, self._boost)
+            for (_, _, audio), timing in zip(spans, timings, strict=True)
+        ))
+        seconds = sum(len(audio) for _, _, audio in spans) / rate
+        self._second_pass_s += seconds
+        self._telemetry.metrics.encoder_input_seconds.inc(seconds)
+        self.usage.add(0.0, timings)
+        finals = iter([
+            StreamEvent(True, self._shape(t.best.shifted(start_s)), 1.0, cut / rate) if t.best.text else None
+            for (cut, start_s, _), t in zip(spans, transcripts, strict=True)
+        ])
+        out = [next(finals) if event.final else event for event in events]
+        return [e for e in out if e is not None]
+
+    def _drop_idle_audio(self) -> None:
+        """Bound the kept audio while no utterance is under way: its older part held no speech the
+        first pass heard, so it goes (the next utterance's audio then opens later)."""
+        assert self._retained is not None
+        rate = self._geometry.sample_rate
+        if not self._utterance and self._retained.samples > MAX_UTTERANCE_S * rate:
+            kept = round(self.options.stop_history_s * rate)
+            self._retained.take(self._retained.start + self._retained.samples - kept)
 
     def _account(self, out: StepOutput, timing: Timing) -> None:
         """Count the audio and encoder input this step added."""
@@ -186,16 +281,16 @@ class StreamSession:
 
     def _results(self, out: StepOutput, last: bool) -> list[StreamEvent]:
         finals, begun = [], 0
-        for end in out.endpoints:  # the streamer ended these utterances within the step
+        for end, cut in zip(out.endpoints, out.cuts, strict=True):  # utterances the streamer ended in the step
             self._utterance.extend(out.tokens[begun:end])
             begun = end
             if self._utterance:
-                finals.append(self._final())
+                finals.append(self._final(cut))
         self._utterance.extend(out.tokens[begun:])
         if not self._utterance:
             return finals
         if last:
-            return [*finals, self._final()]
+            return [*finals, self._final(self._received)]
         if finals:
             return finals
         frame_s = self._geometry.frame_shift_s
@@ -215,33 +310,40 @@ class StreamSession:
             return []
         keep = self._utterance[starts[-1] :]
         self._utterance = self._utterance[: starts[-1]]
+        # its audio closes between the last word it keeps and the word in progress
+        between = (self._utterance[-1].end_frame + keep[0].start_frame) / 2
         event = self._event(final=True)
+        self._ended.append(_Ended(self._sample(between), None))
         self._utterance, self._last_interim = keep, ""
         self.finals += 1
         return [event]
 
-    def _final(self) -> StreamEvent:
+    def _final(self, cut: int) -> StreamEvent:
         event = self._event(final=True)
-        self._observe_final_latency()
+        self._ended.append(_Ended(cut, self._sample(self._utterance[-1].start_frame + 1)))
         self._utterance = []
         self._last_interim = ""
         self.finals += 1
         return event
+
+    def _sample(self, frame: float) -> int:
+        """The sample of the stream where encoder frame `frame` begins."""
+        return round(frame * self._geometry.frame_shift_s * self._geometry.sample_rate)
 
     def _event(self, final: bool) -> StreamEvent:
         tokens = self._utterance
         text = self._detokenize([t.token_id for t in tokens]).strip()
         words = tuple(group_words(tokens, self._detokenize, self._geometry.frame_shift_s))
         confidence = sum(t.confidence for t in tokens) / len(tokens)
-        hypothesis = shape_hypothesis(
-            Hypothesis(text, confidence, words), self.options.word_time_offsets, self.options.automatic_punctuation
-        )
+        hypothesis = self._shape(Hypothesis(text, confidence, words))
         return StreamEvent(final, hypothesis, 1.0 if final else INTERIM_STABILITY, self.audio_s)
 
-    def _observe_final_latency(self) -> None:
+    def _shape(self, hypothesis: Hypothesis) -> Hypothesis:
+        return shape_hypothesis(hypothesis, self.options.word_time_offsets, self.options.automatic_punctuation)
+
+    def _observe_final_latency(self, end_sample: int) -> None:
         """End of speech (the last token's frame) -> now, by when the audio of that moment arrived."""
-        geometry, arrived = self._geometry, self._arrived_at
-        end_sample = round((self._utterance[-1].start_frame + 1) * geometry.frame_shift_s * geometry.sample_rate)
+        arrived = self._arrived_at
         at = bisect.bisect_left(arrived, (end_sample, 0.0))
         if at < len(arrived) and (at > 0 or len(arrived) < _ARRIVALS_KEPT):  # else that moment's record is gone
             self._telemetry.metrics.final_latency.observe(time.monotonic() - self._arrived_at[at][1])

@@ -16,6 +16,7 @@ import torch
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.streaming import Streamer, StreamInput, StreamState, measure_capacity
+from parakeet_serve.errors import ModelLoadError
 from tests.conftest import HEADS, speechlike
 
 
@@ -199,3 +200,37 @@ def test_a_last_chunk_shorter_than_one_encoder_frame_is_left_out(tiny_models: di
             streamer.step([StreamInput(state, audio[i : min(i + 2560, samples)])])
         last = streamer.step([StreamInput(state, np.zeros(0, np.float32), last=True)])[0]
         assert last.frames == pytest.approx(samples / engine.sample_rate / engine.frame_shift_s, abs=1.5)
+
+
+@pytest.fixture(scope="module")
+def multi_lookahead(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cache-aware model of the shape of NVIDIA's multi-look-ahead FastConformers."""
+    root = tmp_path_factory.mktemp("multi-lookahead")
+    bp = Blueprint(head="hybrid_tdt_ctc", n_layers=2, d_model=64, streaming=True,
+                   att_context=((16, 3), (16, 1), (16, 0)))
+    build_model(bp, train_tokenizer(root / "tokenizer", vocab_size=64), seed=3).save_to(str(root / "m.nemo"))
+    return root / "m.nemo"
+
+
+def test_a_multi_lookahead_model_streams_and_recognises_with_the_lookahead_chosen(multi_lookahead: Path) -> None:
+    audios, texts = clips(), set()
+    for lookahead_ms, chunk_frames in ((None, 4), (240, 4), (80, 2), (0, 1)):
+        engine = load_engine(str(multi_lookahead), lookahead_ms=lookahead_ms)
+        assert engine.info.extra["lookaheads_ms"] == "240,80,0"
+        assert engine.info.extra["lookahead_ms"] == f"{(chunk_frames - 1) * 80}"  # the first by default
+        streamer = Streamer(engine, left_context_s=10.0)
+        assert streamer.chunk_s == pytest.approx(chunk_frames * engine.frame_shift_s)
+        offline = [t.best.text for t in engine.transcribe(audios)]
+        for sizes in ([160, 800, 16000], [16000, 160, 800]):
+            assert [engine.detokenize(ids).strip() for ids in stream_all(streamer, audios, sizes)] == offline
+        texts.add(tuple(offline))
+    assert len(texts) > 1  # the look-ahead really changes what the encoder sees
+
+
+def test_a_lookahead_the_model_was_not_trained_with_is_refused(
+    multi_lookahead: Path, tiny_models: dict[str, Path]
+) -> None:
+    with pytest.raises(ModelLoadError, match="lookahead_ms=500 is not one this model was trained with: 240, 80, 0 ms"):
+        load_engine(str(multi_lookahead), lookahead_ms=500)
+    with pytest.raises(ModelLoadError, match="trained with full attention"):
+        load_engine(str(tiny_models["rnnt"]), lookahead_ms=80)

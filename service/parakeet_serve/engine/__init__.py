@@ -36,6 +36,7 @@ def load_engine(
     precision: str = "auto",
     long_audio_seconds: float = 480.0,
     local_attention_context: int = 128,
+    lookahead_ms: float | None = None,
 ) -> NemoEngine:
     """Resolve, load and prepare `model_id` for inference (not yet warmed up)."""
     from parakeet_serve.engine.nemo_engine import NemoEngine
@@ -50,4 +51,5 @@ def load_engine(
         precision=precision,
         long_audio_seconds=long_audio_seconds,
         local_attention_context=local_attention_context,
+        lookahead_ms=lookahead_ms,
     )

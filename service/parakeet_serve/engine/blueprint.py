@@ -51,7 +51,9 @@ class Blueprint:
     vocab_size: int = 64
     n_mels: int = 80
     sample_rate: int = 16000
-    att_context: tuple[int, int] = (-1, -1)
+    # [left, right] encoder frames; several pairs (a streaming model) train every look-ahead, as
+    # NVIDIA's multi-look-ahead FastConformers are, and serve the one chosen (the first by default)
+    att_context: tuple[int, int] | tuple[tuple[int, int], ...] = (-1, -1)
     # Cache-aware streaming: chunked attention within `att_context`, causal convolutions and no
     # whole-utterance feature normalisation, so a stream encodes each frame once and gets the
     # same output as the whole audio encoded at once.
@@ -101,7 +103,7 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
             "subsampling": "dw_striding", "subsampling_factor": 8,
             "subsampling_conv_channels": bp.subsampling_channels, "causal_downsampling": bp.streaming,
             "ff_expansion_factor": bp.ff_expansion, "self_attention_model": "rel_pos",
-            "n_heads": bp.n_heads, "att_context_size": list(bp.att_context), "xscaling": True,
+            "n_heads": bp.n_heads, "att_context_size": _att_context_size(bp.att_context), "xscaling": True,
             "att_context_style": "chunked_limited" if bp.streaming else "regular",
             "conv_context_size": "causal" if bp.streaming else None,
             "untie_biases": True, "pos_emb_max_len": 5000, "conv_kernel_size": bp.conv_kernel,
@@ -148,6 +150,13 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
             "decoder": {**ctc_decoder, "feat_in": None}, "decoding": {"strategy": "greedy_batch"},
         }
     return cfg
+
+
+def _att_context_size(context: tuple[int, int] | tuple[tuple[int, int], ...]) -> list:
+    """NeMo's `att_context_size`: one [left, right] pair, or a list of them."""
+    if isinstance(context[0], int):
+        return list(context)
+    return [list(pair) for pair in context]  # type: ignore[arg-type]
 
 
 def build_model(bp: Blueprint, tokenizer_dir: Path, seed: int = 0) -> Any:

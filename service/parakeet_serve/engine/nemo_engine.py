@@ -54,6 +54,7 @@ class NemoEngine:
         precision: str = "auto",
         long_audio_seconds: float = 480.0,
         local_attention_context: int = 128,
+        lookahead_ms: float | None = None,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(precision, self.device)
@@ -64,6 +65,7 @@ class NemoEngine:
         self._beam_decoding: Any = None
         self._configure_featurizer()
         self._configure_decoding()
+        lookahead = _serve_lookahead(self.model.encoder, lookahead_ms, self.frame_shift_s)
         # Word boosting needs a transducer's label-looping decoder and a tokenizer to spell phrases.
         self.booster = PhraseBooster(model) if self._head != "ctc" and hasattr(model, "tokenizer") else None
         self.info = ModelInfo(
@@ -75,6 +77,7 @@ class NemoEngine:
             sample_rate=self.sample_rate,
             frame_shift_s=self.frame_shift_s,
             supports_alternatives=self._head in ("rnnt", "tdt"),
+            extra=lookahead,
         )
 
     # --- properties ---------------------------------------------------------------------
@@ -309,6 +312,30 @@ def _set_greedy(cfg: DictConfig, head: str) -> None:
         cfg.compute_timestamps = True
         cfg[f"{head}_timestamp_type"] = "char"
         cfg.confidence_cfg = dict(_CONFIDENCE)
+
+
+def _serve_lookahead(encoder: Any, lookahead_ms: float | None, frame_s: float) -> dict[str, str]:
+    """Set the look-ahead asked for among those a cache-aware model was trained with (NeMo's
+    `att_context_size` list: [left, right] encoder frames each); what is served, for the config RPC."""
+    if getattr(encoder, "att_context_style", "regular") != "chunked_limited":
+        if lookahead_ms is not None:
+            raise ModelLoadError("lookahead_ms applies only to models trained for cache-aware streaming "
+                                 "(chunked attention); this one was trained with full attention.")
+        return {}
+
+    def ms(context: list[int]) -> float:
+        return round(context[1] * frame_s * 1000, 3)
+
+    trained = [list(c) for c in encoder.att_context_size_all]
+    if lookahead_ms is not None:
+        wanted = [c for c in trained if math.isclose(ms(c), lookahead_ms)]
+        if not wanted:
+            raise ModelLoadError(f"lookahead_ms={lookahead_ms:g} is not one this model was trained with: "
+                                 f"{', '.join(f'{ms(c):g}' for c in trained)} ms.")
+        encoder.set_default_att_context_size(wanted[0])
+    served = list(encoder.att_context_size)
+    return {"lookahead_ms": f"{ms(served):g}", "lookaheads_ms": ",".join(f"{ms(c):g}" for c in trained),
+            "att_context_size": f"{served[0]},{served[1]}"}
 
 
 def _pick_head(model: Any, decoder: str) -> str:

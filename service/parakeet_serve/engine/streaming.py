@@ -11,8 +11,9 @@ loudness); at one it reports where the utterance ended and starts the next one a
 For a model trained with chunked limited attention and causal convolutions (the demo model),
 this reproduces the offline encoding exactly. Models trained with full attention (the Parakeet
 checkpoints) run the same path with a bounded left context, the chunk as look-ahead and running
-per-mel normalisation in place of whole-utterance statistics, which costs them some accuracy
-against their offline transcripts.
+per-mel normalisation in place of whole-utterance statistics, which costs them accuracy against
+their offline transcripts; their sessions stream in two passes (`parakeet_serve.streaming`), for
+which each endpoint also says where the utterance's audio ends.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class StreamState:
     utterance_start: int = 0  # encoder frame where the current decoder state began
     loudness: Loudness = field(default_factory=Loudness)
     speech_feature: int = -1  # the latest feature frame with speech: loud, or heard by a token's encoder frame
+    loud_feature: int = -1  # the latest loud feature frame encoded (how the decoder chunks audio cannot move it)
     utterance_tokens: int = 0  # tokens the decoder emitted since the utterance began
     endpoint_s: float = 0.0  # silence after speech that ends an utterance; 0 never
     encoder_input_frames: int = 0  # feature frames fed to the encoder, context included
@@ -107,6 +109,12 @@ class Streamer:
         self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
         self._booster = engine.booster
 
+    @property
+    def trained_for_streaming(self) -> bool:
+        """Whether the model was trained with the chunked attention it streams with (its streamed
+        encoding is then its offline encoding)."""
+        return self._encoder.att_context_style == "chunked_limited"
+
     def measure_capacity(self, sample_rate: int, batch: int) -> int:
         return measure_capacity(self, sample_rate, batch)
 
@@ -127,7 +135,7 @@ class Streamer:
     def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
         """Featurise, encode and decode whatever whole chunks the new audio completes."""
         tokens: dict[int, list[TokenSpan]] = {id(i.state): [] for i in inputs}
-        endpoints: dict[int, list[int]] = {id(i.state): [] for i in inputs}
+        endpoints: dict[int, list[tuple[int, int]]] = {id(i.state): [] for i in inputs}  # (tokens before, cut)
         with torch.inference_mode(), self._engine.autocast():
             for item in inputs:
                 self._featurize(item.state, item.audio, item.last)
@@ -149,7 +157,8 @@ class Streamer:
                 i.state.frames,
                 self._processed_samples(i.state, i.last) / self._engine.sample_rate,
                 i.state.encoder_input_frames * self._feature_s,
-                tuple(endpoints[id(i.state)]),
+                tuple(k for k, _ in endpoints[id(i.state)]),
+                tuple(cut for _, cut in endpoints[id(i.state)]),
             )
             for i in inputs
         ]
@@ -230,7 +239,7 @@ class Streamer:
             take = st.features[:, :width]
             st.features = st.features[:, take.shape[1] :] if st.features.shape[1] > take.shape[1] else None
             self._mark_loud(st, take.shape[1])
-            fed = take if starting else torch.cat([st.pre_encode, take], dim=1)
+            fed = take if starting else torch.cat([self._pre_encode_context(st), take], dim=1)
             st.pre_encode = fed[:, -self._pre_encode :] if self._pre_encode else fed[:, :0]
             st.encoder_input_frames += fed.shape[1]
             st.encoded_features += take.shape[1]
@@ -263,6 +272,15 @@ class Streamer:
         for st, n in zip(group, new_frames, strict=True):
             st.frames += n
         return decoded
+
+    def _pre_encode_context(self, st: StreamState) -> torch.Tensor:
+        """The subsampling's context for the next chunk; after a first chunk shorter than it (a model
+        trained with no look-ahead starts on one frame), zeros in front, as the offline convolution's
+        own padding is."""
+        context = st.pre_encode
+        assert context is not None
+        missing = self._pre_encode - context.shape[1]
+        return torch.nn.functional.pad(context, (missing, 0)) if missing > 0 else context
 
     def _batched_caches(self, group: list[StreamState]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if group[0].caches is None:
@@ -311,14 +329,22 @@ class Streamer:
         return torch.tensor([-1 if st.boost_id is None else st.boost_id for st in group], device=device)
 
     def _end_utterance_if_due(self, st: StreamState, tokens: dict[int, list[TokenSpan]],
-                              endpoints: dict[int, list[int]]) -> None:
+                              endpoints: dict[int, list[tuple[int, int]]]) -> None:
         """At `endpoint_s` of silence after the utterance's last speech, note where it ended and start afresh."""
         if not st.endpoint_s or not st.utterance_tokens:
             return
         silence = self._quiet_until(st) - (st.speech_feature + 1)
         if silence * self._feature_s >= st.endpoint_s - 1e-6:
-            endpoints[id(st)].append(len(tokens[id(st)]))
+            endpoints[id(st)].append((len(tokens[id(st)]), self._cut(st)))
             st.start_utterance()
+
+    def _cut(self, st: StreamState) -> int:
+        """The sample where the ended utterance's audio closes: its last loud frame plus the endpoint's
+        silence. Tokens can date the speech's end later the longer the client's chunks (the encoder has
+        run further when the silence is judged), loudness cannot, so it decides when the utterance was loud."""
+        loud_in_utterance = st.loud_feature >= st.utterance_start * self._subsampling
+        speech_end = st.loud_feature if loud_in_utterance else st.speech_feature
+        return (speech_end + 1) * self._hop + round(st.endpoint_s * self._engine.sample_rate)
 
     def _quiet_until(self, st: StreamState) -> int:
         """The next loud feature frame already featurised, or if there is none, as far as featurised
@@ -335,7 +361,8 @@ class Streamer:
         loud = torch.nonzero(st.loud[:encoding])
         st.loud = st.loud[encoding:]
         if len(loud):
-            st.speech_feature = max(st.speech_feature, st.encoded_features + int(loud[-1]))
+            st.loud_feature = st.encoded_features + int(loud[-1])
+            st.speech_feature = max(st.speech_feature, st.loud_feature)
 
     def _decode_ctc(self, group: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
         """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""

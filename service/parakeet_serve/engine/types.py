@@ -96,3 +96,4 @@ class StepOutput:
     audio_s: float  # audio the encoded frames depend on: what the stream has had processed
     encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
     endpoints: tuple[int, ...] = ()  # an utterance ended after tokens[:k] for each k (the stream's decoder restarted)
+    cuts: tuple[int, ...] = ()  # for each endpoint, the sample (from the stream's start) where its audio closes

@@ -101,7 +101,7 @@ class Metrics:
             self.real_time_factor.labels(rpc)
         for rpc in (RPCS[0], RPCS[2], TRANSCRIPTIONS):
             self.request_duration.labels(rpc)
-        for kind in ("offline", "stream"):
+        for kind in ("offline", "stream", "final"):
             for family in (self.inference_seconds, self.queue_wait, self.batch_size, self.inference_duration):
                 family.labels(kind)
         for _, reason in _REJECTIONS:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Timing:
-    kind: str  # "offline" or "stream"
+    kind: str  # "offline", "stream" (a step) or "final" (a stream's utterance, second pass)
     enqueued_ns: int = field(default_factory=time.time_ns)
     started_ns: int = 0  # its batch started (0: it never ran)
     finished_ns: int = 0
