@@ -132,8 +132,11 @@ class Application:
             if s.warmup:
                 await loop.run_in_executor(worker, engine.warmup)
             streamer = self._streamer = engine.streamer(s.stream_context_seconds)
+            if streamer is not None:
+                self._stream_mode = stream_mode(s.stream_mode, streamer.trained_for_streaming)
             max_streams = 0 if streamer is None else s.max_streams or await loop.run_in_executor(
-                worker, streamer.measure_capacity, engine.sample_rate, s.microbatch_max_batch
+                worker, streamer.measure_capacity, engine.sample_rate, s.microbatch_max_batch,
+                self._stream_mode == "two_pass",
             )
         except BaseException:
             worker.shutdown(wait=False)
@@ -144,16 +147,13 @@ class Application:
             streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics, worker=worker,
         )
         await self._scheduler.start()
-        geometry = None
-        if streamer is not None:
-            self._stream_mode = stream_mode(s.stream_mode, streamer.trained_for_streaming)
-            geometry = StreamGeometry(
-                samples_for_chunks=streamer.samples_for_chunks,
-                chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
-                frame_shift_s=engine.frame_shift_s,
-                sample_rate=engine.sample_rate,
-                two_pass=self._stream_mode == "two_pass",
-            )
+        geometry = None if streamer is None else StreamGeometry(
+            samples_for_chunks=streamer.samples_for_chunks,
+            chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
+            frame_shift_s=engine.frame_shift_s,
+            sample_rate=engine.sample_rate,
+            two_pass=self._stream_mode == "two_pass",
+        )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
             max_audio_seconds=s.max_audio_seconds, piece_s=s.progressive_piece_s, geometry=geometry,

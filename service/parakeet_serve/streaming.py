@@ -9,9 +9,10 @@ the start of the stream.
 
 Two passes (for models trained with full attention, whose streamed encoding only approximates their
 offline one): the streamed pass gives the interims and finds the endpoints, and each final is the
-offline recognition of the utterance's audio, from where the previous utterance's audio closed to
-where this one's does (its last speech plus the endpoint's silence), run as `Recognize` runs it.
-A final's `audio_processed_s` is where its audio closes, so finals tile the stream.
+offline recognition of the utterance's audio, from where the previous utterance's audio closed
+(but at most `LEAD_S` before its first token) to where this one's does (its last speech plus the
+endpoint's silence), run as `Recognize` runs it. A final's `audio_processed_s` is where its audio
+closes, so after pauses shorter than `LEAD_S` plus the endpoint's silence finals tile the stream.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 INTERIM_STABILITY = 0.9  # interim text only grows; just its last word may still change
 MAX_UTTERANCE_S = 30.0  # speech without a pause this long is finalised at a word boundary
 _ARRIVALS_KEPT = 8192  # arrival times of recent chunks, to date the end of speech (bounded memory)
+# Silence kept before an utterance's first token for its second pass: as much as the demo models'
+# training clips have; more would only cost compute and shift per-utterance feature statistics.
+LEAD_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class StreamGeometry:
 class _Ended:
     """A final of the first pass, waiting for its second: where its audio closes and its speech ended."""
 
-    cut: int  # samples from the stream's start
+    start: int  # its first token's sample (from the stream's start)
+    cut: int  # where its audio closes
     speech_end: int | None  # None: cut short in speech, with no end of speech to time the final from
 
 
@@ -223,13 +228,17 @@ class StreamSession:
         """Each final recognised again, offline, on its utterance's audio (a step's finals in one
         batch); a final whose audio holds no words there is dropped."""
         assert self._retained is not None
-        rate = self._geometry.sample_rate
+        rate, lead = self._geometry.sample_rate, round(LEAD_S * self._geometry.sample_rate)
         spans = []
         for ended in self._ended:
+            self._retained.take(ended.start - lead)  # older silence goes
             start_s = self._retained.start / rate
             spans.append((ended.cut, start_s, self._retained.take(ended.cut)))
-        if not spans:
+        if self._utterance:
+            self._retained.take(self._sample(self._utterance[0].start_frame) - lead)
+        else:
             self._drop_idle_audio()
+        if not spans:
             return events
         timings = [Timing("final") for _ in spans]
         transcripts = await asyncio.gather(*(
@@ -248,13 +257,12 @@ class StreamSession:
         return [e for e in out if e is not None]
 
     def _drop_idle_audio(self) -> None:
-        """Bound the kept audio while no utterance is under way: its older part held no speech the
-        first pass heard, so it goes (the next utterance's audio then opens later)."""
+        """Bound the kept audio while no utterance is under way: the next one's first token cannot
+        date from before the audio of the last few seconds (the first pass lags the audio by a step)."""
         assert self._retained is not None
         rate = self._geometry.sample_rate
-        if not self._utterance and self._retained.samples > MAX_UTTERANCE_S * rate:
-            kept = round(self.options.stop_history_s * rate)
-            self._retained.take(self._retained.start + self._retained.samples - kept)
+        if self._retained.samples > MAX_UTTERANCE_S * rate:
+            self._retained.take(self._retained.start + self._retained.samples - round((LEAD_S + 5.0) * rate))
 
     def _account(self, out: StepOutput, timing: Timing) -> None:
         """Count the audio and encoder input this step added."""
@@ -313,14 +321,15 @@ class StreamSession:
         # its audio closes between the last word it keeps and the word in progress
         between = (self._utterance[-1].end_frame + keep[0].start_frame) / 2
         event = self._event(final=True)
-        self._ended.append(_Ended(self._sample(between), None))
+        self._ended.append(_Ended(self._sample(self._utterance[0].start_frame), self._sample(between), None))
         self._utterance, self._last_interim = keep, ""
         self.finals += 1
         return [event]
 
     def _final(self, cut: int) -> StreamEvent:
         event = self._event(final=True)
-        self._ended.append(_Ended(cut, self._sample(self._utterance[-1].start_frame + 1)))
+        first, last = self._utterance[0].start_frame, self._utterance[-1].start_frame
+        self._ended.append(_Ended(self._sample(first), cut, self._sample(last + 1)))
         self._utterance = []
         self._last_interim = ""
         self.finals += 1

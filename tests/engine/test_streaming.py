@@ -160,7 +160,9 @@ def test_full_attention_models_stream_with_bounded_context(tiny_models: dict[str
 
 def test_capacity_is_measured_and_positive(streaming_models: dict[str, Path]) -> None:
     engine = load_engine(str(streaming_models["ctc"]))
-    assert measure_capacity(Streamer(engine, 10.0), engine.sample_rate, batch=4) >= 1
+    streamer = Streamer(engine, 10.0)
+    assert measure_capacity(streamer, engine.sample_rate, batch=4) >= 1
+    assert measure_capacity(streamer, engine.sample_rate, batch=4, two_pass=True) >= 1  # the offline pass too
 
 
 def _state_bytes(state: StreamState) -> int:

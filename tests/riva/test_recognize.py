@@ -171,6 +171,7 @@ def test_config_rpc_lists_the_served_model(server: Served) -> None:
     assert model.parameters["streaming"] == "true"
     assert model.parameters["language_code"] == "en-US"
     assert model.parameters["decoder_type"] == "tdt"
+    assert model.parameters["streaming_mode"] == "two_pass"  # chosen for a model trained with full attention
     other = stub.GetRivaSpeechRecognitionConfig(riva_asr_pb2.RivaSpeechRecognitionConfigRequest(model_name="other"))
     assert len(other.model_config) == 0
 

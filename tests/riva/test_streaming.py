@@ -92,6 +92,14 @@ def test_chunk_sizes_give_the_same_finals_as_recognize(demo: Served) -> None:
         assert " ".join(finals(results)) == expected, f"{chunk_ms} ms chunks"
 
 
+def test_a_model_trained_for_streaming_streams_in_one_pass_at_its_lookahead(demo: Served) -> None:
+    model = demo.asr().stub.GetRivaSpeechRecognitionConfig(riva_asr_pb2.RivaSpeechRecognitionConfigRequest())
+    parameters = model.model_config[0].parameters
+    assert parameters["streaming_mode"] == "cache_aware"
+    assert parameters["lookahead_ms"] == parameters["lookaheads_ms"] == "240"  # its one: 3 frames of 80 ms
+    assert parameters["chunk_size"] == "0.32"
+
+
 def test_interim_results_come_before_the_final_and_only_grow(demo: Served) -> None:
     results = stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=3200)
     first_final = next(i for i, r in enumerate(results) if r.final)

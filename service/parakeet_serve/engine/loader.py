@@ -12,7 +12,9 @@ from parakeet_serve.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-_DEMO_FILE = "demo.nemo"  # trained by training/ (see training/README.md)
+# Trained by training/ (see training/README.md): the demo model, trained for cache-aware streaming,
+# and its offline-trained twin (full attention, as Parakeet's checkpoints), for streaming such models.
+BUNDLED = {DEMO: "demo.nemo", "demo-offline": "demo-offline.nemo"}
 
 
 def quiet_nemo() -> None:
@@ -24,8 +26,8 @@ def quiet_nemo() -> None:
 
 def resolve_model_file(model_id: str, cache_dir: Path | None, offline: bool, revision: str | None = None) -> Path:
     """The local `.nemo` file for `model_id` (at `revision` on the hub), downloading it into `cache_dir` when needed."""
-    if model_id == DEMO:
-        return _demo_file()
+    if model_id in BUNDLED:
+        return _bundled_file(model_id)
     path = Path(model_id).expanduser()
     if path.suffix == ".nemo" or path.exists():
         if not path.is_file():
@@ -69,11 +71,11 @@ def _hub_snapshot(model_id: str, cache_dir: Path | None, offline: bool, revision
         ) from exc
 
 
-def _demo_file() -> Path:
-    packaged = resources.files("parakeet_serve").joinpath("models", _DEMO_FILE)
+def _bundled_file(model_id: str) -> Path:
+    packaged = resources.files("parakeet_serve").joinpath("models", BUNDLED[model_id])
     if not packaged.is_file():
         raise ModelLoadError(
-            "The demo model is not in this installation; rebuild it with `python -m training.build` "
+            f"The {model_id} model is not in this installation; rebuild it with `python -m training.build` "
             "from a source checkout, or set PARAKEET_MODEL_ID to another model."
         )
     return Path(str(packaged))
@@ -91,7 +93,7 @@ def onnx_directory(model_id: str, cache_dir: Path | None = None, offline: bool =
     path = Path(model_id).expanduser()
     if path.is_dir():
         return path
-    if model_id == DEMO or path.suffix == ".nemo" or path.exists():
+    if model_id in BUNDLED or path.suffix == ".nemo" or path.exists():
         raise ModelLoadError(f"PARAKEET_BACKEND=onnx serves an ONNX model directory, and {model_id!r} is not "
                              f"one; write one with `parakeet-serve export --model {model_id} --out DIR`.")
     folder = _hub_snapshot(model_id, cache_dir, offline, revision, ["*.onnx", "*.onnx.data", "vocab.txt",

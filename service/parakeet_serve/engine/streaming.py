@@ -115,8 +115,12 @@ class Streamer:
         encoding is then its offline encoding)."""
         return self._encoder.att_context_style == "chunked_limited"
 
-    def measure_capacity(self, sample_rate: int, batch: int) -> int:
-        return measure_capacity(self, sample_rate, batch)
+    def measure_capacity(self, sample_rate: int, batch: int, two_pass: bool = False) -> int:
+        return measure_capacity(self, sample_rate, batch, two_pass=two_pass)
+
+    def recognise(self, audios: list[np.ndarray]) -> None:
+        """Offline recognition of whole utterances, as the second pass runs it (for measuring)."""
+        self._engine.transcribe(audios)
 
     def open(self, boost: WordBoost | None = None) -> StreamState:
         return StreamState(boost=boost if self._booster is not None else None)
@@ -400,9 +404,12 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def measure_capacity(streamer: Streamer, sample_rate: int, batch: int, load: float = 0.6) -> int:
+def measure_capacity(streamer: Streamer, sample_rate: int, batch: int, load: float = 0.6,
+                     two_pass: bool = False, utterance_s: float = 4.0) -> int:
     """Streams the device holds in real time: a steady-state step of `batch` streams is timed, and
-    the streams that keep the worker busy `load` of the time are allowed. Also warms the path up."""
+    the streams that keep the worker busy `load` of the time are allowed. Also warms the path up.
+    With `two_pass`, each stream's audio is also recognised offline once, as `batch` utterances of
+    `utterance_s` in one batch."""
     rng = np.random.default_rng(0)
     states = [streamer.open() for _ in range(batch)]
     audio = (rng.standard_normal(streamer.samples_for_chunks(3)) * 0.01).astype(np.float32)
@@ -411,4 +418,9 @@ def measure_capacity(streamer: Streamer, sample_rate: int, batch: int, load: flo
     started = time.perf_counter()
     streamer.step([StreamInput(st, rest) for st in states])
     per_chunk = (time.perf_counter() - started) / 2
+    if two_pass:
+        utterance = (rng.standard_normal(int(utterance_s * sample_rate)) * 0.01).astype(np.float32)
+        started = time.perf_counter()
+        streamer.recognise([utterance] * batch)
+        per_chunk += (time.perf_counter() - started) * streamer.chunk_s / utterance_s
     return max(1, int(batch * load * streamer.chunk_s / per_chunk))
