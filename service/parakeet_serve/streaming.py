@@ -105,6 +105,8 @@ class _Retained:
 
     def take(self, cut: int) -> np.ndarray:
         """The kept audio up to sample `cut` of the stream; what follows it stays."""
+        if cut <= self.start:  # the usual case, each step of an utterance: nothing to copy
+            return np.zeros(0, np.float32)
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
         n = min(max(cut - self.start, 0), len(audio))
         rest = audio[n:]

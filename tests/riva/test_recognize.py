@@ -176,6 +176,11 @@ def test_config_rpc_lists_the_served_model(server: Served) -> None:
     assert len(other.model_config) == 0
 
 
+def test_the_streaming_mode_follows_the_setting_over_the_models_training(serve: ServeFactory) -> None:
+    for mode in ("cache_aware", "two_pass"):
+        assert serve(stream_mode=mode).app.model_parameters()["streaming_mode"] == mode
+
+
 def test_riva_metadata_is_tolerated(serve: ServeFactory) -> None:
     served = serve()
     asr = served.asr(metadata_args=[["function-id", "abc"], ["authorization", "Bearer nvapi-whatever"]])
