@@ -68,6 +68,8 @@ def test_interims_come_before_each_final(proxy: Served) -> None:
         else:
             since_final += 1
     assert sum(r.final for r in results) == len(utterances)
+    processed = [r.audio_processed for r in results]
+    assert processed == sorted(processed)
 
 
 def test_chunk_sizes_give_the_same_finals(proxy: Served) -> None:
