@@ -26,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
     manifest = train.ROOT / "data" / "train.jsonl"
-    bp, out = (train.DEMO_OFFLINE, train.OFFLINE_OUT) if a.offline else (train.DEMO, train.DEFAULT_OUT)
+    bp, out = train.recipe(a.offline)
     train.train(manifest, out, a.minutes, a.seed, train.PEAK_LR, train.BATCH_SECONDS, bp=bp)
     print(f"{out.name} rebuilt in {(time.monotonic() - began) / 60:.1f} min")
 

@@ -48,6 +48,11 @@ DEFAULT_OUT = MODELS / "demo.nemo"
 OFFLINE_OUT = MODELS / "demo-offline.nemo"
 
 
+def recipe(offline: bool) -> tuple[Blueprint, Path]:
+    """The model to train and where it goes: the demo model, or with `offline` its offline-trained proxy."""
+    return (DEMO_OFFLINE, OFFLINE_OUT) if offline else (DEMO, DEFAULT_OUT)
+
+
 def load(manifest: Path) -> tuple[list[torch.Tensor], list[str]]:
     audios, texts = [], []
     for line in manifest.read_text().splitlines():
@@ -236,7 +241,7 @@ def main() -> None:
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
-    bp, out = (DEMO_OFFLINE, OFFLINE_OUT) if a.offline else (DEMO, DEFAULT_OUT)
+    bp, out = recipe(a.offline)
     train(a.manifest, a.out or out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, bp)
 
 

@@ -108,7 +108,7 @@ class _Retained:
         if cut <= self.start:  # the usual case, each step of an utterance: nothing to copy
             return np.zeros(0, np.float32)
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-        n = min(max(cut - self.start, 0), len(audio))
+        n = min(cut - self.start, len(audio))
         rest = audio[n:]
         self._chunks, self.samples, self.start = ([rest] if len(rest) else []), len(rest), self.start + n
         return audio[:n]
@@ -172,11 +172,8 @@ class StreamSession:
         audio = self._decoder.feed(data)
         now = time.monotonic()
         if len(audio):
-            self._pending.append(audio)
-            self._received += len(audio)
+            self._receive(audio)
             self._arrived_at.append((self._received, now))
-            if self._retained is not None:
-                self._retained.add(audio)
         due = self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step)
         if self._received < due:
             if not (len(audio) and self._endpoint_possible()):
@@ -190,6 +187,13 @@ class StreamSession:
         self._step_arrival = now
         return await self._run(last=False)
 
+    def _receive(self, audio: np.ndarray) -> None:
+        """Audio for the next step (and, in two passes, for its utterance's second)."""
+        self._pending.append(audio)
+        self._received += len(audio)
+        if self._retained is not None:
+            self._retained.add(audio)
+
     def _endpoint_possible(self) -> bool:
         """Whether the audio received has run `stop_history_s` past the utterance's last token."""
         if not self._utterance:
@@ -200,11 +204,7 @@ class StreamSession:
 
     async def finish(self) -> list[StreamEvent]:
         """The stream ended: decode what is left and finalise the last utterance."""
-        tail = self._decoder.flush()
-        self._pending.append(tail)
-        self._received += len(tail)
-        if self._retained is not None:
-            self._retained.add(tail)
+        self._receive(self._decoder.flush())
         self._step_arrival = time.monotonic()
         return await self._run(last=True)
 

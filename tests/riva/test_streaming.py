@@ -147,22 +147,27 @@ def test_each_utterance_of_a_stream_gets_one_final_as_accurate_as_recognize(demo
     assert streamed <= alone + 0.02 * words  # a word lost or repeated at a boundary would show here
 
 
-def test_sixteen_concurrent_streams_give_the_finals_each_gives_alone(demo: Served) -> None:
-    clips = [as_bytes(pcm_of(e.audio)) for e in EVAL[:16]]
-    alone = [finals(stream(demo, clip, chunk_bytes=3200)) for clip in clips]
+def finals_together(served: Served, clips: list[bytes], timeout_s: float = 120) -> list[list[str] | None]:
+    """Each clip's finals, all streamed at once (a barrier starts them together)."""
     together: list[list[str] | None] = [None] * len(clips)
     start = threading.Barrier(len(clips))
 
     def run(i: int) -> None:
         start.wait()
-        together[i] = finals(stream(demo, clips[i], chunk_bytes=3200))
+        together[i] = finals(stream(served, clips[i], chunk_bytes=3200))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
-    assert together == alone
+        t.join(timeout_s)
+    return together
+
+
+def test_sixteen_concurrent_streams_give_the_finals_each_gives_alone(demo: Served) -> None:
+    clips = [as_bytes(pcm_of(e.audio)) for e in EVAL[:16]]
+    alone = [finals(stream(demo, clip, chunk_bytes=3200)) for clip in clips]
+    assert finals_together(demo, clips) == alone
 
 
 def live_streams() -> int:

@@ -7,7 +7,6 @@ normalisation, as Parakeet's checkpoints are trained), where the server picks tw
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,7 +16,7 @@ from riva.client.proto import riva_asr_pb2
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.streaming import LEAD_S
 from tests.conftest import LoopThread, Served, start_server
-from tests.riva.test_streaming import EVAL, RATE, Result, as_bytes, config, finals, offline, stream
+from tests.riva.test_streaming import EVAL, RATE, Result, as_bytes, config, finals, finals_together, offline, stream
 from tests.riva.test_streaming import utterances_with_pauses as with_pauses
 
 
@@ -83,19 +82,7 @@ def test_chunk_sizes_give_the_same_finals(proxy: Served) -> None:
 def test_sixteen_concurrent_streams_give_the_finals_each_gives_alone(proxy: Served) -> None:
     clips = [as_bytes(with_pauses(EVAL[i : i + 2], pause_s=1.0)[0]) for i in range(0, 32, 2)]
     alone = [finals(stream(proxy, clip, chunk_bytes=3200)) for clip in clips]
-    together: list[list[str] | None] = [None] * len(clips)
-    start = threading.Barrier(len(clips))
-
-    def run(i: int) -> None:
-        start.wait()
-        together[i] = finals(stream(proxy, clips[i], chunk_bytes=3200))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    assert together == alone
+    assert finals_together(proxy, clips, timeout_s=180) == alone
 
 
 def test_a_stream_without_interims_gets_the_same_finals(proxy: Served) -> None:
