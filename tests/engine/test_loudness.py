@@ -2,22 +2,22 @@
 
 import math
 
-import torch
+import numpy as np
 
 from parakeet_serve.engine.loudness import Loudness
 
 MELS = 80
 
 
-def frames(*spans: tuple[float, int]) -> torch.Tensor:
+def frames(*spans: tuple[float, int]) -> np.ndarray:
     """Log-mel frames whose total power is `db` decibels, `n` frames of each (db, n)."""
     levels = [db for db, n in spans for _ in range(n)]
-    power = torch.tensor(levels, dtype=torch.float32) * math.log(10) / 10
-    return (power - math.log(MELS)).expand(MELS, -1).clone()
+    power = np.array(levels, dtype=np.float32) * math.log(10) / 10
+    return np.tile(power - math.log(MELS), (MELS, 1))
 
 
-def loud(loudness: Loudness, log_mel: torch.Tensor) -> list[int]:
-    return torch.nonzero(loudness.loud(log_mel)).flatten().tolist()
+def loud(loudness: Loudness, log_mel: np.ndarray) -> list[int]:
+    return np.flatnonzero(loudness.loud(log_mel)).tolist()
 
 
 def test_speech_between_quiet_stretches_is_loud_and_the_quiet_is_not() -> None:

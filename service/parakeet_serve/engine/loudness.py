@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 _DB = math.log(10) / 10  # one decibel of power, in the natural-log units of log-mel features
 ABOVE_FLOOR = 6 * _DB
@@ -28,19 +28,17 @@ class Loudness:
     def start_utterance(self) -> None:
         self.peak = -math.inf
 
-    def loud(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """Which of the new (mels, n) log-mel frames are loud: a bool tensor (n,) on the CPU.
-
-        The judgement runs on the CPU wherever the features were made: it is a few hundred numbers
-        per chunk, and the state it keeps is plain floats.
-        """
-        energy = torch.logsumexp(log_mel.detach().to("cpu", torch.float64), dim=0)
-        if not len(energy):
-            return torch.zeros(0, dtype=torch.bool)
+    def loud(self, log_mel: np.ndarray) -> np.ndarray:
+        """Which of the new (mels, n) log-mel frames are loud: a bool array (n,)."""
+        if not log_mel.shape[1]:
+            return np.zeros(0, dtype=bool)
+        mels = log_mel.astype(np.float64)
+        top = mels.max(axis=0)
+        energy = top + np.log(np.exp(mels - top).sum(axis=0))  # log of the frame's total power
         # The floor after frame t is min(floor + rise * (t + 1), min over j <= t of e_j + rise * (t - j)):
         # a running minimum once the rise is taken out, so no loop over frames on the inference thread.
-        rise = FLOOR_RISE_PER_FRAME * torch.arange(len(energy), dtype=torch.float64)
-        floor = rise + torch.clamp((energy - rise).cummin(0).values, max=self.floor + FLOOR_RISE_PER_FRAME)
-        peak = torch.clamp(energy.cummax(0).values, min=self.peak)
+        rise = FLOOR_RISE_PER_FRAME * np.arange(len(energy), dtype=np.float64)
+        floor = rise + np.minimum(np.minimum.accumulate(energy - rise), self.floor + FLOOR_RISE_PER_FRAME)
+        peak = np.maximum(np.maximum.accumulate(energy), self.peak)
         self.floor, self.peak = float(floor[-1]), float(peak[-1])
-        return energy > torch.maximum(floor + ABOVE_FLOOR, peak - BELOW_PEAK)
+        return energy > np.maximum(floor + ABOVE_FLOOR, peak - BELOW_PEAK)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.base import warmup_clips
 from parakeet_serve.engine.boosting import PhraseBooster
+from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
 from parakeet_serve.engine.words import TokenSpan, group_words, token_logprobs
@@ -119,7 +120,7 @@ class NemoEngine:
 
     def streamer(self, left_context_s: float) -> Streamer:
         """Cache-aware streaming steps over this model."""
-        return Streamer(self, left_context_s)
+        return Streamer(NemoStreamModel(self, left_context_s))
 
     def gpu_memory(self) -> tuple[Callable[[], int], Callable[[], int]] | None:
         if self.device.type != "cuda":

@@ -8,6 +8,9 @@ greedy decoder from where the last step left it, so text is only ever extended. 
 chunk it checks for an endpoint (silence after speech, heard by the decoder and in the audio's
 loudness); at one it reports where the utterance ended and starts the next one afresh.
 
+This module is the bookkeeping, in NumPy, shared by the backends; each backend's `StreamModel`
+(`nemo_streaming`, `onnx_streaming`) computes features, encoder steps and decoding.
+
 For a model trained with chunked limited attention and causal convolutions (the demo model),
 this reproduces the offline encoding exactly. Models trained with full attention (the Parakeet
 checkpoints) run the same path with a bounded left context, the chunk as look-ahead and running
@@ -19,13 +22,11 @@ which each endpoint also says where the utterance's audio ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.loudness import Loudness
@@ -35,20 +36,35 @@ from parakeet_serve.engine.words import TokenSpan
 _FEATURE_CONTEXT = 2  # feature frames of audio kept before the next frame: the STFT window reaches back 16 ms
 
 
+@dataclass(frozen=True)
+class ChunkGeometry:
+    """How a model's encoder is fed, in feature frames: the first chunk (no context before it), later
+    chunks, the subsampling's context repeated before each later chunk and the encoder frames that
+    context yields (dropped), the fewest new frames that still yield one, and the encoder frames a
+    chunk gives."""
+
+    first: int
+    later: int
+    context: int
+    drop: int
+    min_tail: int
+    out_frames: int
+
+
 @dataclass
 class StreamState:
     """Where one stream stands; owned by the streaming core, touched only by the inference thread."""
 
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     audio_offset: int = 0  # absolute sample index of audio[0]
-    features: torch.Tensor | None = None  # featurised, not yet encoded: (mels, n)
-    loud: torch.Tensor | None = None  # which of those frames are loud enough to be speech: (n,)
+    features: np.ndarray | None = None  # featurised, not yet encoded: (mels, n)
+    loud: np.ndarray | None = None  # which of those frames are loud enough to be speech: (n,)
     next_feature: int = 0  # absolute index of the next feature frame to compute
-    pre_encode: torch.Tensor | None = None  # the subsampling's context: last feature frames fed
-    caches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    pre_encode: np.ndarray | None = None  # the subsampling's context: last feature frames fed
+    caches: Any = None  # the encoder's caches, the backend's own; None: as at an utterance's start
     frames: int = 0  # encoder frames produced
     encoded_features: int = 0  # feature frames encoded (each once)
-    decoder: Any = None  # the transducer's decoding state; None starts an utterance afresh
+    decoder: Any = None  # the transducer's decoding state, the backend's own; None starts an utterance afresh
     ctc_last: int = -1  # the CTC label of the previous frame (repeats collapse across chunks)
     utterance_start: int = 0  # encoder frame where the current decoder state began
     loudness: Loudness = field(default_factory=Loudness)
@@ -57,7 +73,7 @@ class StreamState:
     utterance_tokens: int = 0  # tokens the decoder emitted since the utterance began
     endpoint_s: float = 0.0  # silence after speech that ends an utterance; 0 never
     encoder_input_frames: int = 0  # feature frames fed to the encoder, context included
-    feature_stats: torch.Tensor | None = None  # per-mel count, sum, sum of squares (running normalisation)
+    feature_stats: np.ndarray | None = None  # per-mel count, sum, sum of squares (running normalisation)
     boost: WordBoost | None = None  # phrases favoured in every utterance of the stream
     boost_id: int | None = None  # its model in the decoder, pinned from the first decoding until `close`
     ended: bool = False
@@ -71,95 +87,101 @@ class StreamState:
         self.ctc_last = -1
         self.utterance_start = self.frames
         self.utterance_tokens = 0
-        if self.caches is not None:
-            self.caches = tuple(torch.zeros_like(c) for c in self.caches)  # the initial cache state
+        self.caches = None
         self.loudness.start_utterance()
 
 
-class Streamer:
-    """Runs streaming steps for a `NemoEngine`; not thread-safe (the inference thread calls it)."""
+class StreamModel(Protocol):
+    """One backend's part of streaming: features, the cache-aware encoder step, and decoding."""
 
-    def __init__(self, engine: Any, left_context_s: float) -> None:
-        self._engine = engine
-        model = engine.model
-        self._encoder = model.encoder
-        featurizer = model.preprocessor.featurizer
-        self._hop = int(featurizer.hop_length)
-        self._half_window = int(featurizer.n_fft) // 2
-        self._feature_s = self._hop / engine.sample_rate
-        self._subsampling = int(getattr(model.encoder, "subsampling_factor", 1))
-        # Models trained with whole-utterance normalisation (Parakeet's) stream with statistics of
-        # the audio heard so far instead; cache-aware models are trained without any.
-        self._running_norm = featurizer.normalize == "per_feature"
-        frame_s = engine.frame_shift_s
-        if self._encoder.att_context_style == "chunked_limited":
-            self._encoder.setup_streaming_params()  # the chunking the model was trained with
-        else:
-            chunk = 4
-            left = max(1, round(left_context_s / frame_s / chunk))
-            self._encoder.setup_streaming_params(chunk_size=chunk, shift_size=chunk, left_chunks=left)
-        cfg = self._encoder.streaming_cfg
-        self._first_chunk, self._chunk = _pair(cfg.chunk_size)
-        self._pre_encode = _pair(cfg.pre_encode_cache_size)[1]
-        self._drop = int(cfg.drop_extra_pre_encoded)
-        self._keep_all = self._encoder.att_context_style != "regular"
-        self._min_tail = self._smallest_tail(int(featurizer.nfilt))
-        self.chunk_s = int(cfg.valid_out_len) * frame_s
-        self._frame_s = frame_s
-        self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
-        self._booster = engine.booster
+    sample_rate: int
+    frame_shift_s: float  # seconds per encoder frame
+    hop: int  # samples per feature frame
+    half_window: int  # samples the STFT reaches either side of a frame's centre
+    subsampling: int  # feature frames per encoder frame
+    geometry: ChunkGeometry
+    running_norm: bool  # normalise each mel by the stream's statistics so far (whole-utterance models)
+    trained_for_streaming: bool  # trained with the chunked attention it streams with
+    booster: Any  # word boosting (`recognizer.Booster`) or None
+
+    def log_mel(self, segment: np.ndarray) -> np.ndarray:
+        """Log-mel frames (mels, n) of mono audio, every frame the padded STFT gives; unnormalised
+        when `running_norm`."""
+        ...
+
+    def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
+               starting: bool) -> tuple[Any, list[int], list[Any]]:
+        """One encoder step over (batch, mels, frames) features: the encoded frames (the backend's
+        array), how many each row has, and each row's caches after it (`caches` rows may be None)."""
+        ...
+
+    def decode(self, states: list[StreamState], encoded: Any, lengths: list[int]) -> list[list[TokenSpan]]:
+        """Continue each stream's greedy decoding over its new frames (absolute frames in the spans)."""
+        ...
+
+    def recognise(self, audios: list[np.ndarray]) -> None:
+        """Offline recognition of whole utterances, as the second pass runs it (for measuring)."""
+        ...
+
+
+class Streamer:
+    """Runs streaming steps over a backend's `StreamModel`; not thread-safe (the inference thread calls it)."""
+
+    def __init__(self, model: StreamModel) -> None:
+        self.model = model
+        self._geometry = model.geometry
+        self._feature_s = model.hop / model.sample_rate
+        self.chunk_s = model.geometry.out_frames * model.frame_shift_s
 
     @property
     def trained_for_streaming(self) -> bool:
         """Whether the model was trained with the chunked attention it streams with (its streamed
         encoding is then its offline encoding)."""
-        return self._encoder.att_context_style == "chunked_limited"
+        return self.model.trained_for_streaming
 
     def measure_capacity(self, sample_rate: int, batch: int, two_pass: bool = False) -> int:
         return measure_capacity(self, sample_rate, batch, two_pass=two_pass)
 
     def recognise(self, audios: list[np.ndarray]) -> None:
-        """Offline recognition of whole utterances, as the second pass runs it (for measuring)."""
-        self._engine.transcribe(audios)
+        self.model.recognise(audios)
 
     def open(self, boost: WordBoost | None = None) -> StreamState:
-        return StreamState(boost=boost if self._booster is not None else None)
+        return StreamState(boost=boost if self.model.booster is not None else None)
 
     def close(self, state: StreamState) -> None:
         """Unpin the stream's boosting model (any thread: the stream no longer steps)."""
-        if self._booster is not None and state.boost_id is not None:
-            self._booster.release([state.boost])
+        if self.model.booster is not None and state.boost_id is not None:
+            self.model.booster.release([state.boost])
             state.boost_id = None
 
     def samples_for_chunks(self, n: int) -> int:
         """Samples of audio (at the model's rate) that complete the first `n` encoder chunks."""
-        features = self._first_chunk + (n - 1) * self._chunk
-        return (features - 1) * self._hop + self._half_window
+        features = self._geometry.first + (n - 1) * self._geometry.later
+        return (features - 1) * self.model.hop + self.model.half_window
 
     def step(self, inputs: Sequence[StreamInput]) -> list[StepOutput]:
         """Featurise, encode and decode whatever whole chunks the new audio completes."""
         tokens: dict[int, list[TokenSpan]] = {id(i.state): [] for i in inputs}
         endpoints: dict[int, list[tuple[int, int]]] = {id(i.state): [] for i in inputs}  # (tokens before, cut)
-        with torch.inference_mode(), self._engine.autocast():
-            for item in inputs:
-                self._featurize(item.state, item.audio, item.last)
-            while True:
-                ready = [i.state for i in inputs if self._chunk_ready(i.state, i.last)]
-                if not ready:
-                    break
-                first = [s for s in ready if s.caches is None]
-                for group in (first, [s for s in ready if s.caches is not None]):
-                    if group:
-                        for state, new in zip(group, self._encode_and_decode(group), strict=True):
-                            tokens[id(state)].extend(new)
-                            self._end_utterance_if_due(state, tokens, endpoints)  # a step may span a pause
-            for item in inputs:  # and on audio that completed no chunk: its silence counts too
-                self._end_utterance_if_due(item.state, tokens, endpoints)
+        for item in inputs:
+            self._featurize(item.state, item.audio, item.last)
+        while True:
+            ready = [i.state for i in inputs if self._chunk_ready(i.state, i.last)]
+            if not ready:
+                break
+            first = [s for s in ready if not s.encoded_features]
+            for group in (first, [s for s in ready if s.encoded_features]):
+                if group:
+                    for state, new in zip(group, self._encode_and_decode(group), strict=True):
+                        tokens[id(state)].extend(new)
+                        self._end_utterance_if_due(state, tokens, endpoints)  # a step may span a pause
+        for item in inputs:  # and on audio that completed no chunk: its silence counts too
+            self._end_utterance_if_due(item.state, tokens, endpoints)
         return [
             StepOutput(
                 tuple(tokens[id(i.state)]),
                 i.state.frames,
-                self._processed_samples(i.state, i.last) / self._engine.sample_rate,
+                self._processed_samples(i.state, i.last) / self.model.sample_rate,
                 i.state.encoder_input_frames * self._feature_s,
                 tuple(k for k, _ in endpoints[id(i.state)]),
                 tuple(cut for _, cut in endpoints[id(i.state)]),
@@ -171,166 +193,82 @@ class Streamer:
         received = st.audio_offset + len(st.audio)
         if last or not st.encoded_features:
             return received if last else 0
-        return min(received, (st.encoded_features - 1) * self._hop + self._half_window)
+        return min(received, (st.encoded_features - 1) * self.model.hop + self.model.half_window)
 
     # --- features ------------------------------------------------------------------------
 
     def _featurize(self, st: StreamState, audio: np.ndarray, last: bool) -> None:
+        hop, half_window = self.model.hop, self.model.half_window
         if len(audio):
             st.audio = np.concatenate([st.audio, audio.astype(np.float32, copy=False)])
         first_frame = max(st.next_feature - _FEATURE_CONTEXT, 0)
-        start = first_frame * self._hop - st.audio_offset
+        start = first_frame * hop - st.audio_offset
         segment = st.audio[start:]
-        if len(segment) == 0 or (not last and len(segment) < self._half_window + self._hop):
+        if len(segment) == 0 or (not last and len(segment) < half_window + hop):
             return
-        signal = torch.from_numpy(segment).to(self._engine.device)[None]
-        with self._raw_features():
-            features, length = self._engine.model.preprocessor(
-                input_signal=signal, length=torch.tensor([len(segment)], device=signal.device)
-            )
-        available = int(length[0])
+        features = self.model.log_mel(segment)
+        available = features.shape[1]
         if not last:  # a frame is final once the audio covers its whole window
-            available = min(available, (len(segment) - self._half_window) // self._hop + 1)
+            available = min(available, (len(segment) - half_window) // hop + 1)
         skip = st.next_feature - first_frame
         if available > skip:
-            new = features[0, :, skip:available].float()
+            new = features[:, skip:available].astype(np.float32, copy=False)
             loud = st.loudness.loud(new)
-            st.loud = loud if st.loud is None else torch.cat([st.loud, loud])
-            if self._running_norm:
+            st.loud = loud if st.loud is None else np.concatenate([st.loud, loud])
+            if self.model.running_norm:
                 new = _normalise(st, new)
-            st.features = new if st.features is None else torch.cat([st.features, new], dim=1)
+            st.features = new if st.features is None else np.concatenate([st.features, new], axis=1)
             st.next_feature = first_frame + available
-        keep_from = max(st.next_feature - _FEATURE_CONTEXT, 0) * self._hop
+        keep_from = max(st.next_feature - _FEATURE_CONTEXT, 0) * hop
         st.audio = st.audio[keep_from - st.audio_offset :]
         st.audio_offset = keep_from
 
-    @contextmanager
-    def _raw_features(self) -> Iterator[None]:
-        featurizer = self._engine.model.preprocessor.featurizer
-        saved = featurizer.normalize
-        featurizer.normalize = None if self._running_norm else saved
-        try:
-            yield
-        finally:
-            featurizer.normalize = saved
-
     def _chunk_ready(self, st: StreamState, last: bool) -> bool:
         pending = 0 if st.features is None else st.features.shape[1]
-        needed = self._first_chunk if st.caches is None else self._chunk
-        return pending >= needed or (last and pending >= (1 if st.caches is None else self._min_tail))
-
-    def _smallest_tail(self, n_mels: int) -> int:
-        """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
-        partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
-        encoder fails on an empty chunk, so it is left out."""
-        with torch.inference_mode(), self._engine.autocast():
-            for n in range(1, self._chunk + 1):
-                frames = self._pre_encode + n
-                x = torch.zeros(1, frames, n_mels, device=self._engine.device)
-                _, length = self._encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=x.device))
-                if int(length[0]) > self._drop:
-                    return n
-        return self._chunk
+        g = self._geometry
+        needed = g.later if st.encoded_features else g.first
+        return pending >= needed or (last and pending >= (g.min_tail if st.encoded_features else 1))
 
     # --- encoder and decoder -------------------------------------------------------------
 
     def _encode_and_decode(self, group: list[StreamState]) -> list[list[TokenSpan]]:
-        starting = group[0].caches is None
-        width = self._first_chunk if starting else self._chunk
-        inputs, lengths = [], []
+        g = self._geometry
+        starting = not group[0].encoded_features
+        width = g.first if starting else g.later
+        inputs = []
         for st in group:
             assert st.features is not None
             take = st.features[:, :width]
             st.features = st.features[:, take.shape[1] :] if st.features.shape[1] > take.shape[1] else None
             self._mark_loud(st, take.shape[1])
-            fed = take if starting else torch.cat([self._pre_encode_context(st), take], dim=1)
-            st.pre_encode = fed[:, -self._pre_encode :] if self._pre_encode else fed[:, :0]
+            fed = take if starting else np.concatenate([self._pre_encode_context(st), take], axis=1)
+            st.pre_encode = fed[:, fed.shape[1] - g.context :]
             st.encoder_input_frames += fed.shape[1]
             st.encoded_features += take.shape[1]
             inputs.append(fed)
-            lengths.append(fed.shape[1])
-        signal = torch.zeros(len(group), inputs[0].shape[0], max(lengths), device=self._engine.device)
+        lengths = np.array([fed.shape[1] for fed in inputs], np.int64)
+        signal = np.zeros((len(group), inputs[0].shape[0], int(lengths.max())), np.float32)
         for row, fed in enumerate(inputs):
             signal[row, :, : fed.shape[1]] = fed
-        channel, time, channel_len = self._batched_caches(group)
-        encoded, encoded_len, channel, time, channel_len = self._encoder.cache_aware_stream_step(
-            processed_signal=signal,
-            processed_signal_length=torch.tensor(lengths, device=signal.device),
-            cache_last_channel=channel,
-            cache_last_time=time,
-            cache_last_channel_len=channel_len,
-            keep_all_outputs=self._keep_all,
-            drop_extra_pre_encoded=0 if starting else self._drop,
-        )
-        for row, st in enumerate(group):
-            st.caches = (channel[:, row : row + 1], time[:, row : row + 1], channel_len[row : row + 1])
-        new_frames = [int(n) for n in encoded_len]
-        if self._computer is None:
-            decoded = self._decode_ctc(group, encoded, new_frames)
-        else:
-            decoded = self._decode(group, encoded, encoded_len)
-        for st, spans in zip(group, decoded, strict=True):
+        encoded, new_frames, caches = self.model.encode(signal, lengths, [st.caches for st in group], starting)
+        for st, cache in zip(group, caches, strict=True):
+            st.caches = cache
+        decoded = self.model.decode(group, encoded, new_frames)
+        for st, spans, n in zip(group, decoded, new_frames, strict=True):
             st.utterance_tokens += len(spans)
             if spans:  # encoder frame f has heard feature frames up to f * subsampling
-                st.speech_feature = max(st.speech_feature, spans[-1].start_frame * self._subsampling)
-        for st, n in zip(group, new_frames, strict=True):
+                st.speech_feature = max(st.speech_feature, spans[-1].start_frame * self.model.subsampling)
             st.frames += n
         return decoded
 
-    def _pre_encode_context(self, st: StreamState) -> torch.Tensor:
+    def _pre_encode_context(self, st: StreamState) -> np.ndarray:
         """The subsampling's context for the next chunk; after a first chunk shorter than it (a model
         trained with no look-ahead starts on one frame), zeros in front, as the offline convolution's
         own padding is."""
         context = st.pre_encode
         assert context is not None
-        missing = self._pre_encode - context.shape[1]
-        return torch.nn.functional.pad(context, (missing, 0)) if missing > 0 else context
-
-    def _batched_caches(self, group: list[StreamState]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if group[0].caches is None:
-            return self._encoder.get_initial_cache_state(batch_size=len(group), device=self._engine.device)
-        channel = torch.cat([st.caches[0] for st in group], dim=1)  # type: ignore[index]
-        time = torch.cat([st.caches[1] for st in group], dim=1)  # type: ignore[index]
-        lengths = torch.cat([st.caches[2] for st in group])  # type: ignore[index]
-        return channel, time, lengths
-
-    def _decode(self, group: list[StreamState], encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[TokenSpan]]:
-        """Continue each stream's transducer hypothesis over its new frames (label-looping greedy)."""
-        computer = self._computer
-        previous = None
-        if any(st.decoder is not None for st in group):
-            previous = computer.merge_to_batched_state([st.decoder for st in group])
-        hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous,
-                               multi_biasing_ids=self._boost_ids(group, encoded.device))
-        # With CUDA graphs the computer keeps the batch size it allocated for: our streams are its
-        # first rows, and the rest is padding.
-        for st, item in zip(group, computer.split_batched_state(state)[: len(group)], strict=True):
-            st.decoder = item
-        # To host lists once: reading a GPU tensor element by element syncs the device each time.
-        counts, labels, times, durations, confidence = (
-            None if x is None else x.tolist() for x in hyps.get_data_without_blank()
-        )
-        out = []
-        for row, st in enumerate(group):
-            spans = []
-            for k in range(counts[row]):
-                start = st.utterance_start + times[row][k]
-                width = durations[row][k] if durations is not None else 1
-                conf = confidence[row][k] if confidence is not None else 1.0
-                label = labels[row][k]
-                spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
-            out.append(spans)
-        return out
-
-    def _boost_ids(self, group: list[StreamState], device: torch.device) -> torch.Tensor | None:
-        """Each stream's boosting model id (-1: none); a stream's model is pinned at its first decoding,
-        so the decoder state it carries across steps and utterances always refers to the same model."""
-        if self._booster is None:
-            return None
-        for st in group:
-            if st.boost is not None and st.boost_id is None:
-                st.boost_id = self._booster.acquire([st.boost])[0]
-        return torch.tensor([-1 if st.boost_id is None else st.boost_id for st in group], device=device)
+        missing = self._geometry.context - context.shape[1]
+        return np.pad(context, ((0, 0), (missing, 0))) if missing > 0 else context
 
     def _end_utterance_if_due(self, st: StreamState, tokens: dict[int, list[TokenSpan]],
                               endpoints: dict[int, list[tuple[int, int]]]) -> None:
@@ -346,14 +284,14 @@ class Streamer:
         """The sample where the ended utterance's audio closes: its last loud frame plus the endpoint's
         silence. Tokens can date the speech's end later the longer the client's chunks (the encoder has
         run further when the silence is judged), loudness cannot, so it decides when the utterance was loud."""
-        loud_in_utterance = st.loud_feature >= st.utterance_start * self._subsampling
+        loud_in_utterance = st.loud_feature >= st.utterance_start * self.model.subsampling
         speech_end = st.loud_feature if loud_in_utterance else st.speech_feature
-        return (speech_end + 1) * self._hop + round(st.endpoint_s * self._engine.sample_rate)
+        return (speech_end + 1) * self.model.hop + round(st.endpoint_s * self.model.sample_rate)
 
     def _quiet_until(self, st: StreamState) -> int:
         """The next loud feature frame already featurised, or if there is none, as far as featurised
         audio reaches: the silence is measured to there, without waiting for the encoder."""
-        pending = None if st.loud is None else torch.nonzero(st.loud)
+        pending = None if st.loud is None else np.flatnonzero(st.loud)
         if pending is not None and len(pending):
             return st.encoded_features + int(pending[0])
         return st.next_feature
@@ -362,42 +300,25 @@ class Streamer:
         """Speech in the feature frames about to be encoded: loudness counts as heard when the encoder
         hears it, as the decoder's tokens do."""
         assert st.loud is not None
-        loud = torch.nonzero(st.loud[:encoding])
+        loud = np.flatnonzero(st.loud[:encoding])
         st.loud = st.loud[encoding:]
         if len(loud):
             st.loud_feature = st.encoded_features + int(loud[-1])
             st.speech_feature = max(st.speech_feature, st.loud_feature)
 
-    def _decode_ctc(self, group: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
-        """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
-        log_probs = self._engine.ctc_head(encoder_output=encoded)
-        best, labels = log_probs.max(dim=-1)
-        best, labels = best.exp().tolist(), labels.tolist()  # host lists: no device sync per frame
-        blank = self._engine.blank_id
-        out = []
-        for row, st in enumerate(group):
-            spans = []
-            for t in range(lengths[row]):
-                label = labels[row][t]
-                if label != blank and label != st.ctc_last:
-                    frame, confidence = st.frames + t, best[row][t]
-                    spans.append(TokenSpan(label, self._engine.piece(label), frame, frame + 1, confidence))
-                st.ctc_last = label
-            out.append(spans)
-        return out
 
-
-def _normalise(st: StreamState, new: torch.Tensor) -> torch.Tensor:
+def _normalise(st: StreamState, new: np.ndarray) -> np.ndarray:
     """Per-mel mean and variance over all the stream's frames so far, as NeMo's per_feature does per utterance."""
-    stats = torch.stack([torch.full_like(new[:, 0], new.shape[1]), new.sum(1), (new * new).sum(1)])
+    stats = np.stack([np.full(new.shape[0], new.shape[1], np.float64), new.sum(1, dtype=np.float64),
+                      np.square(new, dtype=np.float64).sum(1)])
     st.feature_stats = stats if st.feature_stats is None else st.feature_stats + stats
     count, total, squares = st.feature_stats
     mean = total / count
-    std = ((squares - count * mean * mean).clamp(min=0) / (count - 1).clamp(min=1)).sqrt() + 1e-5
-    return (new - mean[:, None]) / std[:, None]
+    std = np.sqrt(np.maximum(squares - count * mean * mean, 0) / np.maximum(count - 1, 1)) + 1e-5
+    return ((new - mean[:, None]) / std[:, None]).astype(np.float32)
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+def pair(value: int | Sequence[int]) -> tuple[int, int]:
     """NeMo gives (first chunk, later chunks) for causal subsampling, one number otherwise."""
     if isinstance(value, int):
         return value, value

@@ -1,0 +1,170 @@
+"""The NeMo backend's part of cache-aware streaming (`engine.streaming`): NeMo's featuriser, the
+encoder's `cache_aware_stream_step` batched across streams, and NeMo's label-looping decoder
+continued from each stream's state (with its per-stream phrase boosting)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from parakeet_serve.engine.streaming import ChunkGeometry, StreamState, pair
+from parakeet_serve.engine.words import TokenSpan
+
+_FULL_ATTENTION_CHUNK = 4  # encoder frames per chunk when a full-attention model streams
+
+
+class NemoStreamModel:
+    def __init__(self, engine: Any, left_context_s: float) -> None:
+        self._engine = engine
+        model = engine.model
+        self._encoder = model.encoder
+        featurizer = model.preprocessor.featurizer
+        self.sample_rate = engine.sample_rate
+        self.frame_shift_s = engine.frame_shift_s
+        self.hop = int(featurizer.hop_length)
+        self.half_window = int(featurizer.n_fft) // 2
+        self.subsampling = int(getattr(model.encoder, "subsampling_factor", 1))
+        # Models trained with whole-utterance normalisation (Parakeet's) stream with statistics of
+        # the audio heard so far instead; cache-aware models are trained without any.
+        self.running_norm = featurizer.normalize == "per_feature"
+        self.trained_for_streaming = self._encoder.att_context_style == "chunked_limited"
+        setup_streaming(self._encoder, left_context_s, engine.frame_shift_s)
+        cfg = self._encoder.streaming_cfg
+        first, later = pair(cfg.chunk_size)
+        context, drop = pair(cfg.pre_encode_cache_size)[1], int(cfg.drop_extra_pre_encoded)
+        self.geometry = ChunkGeometry(first, later, context, drop, self._smallest_tail(later, context, drop),
+                                      int(cfg.valid_out_len))
+        self._keep_all = self._encoder.att_context_style != "regular"
+        self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
+        self.booster = engine.booster
+
+    def recognise(self, audios: list[np.ndarray]) -> None:
+        self._engine.transcribe(audios)
+
+    def log_mel(self, segment: np.ndarray) -> np.ndarray:
+        preprocessor = self._engine.model.preprocessor
+        featurizer = preprocessor.featurizer
+        saved = featurizer.normalize
+        featurizer.normalize = None if self.running_norm else saved
+        try:
+            with torch.inference_mode():
+                signal = torch.from_numpy(segment).to(self._engine.device)[None]
+                features, length = preprocessor(input_signal=signal,
+                                                length=torch.tensor([len(segment)], device=signal.device))
+        finally:
+            featurizer.normalize = saved
+        return features[0, :, : int(length[0])].float().cpu().numpy()
+
+    def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
+               starting: bool) -> tuple[torch.Tensor, list[int], list[Any]]:
+        device = self._engine.device
+        channel, time, channel_len = self._batched_caches(caches)
+        with torch.inference_mode(), self._engine.autocast():
+            encoded, encoded_len, channel, time, channel_len = self._encoder.cache_aware_stream_step(
+                processed_signal=torch.from_numpy(signal).to(device),
+                processed_signal_length=torch.from_numpy(lengths).to(device),
+                cache_last_channel=channel,
+                cache_last_time=time,
+                cache_last_channel_len=channel_len,
+                keep_all_outputs=self._keep_all,
+                drop_extra_pre_encoded=0 if starting else self.geometry.drop,
+            )
+        rows = [(channel[:, r : r + 1], time[:, r : r + 1], channel_len[r : r + 1]) for r in range(len(caches))]
+        return encoded, encoded_len.tolist(), rows
+
+    def _batched_caches(self, caches: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of the rows' caches; a row without caches gets the encoder's initial ones."""
+        fresh = self._encoder.get_initial_cache_state(batch_size=1, device=self._engine.device)
+        rows = [fresh if c is None else c for c in caches]
+        return (torch.cat([r[0] for r in rows], dim=1), torch.cat([r[1] for r in rows], dim=1),
+                torch.cat([r[2] for r in rows]))
+
+    def decode(self, states: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
+        with torch.inference_mode(), self._engine.autocast():
+            if self._computer is None:
+                return self._decode_ctc(states, encoded, lengths)
+            return self._decode_transducer(states, encoded, lengths)
+
+    def _smallest_tail(self, later: int, context: int, drop: int) -> int:
+        """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
+        partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
+        encoder fails on an empty chunk, so it is left out."""
+        n_mels = int(self._engine.model.preprocessor.featurizer.nfilt)
+        with torch.inference_mode(), self._engine.autocast():
+            for n in range(1, later + 1):
+                frames = context + n
+                x = torch.zeros(1, frames, n_mels, device=self._engine.device)
+                _, length = self._encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=x.device))
+                if int(length[0]) > drop:
+                    return n
+        return later
+
+    def _decode_transducer(self, group: list[StreamState], encoded: torch.Tensor,
+                           lengths: list[int]) -> list[list[TokenSpan]]:
+        """Continue each stream's transducer hypothesis over its new frames (label-looping greedy)."""
+        computer = self._computer
+        previous = None
+        if any(st.decoder is not None for st in group):
+            previous = computer.merge_to_batched_state([st.decoder for st in group])
+        hyps, state = computer(x=encoded.transpose(1, 2), out_len=torch.tensor(lengths, device=encoded.device),
+                               prev_batched_state=previous, multi_biasing_ids=self._boost_ids(group, encoded.device))
+        # With CUDA graphs the computer keeps the batch size it allocated for: our streams are its
+        # first rows, and the rest is padding.
+        for st, item in zip(group, computer.split_batched_state(state)[: len(group)], strict=True):
+            st.decoder = item
+        # To host lists once: reading a GPU tensor element by element syncs the device each time.
+        counts, labels, times, durations, confidence = (
+            None if x is None else x.tolist() for x in hyps.get_data_without_blank()
+        )
+        out = []
+        for row, st in enumerate(group):
+            spans = []
+            for k in range(counts[row]):
+                start = st.utterance_start + times[row][k]
+                width = durations[row][k] if durations is not None else 1
+                conf = confidence[row][k] if confidence is not None else 1.0
+                label = labels[row][k]
+                spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
+            out.append(spans)
+        return out
+
+    def _boost_ids(self, group: list[StreamState], device: torch.device) -> torch.Tensor | None:
+        """Each stream's boosting model id (-1: none); a stream's model is pinned at its first decoding,
+        so the decoder state it carries across steps and utterances always refers to the same model."""
+        if self.booster is None:
+            return None
+        for st in group:
+            if st.boost is not None and st.boost_id is None:
+                st.boost_id = self.booster.acquire([st.boost])[0]
+        return torch.tensor([-1 if st.boost_id is None else st.boost_id for st in group], device=device)
+
+    def _decode_ctc(self, group: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
+        """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
+        log_probs = self._engine.ctc_head(encoder_output=encoded)
+        best, labels = log_probs.max(dim=-1)
+        best, labels = best.exp().tolist(), labels.tolist()  # host lists: no device sync per frame
+        blank = self._engine.blank_id
+        out = []
+        for row, st in enumerate(group):
+            spans = []
+            for t in range(lengths[row]):
+                label = labels[row][t]
+                if label != blank and label != st.ctc_last:
+                    frame, confidence = st.frames + t, best[row][t]
+                    spans.append(TokenSpan(label, self._engine.piece(label), frame, frame + 1, confidence))
+                st.ctc_last = label
+            out.append(spans)
+        return out
+
+
+def setup_streaming(encoder: Any, left_context_s: float, frame_s: float) -> None:
+    """The chunking a model streams with: the one a cache-aware model was trained with, or for a
+    full-attention model chunks of `_FULL_ATTENTION_CHUNK` frames over a bounded left context."""
+    if encoder.att_context_style == "chunked_limited":
+        encoder.setup_streaming_params()
+        return
+    chunk = _FULL_ATTENTION_CHUNK
+    left = max(1, round(left_context_s / frame_s / chunk))
+    encoder.setup_streaming_params(chunk_size=chunk, shift_size=chunk, left_chunks=left)
