@@ -74,6 +74,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def streaming_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One random `.nemo` per decoder type trained for cache-aware streaming (chunked attention, causal
+    convolutions, 240 ms look-ahead)."""
+    quiet_nemo()
+    root = tmp_path_factory.mktemp("streaming-models")
+    tokenizer = train_tokenizer(root / "tokenizer", vocab_size=64)
+    paths = {}
+    for head in HEADS:
+        paths[head] = root / f"{head}.nemo"
+        bp = Blueprint(head=head, n_layers=2, d_model=64, streaming=True, att_context=(16, 3))
+        build_model(bp, tokenizer, seed=3).save_to(str(paths[head]))
+    return paths
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_models: dict[str, Path]) -> NemoEngine:
     """The engine behind the server tests: a hybrid TDT-CTC model, as Parakeet's default is."""
     return load_engine(str(tiny_models["hybrid_tdt_ctc"]))

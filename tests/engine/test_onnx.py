@@ -1,6 +1,7 @@
 """The ONNX Runtime backend on graphs written by `parakeet-serve export`: the same transcripts, word
 times and confidences as the NeMo backend (demo model over its evaluation set, random tiny models of
-every decoder type), a server on it through the Riva client, and no PyTorch anywhere in its process."""
+every decoder type), the same streamed tokens as the NeMo streamer, servers on it through the Riva
+client, and no PyTorch anywhere in its process."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from parakeet_serve.errors import ModelLoadError
 from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
 from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
-from tests.conftest import LoopThread, Served, rpc_code, speechlike, start_server
-from tests.riva.test_streaming import as_bytes, config
+from tests.conftest import HEADS, LoopThread, Served, rpc_code, speechlike, start_server
+from tests.engine.test_streaming import clips, stream_all
+from tests.riva.test_streaming import EVAL, as_bytes, config, finals, stream, utterances_with_pauses
 
 ENTRIES = read_manifest(demo_manifest())
 
@@ -89,10 +91,54 @@ def test_every_decoder_type_decodes_as_nemo_does(head: str, tiny_models: dict[st
             assert [w.start_s for w in a.best.words] == [w.start_s for w in b.best.words]
 
 
+def streamed(streamer: object, audios: list, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
+    return [[(t.token_id, t.start_frame, t.end_frame) for t in spans] for spans in stream_all(streamer, audios, sizes)]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_the_streaming_export_streams_the_nemo_streamers_tokens(head: str, streaming_models: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    """Cache-aware models of every decoder type: the export's two encoder graphs (first chunk, later
+    chunks) and the batched decoders carried across chunks give NeMo's tokens and frames, for any
+    chunking of the audio and any mix of streams in a step."""
+    export(str(streaming_models[head]), tmp_path)
+    audios = clips()
+    for decoder in ["auto", "ctc"] if head.startswith("hybrid") else ["auto"]:
+        nemo = load_engine(str(streaming_models[head]), decoder=decoder).streamer(10.0)
+        onnx = OnnxEngine(tmp_path, model_id=head, decoder=decoder).streamer(10.0)
+        assert onnx is not None and onnx.trained_for_streaming and onnx.chunk_s == nemo.chunk_s
+        for sizes in ([160, 800, 16000], [16000, 160, 800]):  # 10 ms, 50 ms and 1 s chunks, in a shared batch
+            ours = streamed(onnx, audios, sizes)
+            assert any(ours), "the random model emits tokens on speech-like audio"
+            assert ours == streamed(nemo, audios, sizes), (head, decoder, sizes)
+
+
+def test_a_full_attention_export_streams_over_the_left_context_it_was_exported_with(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The first pass of two-pass streaming: a model trained with full attention, chunks of four
+    frames over the left context given to the export, running per-mel normalisation."""
+    export(str(tiny_models["tdt"]), tmp_path, stream_context_s=2.0)
+    onnx = OnnxEngine(tmp_path, model_id="tdt").streamer(10.0)  # the export's 2 s, not this 10 s
+    nemo = load_engine(str(tiny_models["tdt"])).streamer(2.0)
+    assert onnx is not None and not onnx.trained_for_streaming
+    audios = [speechlike(6.0, seed=8)[0], *clips()]  # longer than the left context
+    ours = streamed(onnx, audios, [3200] * len(audios))
+    assert any(ours)
+    assert ours == streamed(nemo, audios, [3200] * len(audios))
+
+
 @pytest.fixture(scope="module")
 def onnx_server(loop_thread: LoopThread, demo_onnx: Path) -> Iterator[Served]:
     served = start_server(loop_thread, OnnxEngine(demo_onnx, model_id=str(demo_onnx)), model_id=str(demo_onnx),
-                          backend="onnx")
+                          backend="onnx", max_streams=16)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def nemo_server(loop_thread: LoopThread, demo_engine: NemoEngine) -> Iterator[Served]:
+    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=16)
     yield served
     served.stop()
 
@@ -104,29 +150,77 @@ def test_a_server_on_the_onnx_backend_answers_the_riva_client(onnx_server: Serve
     assert response.results[0].alternatives[0].words
     parameters = onnx_server.asr().stub.GetRivaSpeechRecognitionConfig(
         riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0].parameters
-    assert parameters["type"] == "offline" and parameters["word_boosting"] == "false"
+    assert parameters["type"] == "online" and parameters["streaming_mode"] == "cache_aware"
+    assert parameters["word_boosting"] == "false"
+
+
+def test_a_stream_of_utterances_gets_the_nemo_servers_results(onnx_server: Served, nemo_server: Served) -> None:
+    """Interims, finals, word times and audio_processed, for a stream of six utterances with pauses."""
+    audio, _ = utterances_with_pauses(EVAL[:6], pause_s=1.0, lead_s=0.5)
+    ours = stream(onnx_server, as_bytes(audio), chunk_bytes=3200)
+    assert len(finals(ours)) == 6
+    assert ours == stream(nemo_server, as_bytes(audio), chunk_bytes=3200)
+
+
+@pytest.fixture(scope="module")
+def proxy_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("demo-offline-onnx")
+    export("demo-offline", directory)
+    return directory
+
+
+def test_a_model_trained_with_full_attention_streams_in_two_passes_as_on_nemo(
+    loop_thread: LoopThread, proxy_onnx: Path
+) -> None:
+    """The offline-trained proxy: interims from its streaming graphs, each final from its offline graphs
+    on the utterance's audio, as the NeMo backend gives them."""
+    audio, _ = utterances_with_pauses(EVAL[:4], pause_s=1.0, lead_s=0.5)
+    results = {}
+    for name, engine in (("onnx", OnnxEngine(proxy_onnx, model_id="demo-offline")),
+                         ("nemo", load_engine("demo-offline"))):
+        served = start_server(loop_thread, engine, model_id="demo-offline")
+        try:
+            assert served.app.model_parameters()["streaming_mode"] == "two_pass"
+            results[name] = stream(served, as_bytes(audio), chunk_bytes=3200)
+        finally:
+            served.stop()
+    assert len(finals(results["onnx"])) == 4
+    assert results["onnx"] == results["nemo"]
+
+
+def test_bad_streams_on_the_onnx_backend_get_invalid_argument(onnx_server: Served) -> None:
+    wrong_rate = config(sample_rate_hertz=8000, encoding=riva.client.AudioEncoding.FLAC)
     code = rpc_code(lambda: list(onnx_server.asr().streaming_response_generator(
-        iter([as_bytes(speechlike(1.0)[0])]), config())))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT  # this backend serves Recognize only, for now
+        iter([as_bytes(speechlike(1.0)[0])]), wrong_rate)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    sample = decode_audio(sample_path().read_bytes(), AudioFormat(), target_rate=16000, max_seconds=60).mono()
+    streamed = finals(stream(onnx_server, as_bytes(sample), chunk_bytes=3200))  # and the server goes on
+    assert " ".join(streamed) == sample_path().with_suffix(".txt").read_text().strip()
 
 
 def test_the_onnx_backend_runs_without_pytorch(demo_onnx: Path) -> None:
-    """A server process on this backend (app, front ends, engine) recognises without importing torch or NeMo."""
+    """A server process on this backend (app, front ends, engine) recognises and streams without
+    importing torch or NeMo."""
     script = f"""
 import sys
 from pathlib import Path
 import soundfile as sf
 import parakeet_serve.app, parakeet_serve.cli
 from parakeet_serve.app import engine_for
+from parakeet_serve.engine.types import StreamInput
 from parakeet_serve.settings import load_settings
 engine = engine_for(load_settings(backend="onnx", model_id={str(demo_onnx)!r}))
 audio, _ = sf.read({str(sample_path())!r}, dtype="float32")
 print(engine.transcribe([audio])[0].best.text)
+streamer = engine.streamer(10.0)
+state = streamer.open()
+tokens = streamer.step([StreamInput(state, audio, last=True)])[0].tokens
+print(engine.detokenize([t.token_id for t in tokens]))
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "nemo", "lightning")))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    text, modules = out.strip().splitlines()
-    assert text == sample_path().with_suffix(".txt").read_text().strip()
+    text, streamed_text, modules = out.strip().splitlines()
+    assert text == streamed_text == sample_path().with_suffix(".txt").read_text().strip()
     assert modules == "[]"
 
 

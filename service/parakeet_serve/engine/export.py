@@ -5,6 +5,12 @@ transducer (a hybrid's CTC head as `ctc_head-model.onnx`, fed by the same encode
 for a CTC model. Beside them `vocab.txt` (`piece id` per line, `<blk>` last) and `config.json`
 (onnx-asr's keys plus the feature settings this server needs). `int8` adds onnx-asr's
 `*.int8.onnx` files: the encoder's matrix products quantised dynamically by onnxruntime.
+
+For streaming (not in onnx-asr's layout), NeMo's cache-aware export of the encoder, twice: for an
+utterance's first chunk (no subsampling context before it) and for the later ones (whose context's
+frames are dropped), with the chunking in `config.json` under `streaming`. A model trained with
+chunked attention streams with its own chunking; one trained with full attention with chunks of
+four frames over `stream_context_s` of left context (the first pass of two-pass streaming).
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from parakeet_serve.engine.loader import load_nemo_model, quiet_nemo, resolve_mo
 
 ENCODER, DECODER_JOINT, CTC_HEAD, CTC_MODEL = (
     "encoder-model.onnx", "decoder_joint-model.onnx", "ctc_head-model.onnx", "model.onnx")
+STREAM_ENCODER, STREAM_ENCODER_FIRST = "streaming-encoder-model.onnx", "streaming-encoder-first-model.onnx"
 
 
 def export(model_id: str, out: Path, int8: bool = False, cache_dir: Path | None = None,
-           offline: bool = False) -> list[Path]:
+           offline: bool = False, stream_context_s: float = 10.0) -> list[Path]:
     """Write `model_id`'s graphs, vocabulary and config into `out`; the files written."""
     quiet_nemo()
     model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline)).eval()
@@ -37,8 +44,11 @@ def export(model_id: str, out: Path, int8: bool = False, cache_dir: Path | None 
             model.export(str(out / "model.onnx"), check_trace=False)  # NeMo names them encoder-/decoder_joint-
         else:
             model.export(str(out / CTC_MODEL), check_trace=False)
+            model.decoder.export(str(out / CTC_HEAD), check_trace=False)  # for streaming's own encoder
+        streaming = _export_streaming(model, out, stream_context_s)
     _write_vocabulary(model, out / "vocab.txt")
-    (out / "config.json").write_text(json.dumps(_config(model, transducer), indent=2) + "\n")
+    config = {**_config(model, transducer), "streaming": streaming}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if int8:
         _quantise(out, transducer)
     return sorted(p for p in out.iterdir() if p.is_file())
@@ -63,6 +73,35 @@ def _config(model: Any, transducer: bool) -> dict[str, Any]:
         "causal_downsampling": bool(cfg.encoder.get("causal_downsampling", False)),
         **({"durations": list(cfg.model_defaults.tdt_durations)} if tdt else {}),
     }
+
+
+def _export_streaming(model: Any, out: Path, stream_context_s: float) -> dict[str, Any]:
+    """The cache-aware encoder step as two graphs (first chunk, later chunks); the chunking, for config.json."""
+    from parakeet_serve.engine.nemo_streaming import setup_streaming, smallest_tail
+    from parakeet_serve.engine.streaming import pair
+
+    encoder = model.encoder
+    frame_s = float(model.cfg.preprocessor.window_stride) * int(encoder.subsampling_factor)
+    setup_streaming(encoder, stream_context_s, frame_s)
+    cfg = encoder.streaming_cfg
+    first, later = pair(cfg.chunk_size)
+    context, drop = pair(cfg.pre_encode_cache_size)[1], int(cfg.drop_extra_pre_encoded)
+    channel, time, _ = encoder.get_initial_cache_state(batch_size=1)
+    encoder.export_cache_support = True
+    try:
+        for name, dropped in ((STREAM_ENCODER_FIRST, 0), (STREAM_ENCODER, drop)):
+            cfg.drop_extra_pre_encoded = dropped  # NeMo's export bakes the step's drop in
+            encoder.export(str(out / name), check_trace=False)
+    finally:
+        cfg.drop_extra_pre_encoded = drop
+        encoder.export_cache_support = False
+    return {"first": first, "later": later, "context": context, "drop": drop,
+            "min_tail": smallest_tail(encoder, later, context, drop), "out_frames": int(cfg.valid_out_len),
+            "trained_for_streaming": encoder.att_context_style == "chunked_limited",
+            "left_context_s": stream_context_s,
+            # The caches' shapes without the batch (the graphs take them batch first).
+            "cache_last_channel": [channel.shape[0], *channel.shape[2:]],
+            "cache_last_time": [time.shape[0], *time.shape[2:]]}
 
 
 def _write_vocabulary(model: Any, path: Path) -> None:

@@ -46,13 +46,7 @@ class LogMel:
         signal = np.zeros((len(audios), int(lengths.max())), np.float32)
         for i, audio in enumerate(audios):
             signal[i, : len(audio)] = audio
-        emphasised = signal.copy()
-        emphasised[:, 1:] -= c.preemphasis * signal[:, :-1]
-        emphasised[np.arange(signal.shape[1])[None, :] >= lengths[:, None]] = 0.0
-        padded = np.pad(emphasised, ((0, 0), (c.n_fft // 2, c.n_fft // 2)))
-        frames = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=1)[:, :: c.hop] * self._window
-        power = np.square(np.abs(np.fft.rfft(frames, c.n_fft))).astype(np.float32)
-        logmel = np.log(power @ self._filters + LOG_GUARD)
+        logmel = self._log_mel(signal, lengths)
         valid_frames = lengths // c.hop
         valid = np.arange(logmel.shape[1])[None, :, None] < valid_frames[:, None, None]
         if c.normalize == "per_feature":
@@ -62,6 +56,23 @@ class LogMel:
             logmel = (logmel - mean) / (np.sqrt(spread / np.maximum(count - 1, 1)) + 1e-5)
         features = np.where(valid, logmel, 0.0).astype(np.float32)
         return np.ascontiguousarray(features.transpose(0, 2, 1)), valid_frames
+
+    def frames(self, audio: np.ndarray) -> np.ndarray:
+        """The valid frames (mels, n) of one mono audio, as NeMo counts them (one per hop), unnormalised
+        (for streaming)."""
+        logmel = self._log_mel(audio[None].astype(np.float32, copy=False), np.array([len(audio)]))
+        return np.ascontiguousarray(logmel[0, : len(audio) // self.config.hop].T.astype(np.float32))
+
+    def _log_mel(self, signal: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Log-mels [batch, frames, mels] of a padded batch; pre-emphasis stops at each item's end."""
+        c = self.config
+        emphasised = signal.copy()
+        emphasised[:, 1:] -= c.preemphasis * signal[:, :-1]
+        emphasised[np.arange(signal.shape[1])[None, :] >= lengths[:, None]] = 0.0
+        padded = np.pad(emphasised, ((0, 0), (c.n_fft // 2, c.n_fft // 2)))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=1)[:, :: c.hop] * self._window
+        power = np.square(np.abs(np.fft.rfft(frames, c.n_fft))).astype(np.float32)
+        return np.log(power @ self._filters + LOG_GUARD)
 
 
 def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:

@@ -34,7 +34,7 @@ class NemoStreamModel:
         cfg = self._encoder.streaming_cfg
         first, later = pair(cfg.chunk_size)
         context, drop = pair(cfg.pre_encode_cache_size)[1], int(cfg.drop_extra_pre_encoded)
-        self.geometry = ChunkGeometry(first, later, context, drop, self._smallest_tail(later, context, drop),
+        self.geometry = ChunkGeometry(first, later, context, drop, smallest_tail(self._encoder, later, context, drop),
                                       int(cfg.valid_out_len))
         self._keep_all = self._encoder.att_context_style != "regular"
         self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
@@ -86,20 +86,6 @@ class NemoStreamModel:
             if self._computer is None:
                 return self._decode_ctc(states, encoded, lengths)
             return self._decode_transducer(states, encoded, lengths)
-
-    def _smallest_tail(self, later: int, context: int, drop: int) -> int:
-        """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
-        partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
-        encoder fails on an empty chunk, so it is left out."""
-        n_mels = int(self._engine.model.preprocessor.featurizer.nfilt)
-        with torch.inference_mode(), self._engine.autocast():
-            for n in range(1, later + 1):
-                frames = context + n
-                x = torch.zeros(1, frames, n_mels, device=self._engine.device)
-                _, length = self._encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=x.device))
-                if int(length[0]) > drop:
-                    return n
-        return later
 
     def _decode_transducer(self, group: list[StreamState], encoded: torch.Tensor,
                            lengths: list[int]) -> list[list[TokenSpan]]:
@@ -168,3 +154,18 @@ def setup_streaming(encoder: Any, left_context_s: float, frame_s: float) -> None
     chunk = _FULL_ATTENTION_CHUNK
     left = max(1, round(left_context_s / frame_s / chunk))
     encoder.setup_streaming_params(chunk_size=chunk, shift_size=chunk, left_chunks=left)
+
+
+def smallest_tail(encoder: Any, later: int, context: int, drop: int) -> int:
+    """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
+    partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
+    encoder fails on an empty chunk, so it is left out."""
+    device = next(encoder.parameters()).device
+    with torch.inference_mode():
+        for n in range(1, later + 1):
+            frames = context + n
+            x = torch.zeros(1, frames, int(encoder._feat_in), device=device)
+            _, length = encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=device))
+            if int(length[0]) > drop:
+                return n
+    return later

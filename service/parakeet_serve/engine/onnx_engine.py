@@ -13,14 +13,16 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from parakeet_serve.engine.base import warmup_clips
-from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER
+from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
+from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError
@@ -28,6 +30,16 @@ from parakeet_serve.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 _CONFIDENCE_ALPHA = 0.33  # NeMo's max_prob confidence, as the NeMo engine is configured
+
+
+@dataclass
+class DecoderState:
+    """Where one item's greedy transducer decoding stands between calls (a stream's chunks)."""
+
+    last: int  # the last label emitted (the blank before any)
+    h: np.ndarray  # the prediction network's state: (layers, hidden) each
+    c: np.ndarray
+    skip: int = 0  # frames a TDT duration jumped past the end of the frames decoded so far
 
 
 class OnnxEngine:
@@ -41,28 +53,32 @@ class OnnxEngine:
 
         self._ort = onnxruntime
         self.directory = directory
-        config = _read_json(directory / "config.json")
+        self.int8 = int8
+        config = self._config = _read_json(directory / "config.json")
         self._pieces, self.blank_id = _read_vocabulary(directory / "vocab.txt")
         self._durations = [int(d) for d in config.get("durations", [])]
         self._max_symbols = int(config.get("max_tokens_per_step", 10))
         self._causal = bool(config.get("causal_downsampling", False))
-        self._subsampling = int(config.get("subsampling_factor", 8))
+        self.subsampling = int(config.get("subsampling_factor", 8))
         features = FeatureConfig(
             sample_rate=int(config.get("sample_rate", 16000)), n_mels=int(config.get("features_size", 80)),
             n_fft=int(config.get("n_fft", 512)), window_size_s=float(config.get("window_size", 0.025)),
             window_stride_s=float(config.get("window_stride", 0.01)),
             normalize=str(config.get("normalize", "per_feature")))
-        self._features = LogMel(features)
+        self.feature_config = features
+        self.log_mel = LogMel(features)
         self._providers = _providers(provider, onnxruntime.get_available_providers(), directory)
         self._head = self._pick_head(decoder, str(config.get("model_type", "")))
-        self._encoder = self._session(ENCODER if self._transducer_dir else CTC_MODEL, int8)
-        self._decoder = self._session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
-        self._ctc_head = self._session(CTC_HEAD, False) if self._head == "ctc" and self._transducer_dir else None
+        self._encoder = self.session(ENCODER if self._transducer_dir else CTC_MODEL, int8)
+        self._decoder = self.session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
+        # A CTC model's own graph gives log-probs; its head alone (hybrids, and streaming) takes encoder output.
+        ctc_head = self._head == "ctc" and (directory / CTC_HEAD).is_file()
+        self._ctc_head = self.session(CTC_HEAD, False) if ctc_head else None
         if self._decoder is not None:
             state = {i.name: i.shape for i in self._decoder.get_inputs()}["input_states_1"]
             self._state_shape = (int(state[0]), int(state[2]))
         self.sample_rate = features.sample_rate
-        self.frame_shift_s = features.window_stride_s * self._subsampling
+        self.frame_shift_s = features.window_stride_s * self.subsampling
         device = "cuda" if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self._providers) else "cpu"
         self.info = ModelInfo(
             model_id=model_id, architecture=f"onnx:{config.get('model_type', 'nemo-conformer')}",
@@ -75,20 +91,31 @@ class OnnxEngine:
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[Any] | None = None) -> list[Transcript]:
         """Recognise each audio (one hypothesis each; alternatives and boosts need the NeMo backend)."""
-        features, lengths = self._features(audios)
+        features, lengths = self.log_mel(audios)
         encoded, encoded_lengths = self._encode(features, lengths)
         if self._head == "ctc":
-            spans = self._decode_ctc(encoded, encoded_lengths)
+            log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
+            spans, _ = self.decode_ctc(log_probs, encoded_lengths)
         else:
-            spans = self._decode_transducer(encoded, encoded_lengths)
+            spans, _ = self.decode_transducer(encoded, encoded_lengths)
         return [Transcript((self._hypothesis(item),)) for item in spans]
 
     def warmup(self) -> None:
         self.transcribe(warmup_clips(self.sample_rate))
 
-    def streamer(self, left_context_s: float) -> None:
-        """Streaming on this backend is not built yet: its servers answer `Recognize` only."""
-        return None
+    def streamer(self, left_context_s: float) -> Streamer | None:
+        """Cache-aware streaming through the export's streaming encoder graphs; None for a directory
+        without them (a community export): its servers answer `Recognize` only. The left context
+        was fixed by the export."""
+        streaming = self._config.get("streaming")
+        if not streaming or not (self.directory / STREAM_ENCODER).is_file():
+            return None
+        if not math.isclose(float(streaming["left_context_s"]), left_context_s):
+            log.info("streaming left context is the export's", extra={
+                "exported_s": streaming["left_context_s"], "asked_s": left_context_s})
+        from parakeet_serve.engine.onnx_streaming import OnnxStreamModel
+
+        return Streamer(OnnxStreamModel(self, streaming))
 
     def gpu_memory(self) -> None:
         return None  # ONNX Runtime does not report its arena
@@ -109,33 +136,47 @@ class OnnxEngine:
         """Encoder frames from feature frames, through the stride-2 convolutions (kernel 3, padding 1;
         a causal one pads two frames on the left)."""
         out = lengths.copy()
-        for _ in range(int(math.log2(self._subsampling))):
+        for _ in range(int(math.log2(self.subsampling))):
             out = out // 2 + 1 if self._causal else (out - 1) // 2 + 1
         return out
 
-    def _decode_ctc(self, encoded: np.ndarray, lengths: np.ndarray) -> list[list[TokenSpan]]:
-        log_probs = encoded if self._ctc_head is None else self._ctc_head.run(None, {"encoder_output": encoded})[0]
+    def ctc_log_probs(self, encoded: np.ndarray) -> np.ndarray:
+        assert self._ctc_head is not None
+        return self._ctc_head.run(None, {"encoder_output": encoded})[0]
+
+    def decode_ctc(self, log_probs: np.ndarray, lengths: np.ndarray, previous: Sequence[int] | None = None,
+                   offsets: Sequence[int] | None = None) -> tuple[list[list[TokenSpan]], list[int]]:
+        """Greedy CTC: each item's tokens (frames from `offsets[i]`) and its last label; `previous[i]`,
+        the label before its first frame, collapses a repeat across a stream's chunks."""
         labels, best = log_probs.argmax(axis=-1), log_probs.max(axis=-1)
-        out = []
+        out, lasts = [], []
         for row in range(len(labels)):
-            spans, previous = [], -1
+            spans, before = [], -1 if previous is None else previous[row]
+            offset = 0 if offsets is None else offsets[row]
             for t in range(int(lengths[row])):
                 label = int(labels[row, t])
-                if label != self.blank_id and label != previous:
-                    spans.append(self._span(label, t, t + 1, math.exp(float(best[row, t]))))
-                previous = label
+                if label != self.blank_id and label != before:
+                    spans.append(self._span(label, offset + t, offset + t + 1, math.exp(float(best[row, t]))))
+                before = label
             out.append(spans)
-        return out
+            lasts.append(before)
+        return out, lasts
 
-    def _decode_transducer(self, encoded: np.ndarray, lengths: np.ndarray) -> list[list[TokenSpan]]:
+    def decode_transducer(self, encoded: np.ndarray, lengths: np.ndarray,
+                          states: Sequence[DecoderState | None] | None = None, offsets: Sequence[int] | None = None,
+                          ) -> tuple[list[list[TokenSpan]], list[DecoderState]]:
         """Greedy label looping for the whole batch: each call advances every unfinished item by one
-        token or blank; the decoder's state changes only where a token was emitted."""
+        token or blank; the decoder's state changes only where a token was emitted. Items continue
+        from `states` (a stream's previous chunks; None: afresh) with frames from `offsets`."""
         batch, vocabulary = len(encoded), len(self._pieces)
         assert self._decoder is not None
-        t, symbols = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
-        last = np.full(batch, self.blank_id, np.int32)  # the blank is the start symbol
         layers, hidden = self._state_shape
-        h, c = np.zeros((layers, batch, hidden), np.float32), np.zeros((layers, batch, hidden), np.float32)
+        starts = [s or DecoderState(self.blank_id, np.zeros((layers, hidden), np.float32),
+                                    np.zeros((layers, hidden), np.float32)) for s in (states or [None] * batch)]
+        t, symbols = np.array([s.skip for s in starts], np.int64), np.zeros(batch, np.int64)
+        last = np.array([s.last for s in starts], np.int32)  # the blank is the start symbol
+        h, c = np.stack([s.h for s in starts], axis=1), np.stack([s.c for s in starts], axis=1)
+        shift = np.zeros(batch, np.int64) if offsets is None else np.asarray(offsets, np.int64)
         out: list[list[TokenSpan]] = [[] for _ in range(batch)]
         while (active := np.flatnonzero(t < lengths)).size:
             logits, _, h_next, c_next = self._decoder.run(None, {
@@ -151,7 +192,8 @@ class OnnxEngine:
             probability = 1.0 / np.exp(token_logits - token_logits.max(axis=-1, keepdims=True)).sum(axis=-1)
             for j in np.flatnonzero(emitted):
                 item = active[j]
-                out[item].append(self._span(int(tokens[j]), int(t[item]), int(t[item] + max(steps[j], 1)),
+                start = int(t[item] + shift[item])
+                out[item].append(self._span(int(tokens[j]), start, start + int(max(steps[j], 1)),
                                             float(probability[j])))
             changed = active[emitted]
             last[changed] = tokens[emitted]
@@ -166,7 +208,9 @@ class OnnxEngine:
                 move = np.where(emitted & ~full, 0, 1)
             t[active] += move
             symbols[active[move > 0]] = 0
-        return out
+        ends = [DecoderState(int(last[i]), h[:, i].copy(), c[:, i].copy(), int(t[i] - lengths[i]))
+                for i in range(batch)]
+        return out, ends
 
     # --- hypotheses ------------------------------------------------------------------------
 
@@ -206,7 +250,7 @@ class OnnxEngine:
             raise ModelLoadError("decoder=tdt but the exported transducer is RNN-T")
         return kind
 
-    def _session(self, name: str, int8: bool, threads: int = 0) -> Any:
+    def session(self, name: str, int8: bool, threads: int = 0) -> Any:
         path = self.directory / (name.replace(".onnx", ".int8.onnx") if int8 else name)
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing; export the model with `parakeet-serve export`.")

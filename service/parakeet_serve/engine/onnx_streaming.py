@@ -1,0 +1,65 @@
+"""The ONNX backend's part of cache-aware streaming (`engine.streaming`): NumPy log-mels, the export's
+cache-aware encoder graphs (one for an utterance's first chunk, one for the later chunks) batched
+across streams, and the engine's batched greedy decoders continued from each stream's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from parakeet_serve.engine.export import STREAM_ENCODER, STREAM_ENCODER_FIRST
+from parakeet_serve.engine.streaming import ChunkGeometry, StreamState
+from parakeet_serve.engine.words import TokenSpan
+
+_CACHES = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
+
+
+class OnnxStreamModel:
+    booster = None  # phrase boosting lives in NeMo's decoder
+
+    def __init__(self, engine: Any, streaming: dict[str, Any]) -> None:
+        self._engine = engine
+        features = engine.feature_config
+        self.sample_rate = engine.sample_rate
+        self.frame_shift_s = engine.frame_shift_s
+        self.hop = features.hop
+        self.half_window = features.n_fft // 2
+        self.subsampling = engine.subsampling
+        self.running_norm = features.normalize == "per_feature"
+        self.trained_for_streaming = bool(streaming["trained_for_streaming"])
+        self.geometry = ChunkGeometry(*(int(streaming[k]) for k in
+                                        ("first", "later", "context", "drop", "min_tail", "out_frames")))
+        self._graphs = {True: engine.session(STREAM_ENCODER_FIRST, engine.int8),
+                        False: engine.session(STREAM_ENCODER, engine.int8)}
+        self._fresh = (np.zeros(streaming["cache_last_channel"], np.float32),
+                       np.zeros(streaming["cache_last_time"], np.float32), np.zeros((), np.int64))
+
+    def recognise(self, audios: list[np.ndarray]) -> None:
+        self._engine.transcribe(audios)
+
+    def log_mel(self, segment: np.ndarray) -> np.ndarray:
+        return self._engine.log_mel.frames(segment)
+
+    def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
+               starting: bool) -> tuple[np.ndarray, list[int], list[Any]]:
+        rows = [self._fresh if c is None else c for c in caches]
+        feeds = {name: np.stack([r[k] for r in rows]) for k, name in enumerate(_CACHES)}
+        encoded, encoded_len, channel, time, channel_len = self._graphs[starting].run(
+            None, {"audio_signal": signal, "length": lengths, **feeds})
+        return encoded, encoded_len.tolist(), [(channel[r], time[r], channel_len[r]) for r in range(len(rows))]
+
+    def decode(self, states: list[StreamState], encoded: np.ndarray, lengths: list[int]) -> list[list[TokenSpan]]:
+        offsets = [st.frames for st in states]
+        if self._engine.info.decoder == "ctc":
+            previous = [st.ctc_last for st in states]
+            spans, lasts = self._engine.decode_ctc(self._engine.ctc_log_probs(encoded), np.array(lengths), previous,
+                                                   offsets)
+            for st, label in zip(states, lasts, strict=True):
+                st.ctc_last = label
+            return spans
+        spans, ends = self._engine.decode_transducer(encoded, np.array(lengths), [st.decoder for st in states],
+                                                     offsets)
+        for st, end in zip(states, ends, strict=True):
+            st.decoder = end
+        return spans
