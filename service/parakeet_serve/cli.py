@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", default="demo", help="hub id, .nemo path or demo")
     export.add_argument("--out", type=Path, required=True, help="the directory to write")
     export.add_argument("--int8", action="store_true", help="also write int8 graphs (dynamic quantisation)")
+    context_s = Settings.model_fields["stream_context_seconds"].default
+    export.add_argument("--stream-context-s", type=float, default=context_s,
+                        help="left context of the streaming graphs of a model trained with full attention "
+                        "(PARAKEET_STREAM_CONTEXT_SECONDS for this backend; fixed in the graphs)")
     export.set_defaults(run=_run_export)
 
     evaluate = commands.add_parser("eval", help="word and character error rates of a model on a NeMo manifest")
@@ -223,7 +227,7 @@ def _run_export(args: argparse.Namespace) -> None:
     from parakeet_serve.engine.export import export
 
     configure_logging("WARNING")
-    for path in export(args.model, args.out, int8=args.int8):
+    for path in export(args.model, args.out, int8=args.int8, stream_context_s=args.stream_context_s):
         print(path)
 
 

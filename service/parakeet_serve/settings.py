@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     """Never contact the hub; load only what is already in the cache."""
     backend: Literal["nemo", "onnx"] = "nemo"
     """Inference backend: `nemo` (PyTorch) or `onnx` (ONNX Runtime on a `parakeet-serve export` directory or
-    a hub repository in onnx-asr's layout, given as the model; `Recognize` and the HTTP API only, no
-    streaming or word boosting yet)."""
+    a hub repository in onnx-asr's layout, given as the model; it streams when the directory has the
+    export's streaming graphs)."""
     onnx_provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     """ONNX Runtime's execution provider; `auto` is CUDA when onnxruntime-gpu sees a GPU, else the CPU."""
     onnx_int8: bool = False

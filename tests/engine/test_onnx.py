@@ -53,8 +53,13 @@ def test_the_export_is_onnx_asrs_layout(demo_onnx: Path) -> None:
     names = {p.name for p in demo_onnx.iterdir()}
     assert {"encoder-model.onnx", "decoder_joint-model.onnx", "ctc_head-model.onnx", "vocab.txt", "config.json",
             "encoder-model.int8.onnx", "decoder_joint-model.int8.onnx"} <= names
+    assert {"streaming-encoder-model.onnx", "streaming-encoder-first-model.onnx",
+            "streaming-encoder-model.int8.onnx", "streaming-encoder-first-model.int8.onnx"} <= names
     config = json.loads((demo_onnx / "config.json").read_text())
     assert config["model_type"] == "nemo-conformer-rnnt" and config["features_size"] == 80
+    # the demo model's own chunking: 25 feature frames first, then 32 after 9 of context (2 encoder frames)
+    assert {k: config["streaming"][k] for k in ("first", "later", "context", "drop", "out_frames")} == {
+        "first": 25, "later": 32, "context": 9, "drop": 2, "out_frames": 4}
     assert (demo_onnx / "vocab.txt").read_text().splitlines()[-1] == "<blk> 512"
 
 
@@ -126,6 +131,17 @@ def test_a_full_attention_export_streams_over_the_left_context_it_was_exported_w
     ours = streamed(onnx, audios, [3200] * len(audios))
     assert any(ours)
     assert ours == streamed(nemo, audios, [3200] * len(audios))
+
+
+def test_int8_streams_within_a_point_of_the_nemo_backend(demo_onnx: Path, demo_engine: NemoEngine,
+                                                        audios: list) -> None:
+    int8 = OnnxEngine(demo_onnx, model_id="demo", int8=True)
+    streamer = int8.streamer(10.0)
+    assert streamer is not None
+    streamed = [int8.detokenize([t.token_id for t in spans]) for i in range(0, len(audios), 16)
+                for spans in stream_all(streamer, audios[i : i + 16], [3200] * len(audios[i : i + 16]))]
+    references = [e.text for e in ENTRIES]
+    assert corpus_wer(references, streamed) <= corpus_wer(references, texts(demo_engine, audios)) + 0.01
 
 
 @pytest.fixture(scope="module")

@@ -115,12 +115,12 @@ def _quantise(out: Path, transducer: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = out / (ENCODER if transducer else CTC_MODEL)
-    prepared = out / "quantisation-input.onnx"
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    quantize_dynamic(str(prepared), str(_int8(source)), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"])
-    prepared.unlink()
+    for name in (ENCODER if transducer else CTC_MODEL, STREAM_ENCODER_FIRST, STREAM_ENCODER):
+        source, prepared = out / name, out / "quantisation-input.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(_int8(source)), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        prepared.unlink()
     if transducer:  # onnx-asr loads int8 pairs; the small decoder stays in float
         shutil.copy(out / DECODER_JOINT, _int8(out / DECODER_JOINT))
 
