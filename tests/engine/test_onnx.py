@@ -96,6 +96,30 @@ def test_every_decoder_type_decodes_as_nemo_does(head: str, tiny_models: dict[st
             assert [w.start_s for w in a.best.words] == [w.start_s for w in b.best.words]
 
 
+def test_alternatives_come_from_a_beam_search_close_to_nemos(demo_onnx: Path, demo_engine: NemoEngine,
+                                                           audios: list) -> None:
+    ours = OnnxEngine(demo_onnx, model_id="demo").transcribe(audios[:8], [4] * 8)
+    theirs = demo_engine.transcribe(audios[:8], [4] * 8)
+    shared = 0
+    for a, b in zip(ours, theirs, strict=True):
+        texts = [h.text for h in a.hypotheses]
+        assert texts[0] == b.best.text and 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
+        shared += len(set(texts[1:]) & {h.text for h in b.hypotheses[1:]})
+    assert shared >= 12  # of 24: mostly the same runners-up as NeMo's own beam search (malsd)
+
+
+@pytest.mark.parametrize("head", ["rnnt", "tdt"])
+def test_every_transducer_gives_distinct_alternatives_greedy_first(head: str, tiny_models: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    export(str(tiny_models[head]), tmp_path)
+    engine = OnnxEngine(tmp_path, model_id=head)
+    audio = speechlike(2.0, seed=3)[0]
+    several = engine.transcribe([audio], [4])[0]
+    assert several.best == engine.transcribe([audio])[0].best
+    texts = [h.text for h in several.hypotheses]
+    assert 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
+
+
 def streamed(streamer: object, audios: list, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
     return [[(t.token_id, t.start_frame, t.end_frame) for t in spans] for spans in stream_all(streamer, audios, sizes)]
 
@@ -168,6 +192,11 @@ def test_a_server_on_the_onnx_backend_answers_the_riva_client(onnx_server: Serve
         riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0].parameters
     assert parameters["type"] == "online" and parameters["streaming_mode"] == "cache_aware"
     assert parameters["word_boosting"] == "false"
+    several = onnx_server.asr().offline_recognize(sample_path().read_bytes(), riva.client.RecognitionConfig(
+        language_code="en-US", max_alternatives=3)).results[0].alternatives
+    texts = [a.transcript for a in several]
+    assert texts[0] == response.results[0].alternatives[0].transcript
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
 
 
 def test_a_stream_of_utterances_gets_the_nemo_servers_results(onnx_server: Served, nemo_server: Served) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from parakeet_serve.engine.base import warmup_clips
+from parakeet_serve.engine.beam import beam_search
 from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
 from parakeet_serve.engine.streaming import Streamer
@@ -30,6 +31,7 @@ from parakeet_serve.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 _CONFIDENCE_ALPHA = 0.33  # NeMo's max_prob confidence, as the NeMo engine is configured
+_MIN_BEAM = 4  # as the NeMo engine's beam for alternatives
 
 
 @dataclass
@@ -83,22 +85,58 @@ class OnnxEngine:
         self.info = ModelInfo(
             model_id=model_id, architecture=f"onnx:{config.get('model_type', 'nemo-conformer')}",
             decoder=self._head, device=device, precision="int8" if int8 else "fp32",
-            sample_rate=self.sample_rate, frame_shift_s=self.frame_shift_s, supports_alternatives=False,
+            sample_rate=self.sample_rate, frame_shift_s=self.frame_shift_s,
+            supports_alternatives=self._head != "ctc",
         )
 
     # --- recognition ----------------------------------------------------------------------
 
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[Any] | None = None) -> list[Transcript]:
-        """Recognise each audio (one hypothesis each; alternatives and boosts need the NeMo backend)."""
+        """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i (a
+        transducer's beam search after the greedy best). Boosts need the NeMo backend."""
         features, lengths = self.log_mel(audios)
         encoded, encoded_lengths = self._encode(features, lengths)
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
-        else:
-            spans, _ = self.decode_transducer(encoded, encoded_lengths)
-        return [Transcript((self._hypothesis(item),)) for item in spans]
+            return [Transcript((self._hypothesis(item),)) for item in spans]
+        spans, _ = self.decode_transducer(encoded, encoded_lengths)
+        wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
+        transcripts = []
+        for i, item in enumerate(spans):
+            best = self._hypothesis(item)
+            extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i]) if wanted[i] > 1 else []
+            transcripts.append(Transcript((best, *extra)))
+        return transcripts
+
+    def _alternatives(self, encoded: np.ndarray, best: Hypothesis, n: int) -> list[Hypothesis]:
+        """Other hypotheses from a beam search; the greedy one stays first."""
+        layers, hidden = self._state_shape
+        fresh = np.zeros((layers, hidden), np.float32)
+        nbest = beam_search(self._joint_step, encoded, self.blank_id, (fresh, fresh), max(n, _MIN_BEAM),
+                            self._durations, self._max_symbols)
+        top = max(score for _, score in nbest)
+        norm = sum(math.exp(score - top) for _, score in nbest)
+        seen, extra = {best.text}, []
+        for tokens, score in nbest:
+            text = self.detokenize(tokens)
+            if text not in seen:
+                seen.add(text)
+                extra.append(Hypothesis(text=text, confidence=math.exp(score - top) / norm))
+        return extra[: n - 1]
+
+    def _joint_step(self, frames: np.ndarray, last: np.ndarray, h: np.ndarray,
+                    c: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """Log-probabilities of the tokens (and a TDT's durations) after `last` on each encoder frame."""
+        assert self._decoder is not None
+        logits, _, h_next, c_next = self._decoder.run(None, {
+            "encoder_outputs": frames[:, :, None], "targets": last[:, None],
+            "target_length": np.ones(len(last), np.int32), "input_states_1": h, "input_states_2": c})
+        logits = logits.reshape(len(last), -1)
+        vocabulary = len(self._pieces) + 1
+        durations = _log_softmax(logits[:, vocabulary:]) if self._durations else None
+        return _log_softmax(logits[:, :vocabulary]), durations, h_next, c_next
 
     def warmup(self) -> None:
         self.transcribe(warmup_clips(self.sample_rate))
@@ -275,6 +313,11 @@ def _providers(provider: str, available: Sequence[str], directory: Path) -> list
         raise ModelLoadError(f"ONNX Runtime here has no {', '.join(missing)} (it has {', '.join(available)}); "
                              "install onnxruntime-gpu or set PARAKEET_ONNX_PROVIDER=cpu.")
     return [*wanted, "CPUExecutionProvider"]
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
