@@ -18,6 +18,7 @@ from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.app import engine_for
 from parakeet_serve.audio import AudioFormat, decode_audio
+from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.export import export
 from parakeet_serve.engine.onnx_engine import OnnxEngine
@@ -25,7 +26,7 @@ from parakeet_serve.errors import ModelLoadError
 from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
 from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
-from tests.conftest import HEADS, LoopThread, Served, rpc_code, speechlike, start_server
+from tests.conftest import HEADS, MISHEARD, LoopThread, Served, rpc_code, speechlike, start_server
 from tests.engine.test_streaming import clips, stream_all
 from tests.riva.test_streaming import EVAL, as_bytes, config, finals, stream, utterances_with_pauses
 
@@ -52,7 +53,7 @@ def texts(engine: object, audios: list) -> list[str]:
 def test_the_export_is_onnx_asrs_layout(demo_onnx: Path) -> None:
     names = {p.name for p in demo_onnx.iterdir()}
     assert {"encoder-model.onnx", "decoder_joint-model.onnx", "ctc_head-model.onnx", "vocab.txt", "config.json",
-            "encoder-model.int8.onnx", "decoder_joint-model.int8.onnx"} <= names
+            "encoder-model.int8.onnx", "decoder_joint-model.int8.onnx", "tokenizer.model"} <= names
     assert {"streaming-encoder-model.onnx", "streaming-encoder-first-model.onnx",
             "streaming-encoder-model.int8.onnx", "streaming-encoder-first-model.int8.onnx"} <= names
     config = json.loads((demo_onnx / "config.json").read_text())
@@ -118,6 +119,21 @@ def test_every_transducer_gives_distinct_alternatives_greedy_first(head: str, ti
     assert several.best == engine.transcribe([audio])[0].best
     texts = [h.text for h in several.hypotheses]
     assert 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
+
+
+def test_boosting_picks_the_nemo_backends_words(demo_onnx: Path, demo_engine: NemoEngine, audios: list) -> None:
+    """The same phrases boosted over the whole evaluation set: the same transcripts as NeMo's boosting
+    trees in its label-looping decoder, and boosting really changes some of them."""
+    boost = WordBoost((("blue", 40.0), ("green", 60.0), ("rachel", 60.0), ("seventeen", 30.0)))
+    onnx = OnnxEngine(demo_onnx, model_id="demo")
+
+    def boosted(engine: object) -> list[str]:
+        return [t.best.text for i in range(0, len(audios), 16)
+                for t in engine.transcribe(audios[i : i + 16], boosts=[boost] * len(audios[i : i + 16]))]
+
+    ours = boosted(onnx)
+    assert ours == boosted(demo_engine)
+    assert sum(a != b for a, b in zip(ours, texts(onnx, audios), strict=True)) >= 10
 
 
 def streamed(streamer: object, audios: list, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
@@ -191,12 +207,24 @@ def test_a_server_on_the_onnx_backend_answers_the_riva_client(onnx_server: Serve
     parameters = onnx_server.asr().stub.GetRivaSpeechRecognitionConfig(
         riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0].parameters
     assert parameters["type"] == "online" and parameters["streaming_mode"] == "cache_aware"
-    assert parameters["word_boosting"] == "false"
+    assert parameters["word_boosting"] == "true"
     several = onnx_server.asr().offline_recognize(sample_path().read_bytes(), riva.client.RecognitionConfig(
         language_code="en-US", max_alternatives=3)).results[0].alternatives
     texts = [a.transcript for a in several]
     assert texts[0] == response.results[0].alternatives[0].transcript
     assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+
+
+def test_boosting_corrects_the_misheard_word_on_the_onnx_backend(onnx_server: Served) -> None:
+    cfg = riva.client.RecognitionConfig(language_code="en-US")
+    plain = onnx_server.asr().offline_recognize(MISHEARD.clip.read_bytes(), cfg).results[0].alternatives[0].transcript
+    riva.client.add_word_boosting_to_config(cfg, [MISHEARD.said], 20.0)
+    boosted = onnx_server.asr().offline_recognize(MISHEARD.clip.read_bytes(), cfg).results[0].alternatives[0].transcript
+    assert MISHEARD.corrects(plain, boosted)
+    streaming = config(interim=False)
+    riva.client.add_word_boosting_to_config(streaming.config, [MISHEARD.said], 20.0)
+    clip = decode_audio(MISHEARD.clip.read_bytes(), AudioFormat(), target_rate=16000, max_seconds=60).mono()
+    assert finals(stream(onnx_server, as_bytes(clip), chunk_bytes=3200, cfg=streaming)) == [boosted]
 
 
 def test_a_stream_of_utterances_gets_the_nemo_servers_results(onnx_server: Served, nemo_server: Served) -> None:

@@ -5,12 +5,10 @@ request or stream uses it, a model in the decoder's biasing multi-model. Every b
 with its own model id (-1: none), so an unboosted item decodes exactly as it would without any
 boosting in the batch.
 
-Strength: a phrase's first token gains `boost * SCORE_PER_BOOST` in the joint's log-probabilities,
-each further token of it more (`DEPTH_SCALING` times that, plus the log of its depth); a phrase
-abandoned half-way gives the gain back. Greedy fusion changes which token is emitted, never
-whether one is: a boost corrects a misheard word, not a dropped one. On the demo model's evaluation
-set a first-token gain of 3 corrected the most names and colours and 5 already cost more words
-elsewhere than it won, so Riva's recommended boosts (20 to 100) map to 0.6 to 3.
+Strength (`parakeet_serve.boosting`): a phrase's first token gains `boost * SCORE_PER_BOOST` in the
+joint's log-probabilities, each further token of it more; a phrase abandoned half-way gives the gain
+back. Greedy fusion changes which token is emitted, never whether one is: a boost corrects a
+misheard word, not a dropped one.
 """
 
 from __future__ import annotations
@@ -24,14 +22,11 @@ from typing import Any
 
 import torch
 
-from parakeet_serve.boosting import WordBoost
+from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, TREES_CACHED, WordBoost
 from parakeet_serve.errors import quote
 
 log = logging.getLogger(__name__)
 
-SCORE_PER_BOOST = 0.03
-DEPTH_SCALING = 2.0
-TREES_CACHED = 256  # built trees kept for requests that repeat their phrases
 MODELS_LOADED = 64  # unused models kept in the decoder before the least recently used leaves
 
 

@@ -26,6 +26,7 @@ from parakeet_serve.engine.loader import load_nemo_model, quiet_nemo, resolve_mo
 ENCODER, DECODER_JOINT, CTC_HEAD, CTC_MODEL = (
     "encoder-model.onnx", "decoder_joint-model.onnx", "ctc_head-model.onnx", "model.onnx")
 STREAM_ENCODER, STREAM_ENCODER_FIRST = "streaming-encoder-model.onnx", "streaming-encoder-first-model.onnx"
+TOKENIZER = "tokenizer.model"  # the SentencePiece model, for spelling boosted phrases
 
 
 def export(model_id: str, out: Path, int8: bool = False, cache_dir: Path | None = None,
@@ -47,6 +48,9 @@ def export(model_id: str, out: Path, int8: bool = False, cache_dir: Path | None 
             model.decoder.export(str(out / CTC_HEAD), check_trace=False)  # for streaming's own encoder
         streaming = _export_streaming(model, out, stream_context_s)
     _write_vocabulary(model, out / "vocab.txt")
+    processor = getattr(model.tokenizer, "tokenizer", None)
+    if hasattr(processor, "serialized_model_proto"):
+        (out / TOKENIZER).write_bytes(processor.serialized_model_proto())
     config = {**_config(model, transducer), "streaming": streaming}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if int8:

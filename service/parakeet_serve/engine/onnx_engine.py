@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.base import warmup_clips
 from parakeet_serve.engine.beam import beam_search
-from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER
+from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER, TOKENIZER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
+from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words, token_logprobs
@@ -42,12 +44,11 @@ class DecoderState:
     h: np.ndarray  # the prediction network's state: (layers, hidden) each
     c: np.ndarray
     skip: int = 0  # frames a TDT duration jumped past the end of the frames decoded so far
+    node: int = 0  # where its phrase boosting stands (`PhraseTree` node)
 
 
 class OnnxEngine:
     """Recognises batches of mono float32 audio at `sample_rate`; one thread calls it (the scheduler's)."""
-
-    booster = None  # phrase boosting lives in NeMo's decoder
 
     def __init__(self, directory: Path, *, model_id: str, decoder: str = "auto", provider: str = "auto",
                  int8: bool = False) -> None:
@@ -79,6 +80,9 @@ class OnnxEngine:
         if self._decoder is not None:
             state = {i.name: i.shape for i in self._decoder.get_inputs()}["input_states_1"]
             self._state_shape = (int(state[0]), int(state[2]))
+        # Boosting spells phrases with the export's SentencePiece model, and needs a transducer.
+        tokenizer = directory / TOKENIZER
+        self.booster = TreeBooster(tokenizer, len(self._pieces)) if self._decoder and tokenizer.is_file() else None
         self.sample_rate = features.sample_rate
         self.frame_shift_s = features.window_stride_s * self.subsampling
         device = "cuda" if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self._providers) else "cpu"
@@ -92,16 +96,17 @@ class OnnxEngine:
     # --- recognition ----------------------------------------------------------------------
 
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
-                   boosts: Sequence[Any] | None = None) -> list[Transcript]:
+                   boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
         """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i (a
-        transducer's beam search after the greedy best). Boosts need the NeMo backend."""
+        transducer's beam search after the greedy best), and `boosts[i]` favours phrases in item i's
+        greedy decoding."""
         features, lengths = self.log_mel(audios)
         encoded, encoded_lengths = self._encode(features, lengths)
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
             return [Transcript((self._hypothesis(item),)) for item in spans]
-        spans, _ = self.decode_transducer(encoded, encoded_lengths)
+        spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts or [None] * len(audios)))
         wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
         transcripts = []
         for i, item in enumerate(spans):
@@ -109,6 +114,11 @@ class OnnxEngine:
             extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i]) if wanted[i] > 1 else []
             transcripts.append(Transcript((best, *extra)))
         return transcripts
+
+    def trees(self, boosts: Sequence[WordBoost | None]) -> list[PhraseTree | None]:
+        if self.booster is None:
+            return [None] * len(boosts)
+        return [None if b is None else self.booster.tree(b) for b in boosts]
 
     def _alternatives(self, encoded: np.ndarray, best: Hypothesis, n: int) -> list[Hypothesis]:
         """Other hypotheses from a beam search; the greedy one stays first."""
@@ -202,10 +212,12 @@ class OnnxEngine:
 
     def decode_transducer(self, encoded: np.ndarray, lengths: np.ndarray,
                           states: Sequence[DecoderState | None] | None = None, offsets: Sequence[int] | None = None,
+                          trees: Sequence[PhraseTree | None] | None = None,
                           ) -> tuple[list[list[TokenSpan]], list[DecoderState]]:
         """Greedy label looping for the whole batch: each call advances every unfinished item by one
         token or blank; the decoder's state changes only where a token was emitted. Items continue
-        from `states` (a stream's previous chunks; None: afresh) with frames from `offsets`."""
+        from `states` (a stream's previous chunks; None: afresh) with frames from `offsets`; an item
+        with a phrase tree picks its tokens with the tree's gains (whether it emits one, without)."""
         batch, vocabulary = len(encoded), len(self._pieces)
         assert self._decoder is not None
         layers, hidden = self._state_shape
@@ -215,6 +227,7 @@ class OnnxEngine:
         last = np.array([s.last for s in starts], np.int32)  # the blank is the start symbol
         h, c = np.stack([s.h for s in starts], axis=1), np.stack([s.c for s in starts], axis=1)
         shift = np.zeros(batch, np.int64) if offsets is None else np.asarray(offsets, np.int64)
+        nodes, boosted = [s.node for s in starts], [i for i, tree in enumerate(trees or []) if tree is not None]
         out: list[list[TokenSpan]] = [[] for _ in range(batch)]
         while (active := np.flatnonzero(t < lengths)).size:
             logits, _, h_next, c_next = self._decoder.run(None, {
@@ -227,6 +240,8 @@ class OnnxEngine:
             steps = (np.array(self._durations)[logits[:, vocabulary + 1 :].argmax(axis=-1)] if self._durations
                      else np.ones(active.size, np.int64))
             emitted = tokens != self.blank_id
+            if boosted:
+                self._boost(tokens, token_logits, active, emitted, trees, nodes)  # type: ignore[arg-type]
             probability = 1.0 / np.exp(token_logits - token_logits.max(axis=-1, keepdims=True)).sum(axis=-1)
             for j in np.flatnonzero(emitted):
                 item = active[j]
@@ -246,9 +261,20 @@ class OnnxEngine:
                 move = np.where(emitted & ~full, 0, 1)
             t[active] += move
             symbols[active[move > 0]] = 0
-        ends = [DecoderState(int(last[i]), h[:, i].copy(), c[:, i].copy(), int(t[i] - lengths[i]))
+        ends = [DecoderState(int(last[i]), h[:, i].copy(), c[:, i].copy(), int(t[i] - lengths[i]), nodes[i])
                 for i in range(batch)]
         return out, ends
+
+    @staticmethod
+    def _boost(tokens: np.ndarray, logits: np.ndarray, active: np.ndarray, emitted: np.ndarray,
+               trees: Sequence[PhraseTree | None], nodes: list[int]) -> None:
+        """Re-pick the emitted tokens of boosted items with their trees' gains, and move their nodes on."""
+        for j in np.flatnonzero(emitted):
+            item = int(active[j])
+            tree = trees[item]
+            if tree is not None:
+                tokens[j] = int(np.argmax(logits[j, :-1] + tree.bias(nodes[item])))
+                nodes[item] = tree.next(nodes[item], int(tokens[j]))
 
     # --- hypotheses ------------------------------------------------------------------------
 

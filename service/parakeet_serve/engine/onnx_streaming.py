@@ -16,10 +16,9 @@ _CACHES = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
 
 
 class OnnxStreamModel:
-    booster = None  # phrase boosting lives in NeMo's decoder
-
     def __init__(self, engine: Any, streaming: dict[str, Any]) -> None:
         self._engine = engine
+        self.booster = engine.booster
         features = engine.feature_config
         self.sample_rate = engine.sample_rate
         self.frame_shift_s = engine.frame_shift_s
@@ -59,7 +58,7 @@ class OnnxStreamModel:
                 st.ctc_last = label
             return spans
         spans, ends = self._engine.decode_transducer(encoded, np.array(lengths), [st.decoder for st in states],
-                                                     offsets)
+                                                     offsets, self._engine.trees([st.boost for st in states]))
         for st, end in zip(states, ends, strict=True):
             st.decoder = end
         return spans
