@@ -1,6 +1,7 @@
 # parakeet-serve images, from one source tree:
 #   server (default)  the ASR service: torch (PyPI's CUDA build, which carries the CUDA runtime),
-#                     NeMo and the bundled demo model; non-root, read-only root filesystem ready
+#                     NeMo, onnxruntime-gpu (PARAKEET_BACKEND=onnx, on the same CUDA libraries) and
+#                     the bundled demo model; non-root, read-only root filesystem ready
 #   operator          the Kubernetes operator: kopf and the source tree, no torch
 # Build:  docker build -t parakeet-serve .
 #         docker build --target operator -t parakeet-operator .
@@ -12,6 +13,9 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS server-build
 ARG TORCH_VERSION=2.13.0
+# The ONNX backend's runtime: onnxruntime-gpu (CUDA and TensorRT providers, CPU too); "onnxruntime"
+# for a CPU-only image. The TensorRT provider also needs TensorRT's libraries (PyPI's tensorrt).
+ARG ONNXRUNTIME=onnxruntime-gpu
 # A pip configuration for the build only (a mirror, a CA bundle, local wheels); pip reads it, and
 # so do the build environments it starts, which command-line options would not reach.
 ARG PIP_CONFIG_FILE=/dev/null
@@ -23,7 +27,7 @@ RUN python3 -m venv /opt/venv \
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY operator ./operator
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+RUN /opt/venv/bin/pip install --no-cache-dir . "${ONNXRUNTIME}" "sentencepiece>=0.2" \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 # The baked model is fetched by the same loader the server uses, then kept as a plain .nemo file.
 RUN mkdir -p /opt/parakeet \

@@ -20,12 +20,16 @@ for size in ${SIZES:-0.6b 1.1b}; do
   parakeet-serve bench stream --model "$model" --ramp --streams 64 --objective-ms 300 --stop-history-ms 160 --chunk-ms 160 \
     --files-per-stream 2 --json "loadtest/results/$gpu-$size-stream.json"
   # The ONNX Runtime backend on the same model, per GPU execution provider (needs onnxruntime-gpu;
-  # TensorRT also its libraries). Offline only: that backend does not stream yet.
+  # TensorRT also its libraries): offline, and the same stream ramp.
   if python -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
     parakeet-serve export --model "$model" --out "$models/onnx-$size"
     for provider in ${ONNX_PROVIDERS:-cuda tensorrt}; do
-      PARAKEET_BACKEND=onnx PARAKEET_ONNX_PROVIDER=$provider parakeet-serve bench offline --model "$models/onnx-$size" \
+      export PARAKEET_BACKEND=onnx PARAKEET_ONNX_PROVIDER=$provider
+      parakeet-serve bench offline --model "$models/onnx-$size" \
         --concurrency 128 --repeat 20 --json "loadtest/results/$gpu-$size-onnx-$provider-offline.json"
+      parakeet-serve bench stream --model "$models/onnx-$size" --ramp --streams 64 --objective-ms 300 \
+        --stop-history-ms 160 --chunk-ms 160 --files-per-stream 2 --json "loadtest/results/$gpu-$size-onnx-$provider-stream.json"
+      unset PARAKEET_BACKEND PARAKEET_ONNX_PROVIDER
     done
   fi
 done

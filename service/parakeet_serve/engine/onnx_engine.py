@@ -71,6 +71,8 @@ class OnnxEngine:
         self.feature_config = features
         self.log_mel = LogMel(features)
         self._providers = _providers(provider, onnxruntime.get_available_providers(), directory)
+        if "CUDAExecutionProvider" in self._providers:
+            onnxruntime.preload_dlls()  # the CUDA and cuDNN libraries pip installed (the image's, torch's)
         self._head = self._pick_head(decoder, str(config.get("model_type", "")))
         self._encoder = self.session(ENCODER if self._transducer_dir else CTC_MODEL, int8)
         self._decoder = self.session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
