@@ -32,8 +32,8 @@ def engine_for(s: Settings) -> Engine:
         from parakeet_serve.engine.onnx_engine import OnnxEngine
 
         directory = onnx_directory(s.model_id, s.model_cache_dir, s.hub_offline, s.model_revision or None)
-        return OnnxEngine(directory, model_id=s.model_id, decoder=s.decoder,
-                          provider=s.onnx_provider, int8=s.onnx_int8)
+        return OnnxEngine(directory, model_id=s.model_id, decoder=s.decoder, provider=s.onnx_provider,
+                          int8=s.onnx_int8, long_audio_seconds=s.long_audio_seconds)
     return load_engine(
         s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,
         decoder=s.decoder, device=s.device,

@@ -28,7 +28,7 @@ from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
 from tests.conftest import HEADS, MISHEARD, LoopThread, Served, rpc_code, speechlike, start_server
 from tests.engine.test_streaming import clips, stream_all
-from tests.riva.test_streaming import EVAL, as_bytes, config, finals, stream, utterances_with_pauses
+from tests.riva.test_streaming import EVAL, as_bytes, config, finals, pcm_of, stream, utterances_with_pauses
 
 ENTRIES = read_manifest(demo_manifest())
 
@@ -134,6 +134,20 @@ def test_boosting_picks_the_nemo_backends_words(demo_onnx: Path, demo_engine: Ne
     ours = boosted(onnx)
     assert ours == boosted(demo_engine)
     assert sum(a != b for a, b in zip(ours, texts(onnx, audios), strict=True)) >= 10
+
+
+def test_audio_longer_than_full_attention_suits_is_recognised_in_pieces_cut_at_pauses(demo_onnx: Path) -> None:
+    engine = OnnxEngine(demo_onnx, model_id="demo", long_audio_seconds=6.0)
+    audio, spans = utterances_with_pauses(EVAL[:5], pause_s=1.0, lead_s=0.3)
+    assert len(audio) > 2.5 * 6.0 * 16000
+    whole = engine.transcribe([audio, audio[:16000]])[0].best  # batched with a short one
+    alone = [engine.transcribe([pcm_of(e.audio)])[0].best for e in EVAL[:5]]
+    # each piece starts in a pause, so the model hears some silence first: a word may differ, none is lost
+    reference = " ".join(e.text for e in EVAL[:5])
+    assert corpus_wer([reference], [whole.text]) <= corpus_wer([reference], [" ".join(h.text for h in alone)]) + 0.05
+    starts = [w.start_s for w in whole.words]
+    assert starts == sorted(starts) and abs(len(whole.words) - sum(len(h.words) for h in alone)) <= 2
+    assert whole.words[-1].end_s <= spans[-1][1] + 0.4 and whole.words[0].start_s >= spans[0][0] - 0.3
 
 
 def streamed(streamer: object, audios: list, sizes: list[int]) -> list[list[tuple[int, int, int]]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.base import warmup_clips
 from parakeet_serve.engine.beam import beam_search
@@ -26,7 +27,7 @@ from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENC
 from parakeet_serve.engine.features import FeatureConfig, LogMel
 from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, joined
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError
 
@@ -51,12 +52,13 @@ class OnnxEngine:
     """Recognises batches of mono float32 audio at `sample_rate`; one thread calls it (the scheduler's)."""
 
     def __init__(self, directory: Path, *, model_id: str, decoder: str = "auto", provider: str = "auto",
-                 int8: bool = False) -> None:
+                 int8: bool = False, long_audio_seconds: float = 480.0) -> None:
         import onnxruntime
 
         self._ort = onnxruntime
         self.directory = directory
         self.int8 = int8
+        self._long_audio_s = long_audio_seconds
         config = self._config = _read_json(directory / "config.json")
         self._pieces, self.blank_id = _read_vocabulary(directory / "vocab.txt")
         self._durations = [int(d) for d in config.get("durations", [])]
@@ -102,14 +104,38 @@ class OnnxEngine:
         """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i (a
         transducer's beam search after the greedy best), and `boosts[i]` favours phrases in item i's
         greedy decoding."""
+        wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
+        favoured = list(boosts) if boosts is not None else [None] * len(audios)
+        long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_s * self.sample_rate]
+        if not long:
+            return self._transcribe_batch(audios, wanted, favoured)
+        short = [i for i in range(len(audios)) if i not in long]
+        results = dict(zip(short, self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short],
+                                                         [favoured[i] for i in short]) if short else [],
+                           strict=True))
+        for i in long:
+            results[i] = self._transcribe_long(audios[i], favoured[i])
+        return [results[i] for i in range(len(audios))]
+
+    def _transcribe_long(self, audio: np.ndarray, boost: WordBoost | None) -> Transcript:
+        """Audio too long for full attention (its memory grows with the square of the length), in
+        pieces of at most `long_audio_seconds` cut at pauses, one at a time; times on the whole audio.
+        (The NeMo backend switches to local attention instead; NeMo's export of it does not trace.)"""
+        pieces = []
+        for start, end in split_at_pauses(audio, self.sample_rate, self._long_audio_s, self._long_audio_s / 2):
+            piece = self._transcribe_batch([audio[start:end]], [1], [boost])[0].best
+            pieces.append(piece.shifted(start / self.sample_rate))
+        return Transcript((joined(pieces),))
+
+    def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: list[int],
+                          boosts: list[WordBoost | None]) -> list[Transcript]:
         features, lengths = self.log_mel(audios)
         encoded, encoded_lengths = self._encode(features, lengths)
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
             return [Transcript((self._hypothesis(item),)) for item in spans]
-        spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts or [None] * len(audios)))
-        wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
+        spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts))
         transcripts = []
         for i, item in enumerate(spans):
             best = self._hypothesis(item)

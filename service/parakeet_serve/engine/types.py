@@ -52,6 +52,15 @@ class Hypothesis:
         return replace(self, words=words, tokens=tokens)
 
 
+def joined(pieces: list[Hypothesis]) -> Hypothesis:
+    """One hypothesis of consecutive pieces of an audio (their times already on the whole audio)."""
+    tokens = [t for p in pieces for t in p.tokens]
+    weights = [max(len(p.tokens), 1) for p in pieces]
+    confidence = sum(p.confidence * w for p, w in zip(pieces, weights, strict=True)) / (sum(weights) or 1)
+    return Hypothesis(" ".join(p.text for p in pieces if p.text), confidence,
+                      tuple(w for p in pieces for w in p.words), tuple(tokens))
+
+
 @dataclass(frozen=True)
 class Transcript:
     """The engine's answer for one audio: hypotheses best first (at least one, maybe empty text)."""
