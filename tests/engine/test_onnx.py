@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import riva.client
 from riva.client.proto import riva_asr_pb2
@@ -28,6 +29,7 @@ from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
 from tests.conftest import HEADS, MISHEARD, LoopThread, Served, rpc_code, speechlike, start_server
 from tests.engine.test_streaming import clips, stream_all
+from tests.riva.test_recognize import encodings
 from tests.riva.test_streaming import EVAL, as_bytes, config, finals, pcm_of, stream, utterances_with_pauses
 
 ENTRIES = read_manifest(demo_manifest())
@@ -273,6 +275,30 @@ def test_a_model_trained_with_full_attention_streams_in_two_passes_as_on_nemo(
             served.stop()
     assert len(finals(results["onnx"])) == 4
     assert results["onnx"] == results["nemo"]
+
+
+@pytest.mark.parametrize("name", ["raw LINEAR_PCM", "sniffed WAV", "FLAC", "MULAW", "ALAW", "OGGOPUS"])
+def test_each_encoding_gets_the_nemo_servers_words_and_times(onnx_server: Served, nemo_server: Served,
+                                                             name: str) -> None:
+    data, fields = encodings(pcm_of(sample_path()))[name]
+    cfg = riva.client.RecognitionConfig(language_code="en-US", enable_word_time_offsets=True, **fields)
+
+    def words(served: Served) -> list[tuple[str, int, int]]:
+        alternative = served.asr().offline_recognize(data, cfg).results[0].alternatives[0]
+        return [(w.word, w.start_time, w.end_time) for w in alternative.words]
+
+    ours = words(onnx_server)
+    assert ours and ours == words(nemo_server)
+
+
+def test_bad_audio_gets_invalid_argument(onnx_server: Served) -> None:
+    wav, noise = sample_path().read_bytes(), np.random.default_rng(5).bytes(8000)
+    for data in (wav[:20], noise, b"fLaC" + noise, b"OggS" + noise):
+        code = rpc_code(lambda data=data: onnx_server.asr().offline_recognize(
+            data, riva.client.RecognitionConfig(language_code="en-US")))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, data[:8]
+    response = onnx_server.asr().offline_recognize(wav, riva.client.RecognitionConfig(language_code="en-US"))
+    assert response.results[0].alternatives[0].transcript == sample_path().with_suffix(".txt").read_text().strip()
 
 
 def test_bad_streams_on_the_onnx_backend_get_invalid_argument(onnx_server: Served) -> None:

@@ -44,22 +44,27 @@ def recognize(server: Served, data: bytes, cfg: riva.client.RecognitionConfig) -
 AUDIO = speechlike(2.5, seed=7)
 
 
-def _encodings():
+def encodings(audio: np.ndarray) -> dict[str, tuple[bytes, dict]]:
+    """`audio` (16 kHz) in every encoding a client may send, with the config fields each needs."""
+    return {name: (data, fields) for name, data, fields in _encodings(audio)}
+
+
+def _encodings(audio: np.ndarray):
     pcm = riva.client.AudioEncoding.LINEAR_PCM
-    yield "raw LINEAR_PCM", pcm16(AUDIO), dict(encoding=pcm, sample_rate_hertz=16000, audio_channel_count=1)
-    yield "sniffed WAV", container(AUDIO, 16000, "WAV", "PCM_16"), {}
-    yield "WAV declared LINEAR_PCM", container(AUDIO, 16000, "WAV", "PCM_16"), dict(encoding=pcm)
-    yield "sniffed FLAC", container(AUDIO, 16000, "FLAC", "PCM_16"), {}
-    yield "FLAC", container(AUDIO, 16000, "FLAC", "PCM_16"), dict(encoding=riva.client.AudioEncoding.FLAC)
-    yield "MULAW", container(AUDIO, 8000 * 2, "RAW", "ULAW"), dict(
+    yield "raw LINEAR_PCM", pcm16(audio), dict(encoding=pcm, sample_rate_hertz=16000, audio_channel_count=1)
+    yield "sniffed WAV", container(audio, 16000, "WAV", "PCM_16"), {}
+    yield "WAV declared LINEAR_PCM", container(audio, 16000, "WAV", "PCM_16"), dict(encoding=pcm)
+    yield "sniffed FLAC", container(audio, 16000, "FLAC", "PCM_16"), {}
+    yield "FLAC", container(audio, 16000, "FLAC", "PCM_16"), dict(encoding=riva.client.AudioEncoding.FLAC)
+    yield "MULAW", container(audio, 8000 * 2, "RAW", "ULAW"), dict(
         encoding=riva.client.AudioEncoding.MULAW, sample_rate_hertz=16000)
-    yield "ALAW", container(AUDIO, 16000, "RAW", "ALAW"), dict(
+    yield "ALAW", container(audio, 16000, "RAW", "ALAW"), dict(
         encoding=riva.client.AudioEncoding.ALAW, sample_rate_hertz=16000)
-    yield "sniffed OGG", container(AUDIO, 16000, "OGG", "OPUS"), {}
-    yield "OGGOPUS", container(AUDIO, 16000, "OGG", "OPUS"), dict(encoding=riva.client.AudioEncoding.OGGOPUS)
+    yield "sniffed OGG", container(audio, 16000, "OGG", "OPUS"), {}
+    yield "OGGOPUS", container(audio, 16000, "OGG", "OPUS"), dict(encoding=riva.client.AudioEncoding.OGGOPUS)
 
 
-ENCODINGS = {name: (data, fields) for name, data, fields in _encodings()}
+ENCODINGS = encodings(AUDIO)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODINGS))

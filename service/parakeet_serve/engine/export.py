@@ -10,7 +10,8 @@ For streaming (not in onnx-asr's layout), NeMo's cache-aware export of the encod
 utterance's first chunk (no subsampling context before it) and for the later ones (whose context's
 frames are dropped), with the chunking in `config.json` under `streaming`. A model trained with
 chunked attention streams with its own chunking; one trained with full attention with chunks of
-four frames over `stream_context_s` of left context (the first pass of two-pass streaming).
+four frames over `stream_context_s` of left context (the first pass of two-pass streaming). And the
+SentencePiece model (`tokenizer.model`), with which the ONNX backend spells boosted phrases.
 """
 
 from __future__ import annotations
