@@ -94,6 +94,26 @@ def test_batches_never_exceed_max_batch_and_keep_order() -> None:
     asyncio.run(scenario())
 
 
+def test_a_queue_longer_than_a_batch_is_batched_by_length_oldest_first() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.gate.clear()
+        scheduler = await started(engine)
+        first = asyncio.create_task(scheduler.transcribe(audio(1)))
+        await until(lambda: engine.entered == 1)
+        lengths = [100, 900, 110, 950, 120, 905, 130, 910, 500]  # short and long ones interleaved
+        rest = [asyncio.create_task(scheduler.transcribe(audio(n))) for n in lengths]
+        await until(lambda: scheduler.queued == len(lengths))
+        engine.gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert [r.best.text for r in results] == [str(n) for n in [1, *lengths]]  # each its own answer
+        # led by the oldest each time, with the lengths nearest it: no batch mixes short and long
+        assert engine.batches == [[1], [100, 110, 120, 130], [900, 950, 905, 910], [500]]
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
 def test_window_gathers_work_that_arrives_within_it() -> None:
     async def scenario() -> None:
         engine = HeldEngine()
