@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     offline.add_argument("--concurrency", type=int, default=8)
     offline.add_argument("--no-in-process", action="store_true", help="skip the in-process engine comparison")
     offline.add_argument("--rounds", type=int, default=3, help="alternate server and in-process runs; best counts")
+    offline.add_argument("--nemo-transcribe", action="store_true", help="each round also times NeMo's own "
+                         "transcribe() on the same files (a .nemo model), the reference to beat")
     offline.add_argument("--boost", type=Path, help="phrases, one per line: each round also sends every request "
                          "with them boosted, for the throughput ratio")
     offline.add_argument("--boost-value", type=float, default=50.0, help="the phrases' boost (Riva's scale)")
@@ -273,9 +275,10 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     entries = _bench_entries(args)
     contexts = [riva_asr_pb2.SpeechContext(phrases=[p.strip() for p in args.boost.read_text().splitlines()
                                                     if p.strip()], boost=args.boost_value)] if args.boost else []
-    server_runs, boosted_runs, engine_runs = [], [], []
+    server_runs, boosted_runs, engine_runs, reference_runs = [], [], [], []
     with _bench_target(args) as (target, context):
         engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
+        nemo_model = _nemo_model(args.model) if args.nemo_transcribe else None
         for n in range(1, options.rounds + 1):  # the sides take turns, never sharing the machine
             with _progress(f"round {n}: server", "file") as bar:
                 server_runs.append(asyncio.run(offline.recognize_all(target, entries, options, bar.update)))
@@ -286,9 +289,24 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
             if engine is not None:
                 with _progress(f"round {n}: in process", "file") as bar:
                     engine_runs.append(offline.run_in_process(engine, entries, options.concurrency, bar.update))
-    report = offline.report(options, server_runs, engine_runs, boosted_runs)
+            if nemo_model is not None:
+                print(f"round {n}: NeMo transcribe()", file=sys.stderr)
+                reference_runs.append(offline.run_nemo_transcribe(nemo_model, entries, options.concurrency))
+    report = offline.report(options, server_runs, engine_runs, boosted_runs, reference_runs)
     _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
                     {**context, "options": dataclasses.asdict(options)})
+
+
+def _nemo_model(model_id: str) -> Any:
+    """The model as NeMo's own API loads it, on the GPU when there is one."""
+    import torch
+
+    from parakeet_serve.engine.loader import load_nemo_model, quiet_nemo, resolve_model_file
+
+    quiet_nemo()
+    s = load_settings(model_id=model_id)
+    model = load_nemo_model(resolve_model_file(s.model_id, s.model_cache_dir, s.hub_offline, s.model_revision or None))
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
 
 def _run_bench_stream(args: argparse.Namespace) -> None:

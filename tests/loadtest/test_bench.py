@@ -35,7 +35,7 @@ def assert_context(doc: dict[str, Any], mode: str) -> None:
 def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_process(tmp_path: Path) -> None:
     (tmp_path / "boost.txt").write_text("anna\nrachel young\n")
     doc = run_bench(tmp_path, "offline", "--model", "demo", "--files", "6", "--concurrency", "3", "--rounds", "2",
-                    "--boost", str(tmp_path / "boost.txt"))
+                    "--boost", str(tmp_path / "boost.txt"), "--nemo-transcribe")
     assert_context(doc, "offline")
     assert doc["server"]["started_here"] is True
     assert doc["server"]["settings"]["model_id"] == "demo"
@@ -55,6 +55,9 @@ def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_proces
     assert r["wer"] == pytest.approx(r["in_process_wer"], abs=0.02)  # same model, same files, same text
     assert r["in_process_rtfx"] > 0
     assert r["server_overhead_ratio"] == pytest.approx(r["rtfx"] / r["in_process_rtfx"])
+    # NeMo's own transcribe() on the same files: the same words (the .nemo is a standard one), its own speed
+    assert r["nemo_transcribe_wer"] == pytest.approx(r["in_process_wer"], abs=0.02)
+    assert r["engine_over_nemo_transcribe"] == pytest.approx(r["in_process_rtfx"] / r["nemo_transcribe_rtfx"])
 
 
 def test_bench_stream_reports_latencies_amplification_and_both_wers(demo_server: Served, tmp_path: Path) -> None:

@@ -3,16 +3,21 @@
 The server side sends each file as it is stored (the server decodes it) from N concurrent
 callers and measures per-request latency and RTFx (audio seconds per wall second). The
 in-process side decodes the same files and runs the engine on batches of N in this process,
-without gRPC, queue or scheduler: the server's RTFx over the engine's is the server overhead.
+without gRPC, queue or scheduler: the server's RTFx over the engine's is the server overhead. With
+`--nemo-transcribe`, NeMo's own `transcribe()` on the same files (written as 16 kHz WAV first) is
+the reference a user would otherwise pick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
@@ -48,6 +53,9 @@ class OfflineReport:
     boosted_rtfx: float | None = None  # the same requests with word boosting (None when not run)
     boosted_wer: float | None = None
     boosted_throughput_ratio: float | None = None  # boosted RTFx / plain RTFx, best rounds
+    nemo_transcribe_rtfx: float | None = None  # NeMo's transcribe() on the same files (None when not run)
+    nemo_transcribe_wer: float | None = None
+    engine_over_nemo_transcribe: float | None = None  # in-process RTFx / NeMo transcribe() RTFx, best rounds
 
     def table(self) -> str:
         rows = [
@@ -69,6 +77,13 @@ class OfflineReport:
                 ("server / in-process RTFx", f"{self.server_overhead_ratio:.3f}"),
                 ("WER in process", f"{self.in_process_wer:.2%}"),
             ]
+        if self.nemo_transcribe_rtfx is not None:
+            rows += [
+                ("NeMo transcribe() RTFx (best round)", f"{self.nemo_transcribe_rtfx:.1f}"),
+                ("WER of NeMo transcribe()", f"{self.nemo_transcribe_wer:.2%}"),
+            ]
+            if self.engine_over_nemo_transcribe is not None:
+                rows.append(("in-process / NeMo transcribe() RTFx", f"{self.engine_over_nemo_transcribe:.3f}"))
         return table(rows)
 
 
@@ -162,9 +177,35 @@ def run_in_process(
     return audio_s / wall, corpus_wer([e.text for e in entries], texts)
 
 
+def run_nemo_transcribe(model: Any, entries: Sequence[ManifestEntry], batch_size: int) -> tuple[float, float]:
+    """(RTFx, WER) of NeMo's own `model.transcribe()` on the files, decoded and written as 16 kHz WAV
+    before the clock starts (as the engine's run decodes before its clock); bf16 autocast on CUDA, as
+    the engine's `auto` precision."""
+    import contextlib
+
+    import soundfile
+    import torch
+
+    decoded = [read_audio(e) for e in entries]
+    cuda = next(model.parameters()).is_cuda
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i, samples in enumerate(decoded):
+            paths.append(str(Path(folder) / f"{i}.wav"))
+            soundfile.write(paths[-1], samples, RATE)
+        precision = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        with precision:
+            model.transcribe(paths[:batch_size], batch_size=batch_size, verbose=False)  # warm-up
+            started = time.perf_counter()
+            out = model.transcribe(paths, batch_size=batch_size, verbose=False)
+            wall = time.perf_counter() - started
+    texts = [getattr(o, "text", o) for o in out]
+    return sum(len(a) for a in decoded) / RATE / wall, corpus_wer([e.text for e in entries], texts)
+
+
 def report(
     options: OfflineOptions, server: Sequence[ServerRun], in_process: Sequence[tuple[float, float]],
-    boosted: Sequence[ServerRun] = (),
+    boosted: Sequence[ServerRun] = (), nemo_transcribe: Sequence[tuple[float, float]] = (),
 ) -> OfflineReport:
     """The best round of each side (the one least disturbed by whatever else the machine ran);
     latencies and status codes of all rounds (plain requests only)."""
@@ -172,6 +213,7 @@ def report(
     best = server[max(range(len(server)), key=rtfx.__getitem__)]
     best_boosted = max(boosted, key=_rtfx, default=None)
     engine_best = max(in_process, default=None)
+    reference = max(nemo_transcribe, default=None)
     codes: Counter[str] = Counter()
     for run in server:
         codes.update(run.codes)
@@ -192,6 +234,9 @@ def report(
         boosted_rtfx=_rtfx(best_boosted) if best_boosted else None,
         boosted_wer=best_boosted.wer if best_boosted else None,
         boosted_throughput_ratio=_rtfx(best_boosted) / max(rtfx) if best_boosted and max(rtfx) else None,
+        nemo_transcribe_rtfx=reference[0] if reference else None,
+        nemo_transcribe_wer=reference[1] if reference else None,
+        engine_over_nemo_transcribe=engine_best[0] / reference[0] if engine_best and reference else None,
     )
 
 
