@@ -174,13 +174,24 @@ def test_whole_utterance_normalisation_becomes_running_statistics(tiny_models: d
     audio = speechlike(6.0)[0]
     state = streamer.open()
     for i in range(0, len(audio), 16000):
-        streamer._featurize(state, audio[i : i + 16000], last=i + 16000 >= len(audio))
+        streamer._featurize([StreamInput(state, audio[i : i + 16000], last=i + 16000 >= len(audio))])
     offline, length = engine.model.preprocessor(input_signal=torch.from_numpy(audio)[None],
                                            length=torch.tensor([len(audio)]))
     assert state.features is not None
     n = state.features.shape[1]
     assert int(length[0]) == state.next_feature == n
     assert np.allclose(state.features[:, -50:], offline[0, :, n - 50 : n].numpy(), atol=1e-3)
+
+
+def test_streams_are_featurised_in_one_batch_as_each_would_be_alone(tiny_models: dict[str, Path]) -> None:
+    """One featuriser call per step for all streams: padding the shorter segments changes none of their frames."""
+    model = load_engine(str(tiny_models["ctc"])).streamer(10.0).model
+    segments = [speechlike(s, seed=i)[0] for i, s in enumerate((0.05, 0.33, 1.0))]
+    together = model.log_mels(segments)
+    for segment, features in zip(segments, together, strict=True):
+        (alone,) = model.log_mels([segment])
+        assert features.shape == alone.shape == (alone.shape[0], len(segment) // 160)
+        assert np.allclose(features, alone, atol=1e-4)
 
 
 def test_a_last_chunk_shorter_than_one_encoder_frame_is_left_out(tiny_models: dict[str, Path]) -> None:

@@ -57,11 +57,15 @@ class LogMel:
         features = np.where(valid, logmel, 0.0).astype(np.float32)
         return np.ascontiguousarray(features.transpose(0, 2, 1)), valid_frames
 
-    def frames(self, audio: np.ndarray) -> np.ndarray:
-        """The valid frames (mels, n) of one mono audio, as NeMo counts them (one per hop), unnormalised
-        (for streaming)."""
-        logmel = self._log_mel(audio[None].astype(np.float32, copy=False), np.array([len(audio)]))
-        return np.ascontiguousarray(logmel[0, : len(audio) // self.config.hop].T.astype(np.float32))
+    def frames(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each mono audio's valid frames (mels, n), as NeMo counts them (one per hop), unnormalised,
+        computed in one batch (for streaming)."""
+        lengths = np.array([len(a) for a in audios], np.int64)
+        signal = np.zeros((len(audios), int(lengths.max())), np.float32)
+        for i, audio in enumerate(audios):
+            signal[i, : len(audio)] = audio
+        logmel = self._log_mel(signal, lengths)
+        return [np.ascontiguousarray(logmel[i, : n // self.config.hop].T) for i, n in enumerate(lengths)]
 
     def _log_mel(self, signal: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Log-mels [batch, frames, mels] of a padded batch; pre-emphasis stops at each item's end."""

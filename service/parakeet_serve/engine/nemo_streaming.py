@@ -43,19 +43,23 @@ class NemoStreamModel:
     def recognise(self, audios: list[np.ndarray]) -> None:
         self._engine.transcribe(audios)
 
-    def log_mel(self, segment: np.ndarray) -> np.ndarray:
+    def log_mels(self, segments: list[np.ndarray]) -> list[np.ndarray]:
         preprocessor = self._engine.model.preprocessor
         featurizer = preprocessor.featurizer
         saved = featurizer.normalize
         featurizer.normalize = None if self.running_norm else saved
+        signal = np.zeros((len(segments), max(len(x) for x in segments)), np.float32)
+        for row, segment in enumerate(segments):
+            signal[row, : len(segment)] = segment
         try:
             with torch.inference_mode():
-                signal = torch.from_numpy(segment).to(self._engine.device)[None]
-                features, length = preprocessor(input_signal=signal,
-                                                length=torch.tensor([len(segment)], device=signal.device))
+                device = self._engine.device
+                features, lengths = preprocessor(input_signal=torch.from_numpy(signal).to(device),
+                                                 length=torch.tensor([len(x) for x in segments], device=device))
         finally:
             featurizer.normalize = saved
-        return features[0, :, : int(length[0])].float().cpu().numpy()
+        host = features.float().cpu().numpy()  # one copy to the host for every stream
+        return [host[row, :, :n] for row, n in enumerate(lengths.tolist())]
 
     def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
                starting: bool) -> tuple[torch.Tensor, list[int], list[Any]]:

@@ -37,8 +37,8 @@ class OnnxStreamModel:
     def recognise(self, audios: list[np.ndarray]) -> None:
         self._engine.transcribe(audios)
 
-    def log_mel(self, segment: np.ndarray) -> np.ndarray:
-        return self._engine.log_mel.frames(segment)
+    def log_mels(self, segments: list[np.ndarray]) -> list[np.ndarray]:
+        return self._engine.log_mel.frames(segments)
 
     def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
                starting: bool) -> tuple[np.ndarray, list[int], list[Any]]:

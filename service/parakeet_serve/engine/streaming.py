@@ -104,9 +104,8 @@ class StreamModel(Protocol):
     trained_for_streaming: bool  # trained with the chunked attention it streams with
     booster: Any  # word boosting (`recognizer.Booster`) or None
 
-    def log_mel(self, segment: np.ndarray) -> np.ndarray:
-        """Log-mel frames (mels, n) of mono audio, every frame the padded STFT gives; unnormalised
-        when `running_norm`."""
+    def log_mels(self, segments: list[np.ndarray]) -> list[np.ndarray]:
+        """Each mono audio's valid log-mel frames (mels, n), in one batch; unnormalised when `running_norm`."""
         ...
 
     def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
@@ -163,8 +162,7 @@ class Streamer:
         """Featurise, encode and decode whatever whole chunks the new audio completes."""
         tokens: dict[int, list[TokenSpan]] = {id(i.state): [] for i in inputs}
         endpoints: dict[int, list[tuple[int, int]]] = {id(i.state): [] for i in inputs}  # (tokens before, cut)
-        for item in inputs:
-            self._featurize(item.state, item.audio, item.last)
+        self._featurize(inputs)
         while True:
             ready = [i.state for i in inputs if self._chunk_ready(i.state, i.last)]
             if not ready:
@@ -197,19 +195,30 @@ class Streamer:
 
     # --- features ------------------------------------------------------------------------
 
-    def _featurize(self, st: StreamState, audio: np.ndarray, last: bool) -> None:
-        hop, half_window = self.model.hop, self.model.half_window
+    def _featurize(self, inputs: Sequence[StreamInput]) -> None:
+        """Take in each stream's new audio and featurise, in one batch, what completes new frames."""
+        segments = {id(i.state): segment for i in inputs if (segment := self._segment(i.state, i.audio, i.last))
+                    is not None}
+        if segments:
+            for item, features in zip([i for i in inputs if id(i.state) in segments],
+                                      self.model.log_mels(list(segments.values())), strict=True):
+                self._add_features(item.state, features, len(segments[id(item.state)]), item.last)
+
+    def _segment(self, st: StreamState, audio: np.ndarray, last: bool) -> np.ndarray | None:
+        """The stream's audio from two frames before its next feature frame, if it completes any."""
         if len(audio):
             st.audio = np.concatenate([st.audio, audio.astype(np.float32, copy=False)])
+        segment = st.audio[max(st.next_feature - _FEATURE_CONTEXT, 0) * self.model.hop - st.audio_offset :]
+        if len(segment) == 0 or (not last and len(segment) < self.model.half_window + self.model.hop):
+            return None
+        return segment
+
+    def _add_features(self, st: StreamState, features: np.ndarray, samples: int, last: bool) -> None:
+        hop, half_window = self.model.hop, self.model.half_window
         first_frame = max(st.next_feature - _FEATURE_CONTEXT, 0)
-        start = first_frame * hop - st.audio_offset
-        segment = st.audio[start:]
-        if len(segment) == 0 or (not last and len(segment) < half_window + hop):
-            return
-        features = self.model.log_mel(segment)
         available = features.shape[1]
         if not last:  # a frame is final once the audio covers its whole window
-            available = min(available, (len(segment) - half_window) // hop + 1)
+            available = min(available, (samples - half_window) // hop + 1)
         skip = st.next_feature - first_frame
         if available > skip:
             new = features[:, skip:available].astype(np.float32, copy=False)
