@@ -15,7 +15,7 @@ export PARAKEET_DEVICE=cuda PARAKEET_PRECISION=bf16 PARAKEET_MICROBATCH_MAX_BATC
 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" python loadtest/gpu/build_models.py --out "$models" --sizes ${SIZES:-0.6b 1.1b}
 for size in ${SIZES:-0.6b 1.1b}; do
   model="$models/parakeet-$size-random.nemo"
-  parakeet-serve bench offline --model "$model" --concurrency 128 --repeat 20 \
+  parakeet-serve bench offline --model "$model" --concurrency 128 --repeat 20 --nemo-transcribe \
     --json "loadtest/results/$gpu-$size-offline.json"
   parakeet-serve bench stream --model "$model" --ramp --streams 64 --objective-ms 300 --stop-history-ms 160 --chunk-ms 160 \
     --files-per-stream 2 --json "loadtest/results/$gpu-$size-stream.json"

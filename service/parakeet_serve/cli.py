@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     offline.add_argument("--concurrency", type=int, default=8)
     offline.add_argument("--no-in-process", action="store_true", help="skip the in-process engine comparison")
     offline.add_argument("--rounds", type=int, default=3, help="alternate server and in-process runs; best counts")
+    offline.add_argument("--pcm", action="store_true", help="send the files decoded, as 16 kHz LINEAR_PCM (the "
+                         "server then times no codec, as the in-process run)")
     offline.add_argument("--nemo-transcribe", action="store_true", help="each round also times NeMo's own "
                          "transcribe() on the same files (a .nemo model), the reference to beat")
     offline.add_argument("--boost", type=Path, help="phrases, one per line: each round also sends every request "
@@ -271,7 +273,7 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     from parakeet_serve.app import engine_for
     from parakeet_serve.bench import offline
 
-    options = offline.OfflineOptions(concurrency=args.concurrency, rounds=args.rounds)
+    options = offline.OfflineOptions(concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm)
     entries = _bench_entries(args)
     contexts = [riva_asr_pb2.SpeechContext(phrases=[p.strip() for p in args.boost.read_text().splitlines()
                                                     if p.strip()], boost=args.boost_value)] if args.boost else []

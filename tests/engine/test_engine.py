@@ -117,3 +117,26 @@ def test_decoder_that_the_model_lacks_is_refused(tiny_models: dict[str, Path]) -
         load_engine(str(tiny_models["rnnt"]), decoder="ctc")
     with pytest.raises(ModelLoadError, match="RNN-T"):
         load_engine(str(tiny_models["rnnt"]), decoder="tdt")
+
+
+@pytest.mark.parametrize("backend", ["nemo", "onnx"])
+def test_a_cpu_batch_runs_in_sub_batches_by_length_and_changes_no_transcript(
+    backend: str, demo_engine: NemoEngine, tmp_path: Path
+) -> None:
+    """On a CPU a batch is split into groups of similar length (less padding): each item still gets
+    its own transcript, word for word and time for time as when it is recognised alone."""
+    from parakeet_serve.audio import AudioFormat, decode_audio
+    from parakeet_serve.engine.base import CPU_SUB_BATCH
+    from parakeet_serve.engine.export import export
+    from parakeet_serve.engine.onnx_engine import OnnxEngine
+    from parakeet_serve.evaluation import demo_manifest, read_manifest
+
+    if backend == "onnx":
+        export("demo", tmp_path)
+    engine = demo_engine if backend == "nemo" else OnnxEngine(tmp_path, model_id="demo")
+    audios = [decode_audio(e.audio.read_bytes(), AudioFormat(), target_rate=SAMPLE_RATE, max_seconds=60).mono()
+              for e in read_manifest(demo_manifest())[: 2 * CPU_SUB_BATCH + 8]]
+    together = engine.transcribe(audios)
+    alone = [engine.transcribe([a])[0] for a in audios]
+    assert [(t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in together] == [
+        (t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in alone]

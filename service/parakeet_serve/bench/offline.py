@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
+import numpy as np
+from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc, riva_audio_pb2
 
 from parakeet_serve.bench.clips import RATE, read_audio
 from parakeet_serve.bench.report import codes_text, percentile_text, percentiles_ms, table
@@ -33,6 +34,7 @@ class OfflineOptions:
     concurrency: int = 8
     warmup_requests: int = 8  # sent before timing: the first batches pay lazy initialisation
     rounds: int = 1  # server and in-process runs alternate this many times; the best of each counts
+    pcm: bool = False  # send the files decoded, as 16 kHz LINEAR_PCM: the server then decodes nothing either
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,11 @@ async def recognize_all(
     """Send every file once from `options.concurrency` callers, after a warm-up; time the files. Every
     request carries `speech_contexts` (word boosting) when given."""
     config = riva_asr_pb2.RecognitionConfig(language_code="en-US", speech_contexts=speech_contexts)
-    payloads = [e.audio.read_bytes() for e in entries]
+    if options.pcm:
+        config.encoding, config.sample_rate_hertz = riva_audio_pb2.LINEAR_PCM, RATE
+        payloads = [(np.clip(read_audio(e), -1, 1) * 32767).astype("<i2").tobytes() for e in entries]
+    else:
+        payloads = [e.audio.read_bytes() for e in entries]
     durations = [e.duration_s or len(read_audio(e)) / RATE for e in entries]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import warmup_clips
+from parakeet_serve.engine.base import CPU_SUB_BATCH, length_groups, warmup_clips
 from parakeet_serve.engine.boosting import PhraseBooster
 from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
@@ -108,10 +108,13 @@ class NemoEngine:
         results: list[Transcript | None] = [None] * len(audios)
         short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
         long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_samples]
-        if short:
-            batch = self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short],
-                                           [favoured[i] for i in short])
-            for i, transcript in zip(short, batch, strict=True):
+        # A GPU gains from the batch's width; a CPU only pays for its padding (`CPU_SUB_BATCH`).
+        groups = [short] if self.device.type != "cpu" else [
+            [short[k] for k in group] for group in length_groups([len(audios[i]) for i in short], CPU_SUB_BATCH)]
+        for group in groups if short else []:
+            batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
+                                           [favoured[i] for i in group])
+            for i, transcript in zip(group, batch, strict=True):
                 results[i] = transcript
         for i in long:  # one at a time: padding a short item to an hour would waste the batch
             with self._local_attention():

@@ -21,7 +21,7 @@ import numpy as np
 
 from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import warmup_clips
+from parakeet_serve.engine.base import CPU_SUB_BATCH, length_groups, warmup_clips
 from parakeet_serve.engine.beam import beam_search
 from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER, TOKENIZER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
@@ -106,15 +106,16 @@ class OnnxEngine:
         greedy decoding."""
         wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
         favoured = list(boosts) if boosts is not None else [None] * len(audios)
-        long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_s * self.sample_rate]
-        if not long:
-            return self._transcribe_batch(audios, wanted, favoured)
+        long = {i for i, a in enumerate(audios) if len(a) > self._long_audio_s * self.sample_rate}
         short = [i for i in range(len(audios)) if i not in long]
-        results = dict(zip(short, self._transcribe_batch([audios[i] for i in short], [wanted[i] for i in short],
-                                                         [favoured[i] for i in short]) if short else [],
-                           strict=True))
-        for i in long:
-            results[i] = self._transcribe_long(audios[i], favoured[i])
+        # A GPU gains from the batch's width; a CPU only pays for its padding (`CPU_SUB_BATCH`).
+        groups = [short] if self.info.device != "cpu" else [
+            [short[k] for k in group] for group in length_groups([len(audios[i]) for i in short], CPU_SUB_BATCH)]
+        results = {i: self._transcribe_long(audios[i], favoured[i]) for i in long}
+        for group in groups if short else []:
+            batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
+                                           [favoured[i] for i in group])
+            results.update(zip(group, batch, strict=True))
         return [results[i] for i in range(len(audios))]
 
     def _transcribe_long(self, audio: np.ndarray, boost: WordBoost | None) -> Transcript:
