@@ -140,3 +140,14 @@ def test_a_cpu_batch_runs_in_sub_batches_by_length_and_changes_no_transcript(
     alone = [engine.transcribe([a])[0] for a in audios]
     assert [(t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in together] == [
         (t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in alone]
+
+
+def test_length_groups_are_sorted_even_and_cover_the_batch() -> None:
+    from parakeet_serve.engine.base import length_groups
+
+    lengths = [50, 10, 40, 30, 20, 60, 70, 15, 25, 35, 45, 55, 65, 75, 5, 80, 85, 90]
+    groups = length_groups(lengths, 16)
+    assert [len(g) for g in groups] == [9, 9]
+    flat = [i for g in groups for i in g]
+    assert sorted(flat) == list(range(len(lengths))) and [lengths[i] for i in flat] == sorted(lengths)
+    assert length_groups(lengths[:16], 16) == [sorted(range(16), key=lengths.__getitem__)]

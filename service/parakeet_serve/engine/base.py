@@ -45,9 +45,11 @@ CPU_SUB_BATCH = 16
 
 
 def length_groups(lengths: Sequence[int], size: int) -> list[list[int]]:
-    """Indices of a batch sorted by length, in groups of at most `size`: sub-batches with little padding."""
+    """Indices of a batch sorted by length, in as few groups of at most `size` as hold them, of sizes as
+    even as can be (18 items: two of 9, not 16 and a lone 2): sub-batches with little padding."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    groups = -(-len(order) // size)
+    return [order[len(order) * k // groups : len(order) * (k + 1) // groups] for k in range(groups)]
 
 
 def warmup_clips(sample_rate: int, seconds: float = 2.0) -> list[np.ndarray]:
