@@ -60,32 +60,29 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def _models_of_every_head(root: Path, blueprint: Callable[[str], Blueprint], seed: int = 0) -> dict[str, Path]:
     """One randomly initialised `.nemo` file per decoder type, sharing a tokenizer."""
     quiet_nemo()
-    root = tmp_path_factory.mktemp("models")
     tokenizer = train_tokenizer(root / "tokenizer", vocab_size=64)
     paths = {}
     for head in HEADS:
         paths[head] = root / f"{head}.nemo"
-        build_model(Blueprint(head=head), tokenizer).save_to(str(paths[head]))
+        build_model(blueprint(head), tokenizer, seed=seed).save_to(str(paths[head]))
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random models of every decoder type, trained as Parakeet's are (full attention)."""
+    return _models_of_every_head(tmp_path_factory.mktemp("models"), lambda head: Blueprint(head=head))
 
 
 @pytest.fixture(scope="session")
 def streaming_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One random `.nemo` per decoder type trained for cache-aware streaming (chunked attention, causal
-    convolutions, 240 ms look-ahead)."""
-    quiet_nemo()
-    root = tmp_path_factory.mktemp("streaming-models")
-    tokenizer = train_tokenizer(root / "tokenizer", vocab_size=64)
-    paths = {}
-    for head in HEADS:
-        paths[head] = root / f"{head}.nemo"
-        bp = Blueprint(head=head, n_layers=2, d_model=64, streaming=True, att_context=(16, 3))
-        build_model(bp, tokenizer, seed=3).save_to(str(paths[head]))
-    return paths
+    """Random models of every decoder type trained for cache-aware streaming (chunked attention,
+    causal convolutions, 240 ms look-ahead)."""
+    return _models_of_every_head(tmp_path_factory.mktemp("streaming-models"), lambda head: Blueprint(
+        head=head, n_layers=2, d_model=64, streaming=True, att_context=(16, 3)), seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,11 @@ greedy transducer decoding cannot make a word less likely without garbling it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from parakeet_serve.errors import InvalidRequest, quote
 
@@ -65,3 +68,28 @@ def word_boost(contexts: Iterable[SpeechContext], limits: BoostLimits) -> WordBo
         raise InvalidRequest(f"The request boosts {len(boosts)} phrases; this server takes at most "
                              f"{limits.max_phrases}.")
     return WordBoost(tuple(sorted(boosts.items()))) if boosts else None
+
+
+Built = TypeVar("Built")
+
+
+class BuiltCache(Generic[Built]):
+    """What a backend builds from a `WordBoost` (a boosting tree), for the most recently used
+    `TREES_CACHED` boosts, so that requests repeating their phrases build nothing; any thread."""
+
+    def __init__(self, build: Callable[[WordBoost], Built]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._built: OrderedDict[WordBoost, Built] = OrderedDict()
+
+    def get(self, boost: WordBoost) -> Built:
+        with self._lock:
+            if boost in self._built:
+                self._built.move_to_end(boost)
+                return self._built[boost]
+        built = self._build(boost)  # outside the lock: building may take a while
+        with self._lock:
+            self._built[boost] = built
+            while len(self._built) > TREES_CACHED:
+                self._built.popitem(last=False)
+        return built

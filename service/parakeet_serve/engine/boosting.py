@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, TREES_CACHED, WordBoost
+from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 from parakeet_serve.errors import quote
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class PhraseBooster:
         pieces = (self._tokenizer.ids_to_tokens([i])[0] for i in range(self._tokenizer.vocab_size))
         self._cased = any(c.isupper() for piece in pieces for c in piece)
         self._lock = threading.Lock()
-        self._trees: OrderedDict[WordBoost, Any] = OrderedDict()
+        self._trees: BuiltCache[Any] = BuiltCache(self._build)
         self._loaded: OrderedDict[WordBoost, int] = OrderedDict()
         self._pins: Counter[WordBoost] = Counter()
 
@@ -94,16 +94,7 @@ class PhraseBooster:
         return self._greedy.decoding_computer.biasing_multi_model
 
     def _tree(self, boost: WordBoost) -> Any:
-        with self._lock:
-            if boost in self._trees:
-                self._trees.move_to_end(boost)
-                return self._trees[boost]
-        tree = self._build(boost)
-        with self._lock:
-            self._trees[boost] = tree
-            while len(self._trees) > TREES_CACHED:
-                self._trees.popitem(last=False)
-        return tree
+        return self._trees.get(boost)
 
     def _build(self, boost: WordBoost) -> Any:
         from nemo.collections.asr.parts.context_biasing.boosting_graph_batched import GPUBoostingTreeModel

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, TREES_CACHED, WordBoost
+from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 from parakeet_serve.errors import quote
 
 log = logging.getLogger(__name__)
@@ -110,24 +108,14 @@ class TreeBooster:
         self._vocabulary = vocabulary
         pieces = (self._tokenizer.id_to_piece(i) for i in range(self._tokenizer.get_piece_size()))
         self._cased = any(c.isupper() for piece in pieces for c in piece)
-        self._lock = threading.Lock()
-        self._trees: OrderedDict[WordBoost, PhraseTree | None] = OrderedDict()
+        self._trees: BuiltCache[PhraseTree | None] = BuiltCache(self._build)
 
     def prepare(self, boost: WordBoost) -> None:
         self.tree(boost)
 
     def tree(self, boost: WordBoost) -> PhraseTree | None:
         """`boost`'s tree (None when the tokenizer can spell none of its phrases)."""
-        with self._lock:
-            if boost in self._trees:
-                self._trees.move_to_end(boost)
-                return self._trees[boost]
-        tree = self._build(boost)
-        with self._lock:
-            self._trees[boost] = tree
-            while len(self._trees) > TREES_CACHED:
-                self._trees.popitem(last=False)
-        return tree
+        return self._trees.get(boost)
 
     def _build(self, boost: WordBoost) -> PhraseTree | None:
         phrases = []
