@@ -28,7 +28,7 @@ def assert_context(doc: dict[str, Any], mode: str) -> None:
     assert doc["created"]
     machine = doc["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu"] and machine["torch"] and machine["parakeet_serve"]
-    assert "gpu" in machine
+    assert machine["nemo"] and machine["onnxruntime"] and "gpu" in machine
     assert [m["name"] for m in doc["server"]["models"]] and doc["server"]["target"]
 
 
@@ -39,7 +39,10 @@ def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_proces
     assert_context(doc, "offline")
     assert doc["server"]["started_here"] is True
     assert doc["server"]["settings"]["model_id"] == "demo"
-    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2}
+    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2, "pcm": False}
+    # which decoder NeMo really ran, as the warmed-up server says (label looping; CUDA graphs only on a GPU)
+    decoding = doc["server"]["models"][0]["parameters"]["decoding"]
+    assert decoding == "GreedyBatchedRNNTLabelLoopingComputer, cuda_graphs=off"
     r = doc["results"]
     assert r["requests"] == 12 and r["codes"] == {"OK": 12}
     assert 6 < r["audio_s"] < 60 and r["wall_s"] > 0
@@ -54,6 +57,7 @@ def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_proces
     assert 0 <= r["boosted_wer"] <= 1.5
     assert r["wer"] == pytest.approx(r["in_process_wer"], abs=0.02)  # same model, same files, same text
     assert r["in_process_rtfx"] > 0
+    assert 0.1 < r["tokens_per_frame"] < 1.0  # the demo model's words at 80 ms frames
     assert r["server_overhead_ratio"] == pytest.approx(r["rtfx"] / r["in_process_rtfx"])
     # NeMo's own transcribe() on the same files: the same words (the .nemo is a standard one), its own speed
     assert r["nemo_transcribe_wer"] == pytest.approx(r["in_process_wer"], abs=0.02)

@@ -49,6 +49,7 @@ class OfflineReport:
     wer: float
     in_process_rtfx: float | None  # None when the engine was not run here
     in_process_wer: float | None
+    tokens_per_frame: float | None  # tokens the engine emitted per encoder frame (in process)
     server_overhead_ratio: float | None  # server RTFx / in-process RTFx: 1.0 means the server costs nothing
     round_rtfx: list[float]  # every round's figures, the best of which are above
     round_in_process_rtfx: list[float]
@@ -78,6 +79,7 @@ class OfflineReport:
                 ("in-process RTFx (best round)", f"{self.in_process_rtfx:.1f}"),
                 ("server / in-process RTFx", f"{self.server_overhead_ratio:.3f}"),
                 ("WER in process", f"{self.in_process_wer:.2%}"),
+                ("tokens per encoder frame", f"{self.tokens_per_frame:.3f}"),
             ]
         if self.nemo_transcribe_rtfx is not None:
             rows += [
@@ -167,20 +169,24 @@ async def _drain(
 def run_in_process(
     engine: Engine, entries: Sequence[ManifestEntry], batch_size: int,
     progress: Callable[[int], None] = lambda n: None,
-) -> tuple[float, float]:
-    """(RTFx, WER) of the bare engine recognising batches of `batch_size`; the files are decoded before
-    the clock starts (issue 19 found decoding Opus to be about half of the time measured when it was inside)."""
+) -> tuple[float, float, float]:
+    """(RTFx, WER, tokens per encoder frame) of the bare engine recognising batches of `batch_size`; the
+    files are decoded before the clock starts (issue 19 found decoding Opus to be about half of the time
+    measured when it was inside). Decoding costs grow with the tokens per frame: a random model's are
+    not a trained one's."""
     decoded = [read_audio(e) for e in entries]
     engine.transcribe(decoded[:batch_size])  # warm-up, as the server run had
-    audio_s, texts = 0.0, []
+    audio_s, transcripts = 0.0, []
     started = time.perf_counter()
     for start in range(0, len(decoded), batch_size):
         audios = decoded[start : start + batch_size]
-        texts += [t.best.text for t in engine.transcribe(audios)]
+        transcripts += engine.transcribe(audios)
         audio_s += sum(len(a) for a in audios) / engine.sample_rate
         progress(len(audios))
     wall = time.perf_counter() - started
-    return audio_s / wall, corpus_wer([e.text for e in entries], texts)
+    tokens = sum(len(t.best.tokens) for t in transcripts)
+    return (audio_s / wall, corpus_wer([e.text for e in entries], [t.best.text for t in transcripts]),
+            tokens / (audio_s / engine.frame_shift_s))
 
 
 def run_nemo_transcribe(model: Any, entries: Sequence[ManifestEntry], batch_size: int) -> tuple[float, float]:
@@ -210,7 +216,7 @@ def run_nemo_transcribe(model: Any, entries: Sequence[ManifestEntry], batch_size
 
 
 def report(
-    options: OfflineOptions, server: Sequence[ServerRun], in_process: Sequence[tuple[float, float]],
+    options: OfflineOptions, server: Sequence[ServerRun], in_process: Sequence[tuple[float, float, float]],
     boosted: Sequence[ServerRun] = (), nemo_transcribe: Sequence[tuple[float, float]] = (),
 ) -> OfflineReport:
     """The best round of each side (the one least disturbed by whatever else the machine ran);
@@ -234,9 +240,10 @@ def report(
         wer=best.wer,
         in_process_rtfx=engine_best[0] if engine_best else None,
         in_process_wer=engine_best[1] if engine_best else None,
+        tokens_per_frame=round(engine_best[2], 4) if engine_best else None,
         server_overhead_ratio=max(rtfx) / engine_best[0] if engine_best and engine_best[0] else None,
         round_rtfx=[round(x, 2) for x in rtfx],
-        round_in_process_rtfx=[round(x, 2) for x, _ in in_process],
+        round_in_process_rtfx=[round(x, 2) for x, _, _ in in_process],
         boosted_rtfx=_rtfx(best_boosted) if best_boosted else None,
         boosted_wer=best_boosted.wer if best_boosted else None,
         boosted_throughput_ratio=_rtfx(best_boosted) / max(rtfx) if best_boosted and max(rtfx) else None,

@@ -132,8 +132,18 @@ class NemoEngine:
         return (lambda: torch.cuda.memory_allocated(device)), (lambda: torch.cuda.memory_reserved(device))
 
     def warmup(self) -> None:
-        """Run the whole path once so the first request pays no lazy initialisation."""
+        """Run the whole path once so the first request pays no lazy initialisation; then say which
+        decoder NeMo really runs (CUDA graphs are chosen at the first decoding, and fall back silently)."""
         self.transcribe(warmup_clips(self.sample_rate))
+        self.info.extra["decoding"] = self._decoding_mode()
+        log.info("decoder ready", extra={"decoding": self.info.extra["decoding"]})
+
+    def _decoding_mode(self) -> str:
+        if self._head == "ctc":
+            return "ctc greedy_batch"
+        computer = self.model.decoding.decoding.decoding_computer
+        graphs = getattr(computer, "cuda_graphs_mode", None) if self.device.type == "cuda" else None
+        return f"{type(computer).__name__}, cuda_graphs={graphs or 'off'}"
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int],
                           boosts: Sequence[WordBoost | None]) -> list[Transcript]:
