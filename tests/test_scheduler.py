@@ -76,42 +76,37 @@ async def until(condition, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
-def test_batches_never_exceed_max_batch_and_keep_order() -> None:
-    async def scenario() -> None:
+def batches_behind_a_held_one(lengths: list[int]) -> tuple[list[str], list[list[int]]]:
+    """Queue audios of `lengths` while a first one (length 1) holds the engine, then release it: each
+    job's answer, and the batches the engine ran."""
+    async def scenario() -> tuple[list[str], list[list[int]]]:
         engine = HeldEngine()
         engine.gate.clear()
         scheduler = await started(engine)
         first = asyncio.create_task(scheduler.transcribe(audio(1)))
         await until(lambda: engine.entered == 1)  # the first job is in the (held) engine
-        rest = [asyncio.create_task(scheduler.transcribe(audio(n))) for n in range(2, 11)]
-        await until(lambda: scheduler.queued == 9)
-        engine.gate.set()
-        results = await asyncio.gather(first, *rest)
-        assert [r.best.text for r in results] == [str(n) for n in range(1, 11)]
-        assert engine.batches == [[1], [2, 3, 4, 5], [6, 7, 8, 9], [10]]
-        await scheduler.stop()
-
-    asyncio.run(scenario())
-
-
-def test_a_queue_longer_than_a_batch_is_batched_by_length_oldest_first() -> None:
-    async def scenario() -> None:
-        engine = HeldEngine()
-        engine.gate.clear()
-        scheduler = await started(engine)
-        first = asyncio.create_task(scheduler.transcribe(audio(1)))
-        await until(lambda: engine.entered == 1)
-        lengths = [100, 900, 110, 950, 120, 905, 130, 910, 500]  # short and long ones interleaved
         rest = [asyncio.create_task(scheduler.transcribe(audio(n))) for n in lengths]
         await until(lambda: scheduler.queued == len(lengths))
         engine.gate.set()
         results = await asyncio.gather(first, *rest)
-        assert [r.best.text for r in results] == [str(n) for n in [1, *lengths]]  # each its own answer
-        # led by the oldest each time, with the lengths nearest it: no batch mixes short and long
-        assert engine.batches == [[1], [100, 110, 120, 130], [900, 950, 905, 910], [500]]
         await scheduler.stop()
+        return [r.best.text for r in results], engine.batches
 
-    asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_batches_never_exceed_max_batch_and_keep_order() -> None:
+    texts, batches = batches_behind_a_held_one(list(range(2, 11)))
+    assert texts == [str(n) for n in range(1, 11)]
+    assert batches == [[1], [2, 3, 4, 5], [6, 7, 8, 9], [10]]
+
+
+def test_a_queue_longer_than_a_batch_is_batched_by_length_oldest_first() -> None:
+    lengths = [100, 900, 110, 950, 120, 905, 130, 910, 500]  # short and long ones interleaved
+    texts, batches = batches_behind_a_held_one(lengths)
+    assert texts == [str(n) for n in [1, *lengths]]  # each its own answer
+    # led by the oldest each time, with the lengths nearest it: no batch mixes short and long
+    assert batches == [[1], [100, 110, 120, 130], [900, 950, 905, 910], [500]]
 
 
 def test_window_gathers_work_that_arrives_within_it() -> None:
