@@ -52,6 +52,16 @@ def length_groups(lengths: Sequence[int], size: int) -> list[list[int]]:
     return [order[len(order) * k // groups : len(order) * (k + 1) // groups] for k in range(groups)]
 
 
+def sub_batches(items: list[int], lengths: Sequence[int], on_cpu: bool) -> list[list[int]]:
+    """How to run the batch `items` (indices into `lengths`): whole on a GPU, which gains from its
+    width; on a CPU, which only pays for its padding, in `length_groups` of `CPU_SUB_BATCH`."""
+    if not items:
+        return []
+    if not on_cpu:
+        return [items]
+    return [[items[k] for k in group] for group in length_groups([lengths[i] for i in items], CPU_SUB_BATCH)]
+
+
 def warmup_clips(sample_rate: int, seconds: float = 2.0) -> list[np.ndarray]:
     """Quiet noise of two lengths: a batch that runs every part of a backend's path once."""
     clip = (np.random.default_rng(0).standard_normal(int(seconds * sample_rate)) * 0.01).astype(np.float32)

@@ -42,10 +42,7 @@ class LogMel:
     def __call__(self, audios: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(features [batch, mels, frames] float32, valid frames [batch] int64) of mono audio."""
         c = self.config
-        lengths = np.array([max(len(a), round(MIN_SAMPLES_S * c.sample_rate)) for a in audios], np.int64)
-        signal = np.zeros((len(audios), int(lengths.max())), np.float32)
-        for i, audio in enumerate(audios):
-            signal[i, : len(audio)] = audio
+        signal, lengths = pad_batch(audios, round(MIN_SAMPLES_S * c.sample_rate))
         logmel = self._log_mel(signal, lengths)
         valid_frames = lengths // c.hop
         valid = np.arange(logmel.shape[1])[None, :, None] < valid_frames[:, None, None]
@@ -60,10 +57,7 @@ class LogMel:
     def frames(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each mono audio's valid frames (mels, n), as NeMo counts them (one per hop), unnormalised,
         computed in one batch (for streaming)."""
-        lengths = np.array([len(a) for a in audios], np.int64)
-        signal = np.zeros((len(audios), int(lengths.max())), np.float32)
-        for i, audio in enumerate(audios):
-            signal[i, : len(audio)] = audio
+        signal, lengths = pad_batch(audios)
         logmel = self._log_mel(signal, lengths)
         return [np.ascontiguousarray(logmel[i, : n // self.config.hop].T) for i, n in enumerate(lengths)]
 
@@ -77,6 +71,16 @@ class LogMel:
         frames = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=1)[:, :: c.hop] * self._window
         power = np.square(np.abs(np.fft.rfft(frames, c.n_fft))).astype(np.float32)
         return np.log(power @ self._filters + LOG_GUARD)
+
+
+def pad_batch(audios: Sequence[np.ndarray], min_samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mono audios as one zero-padded float32 batch, and each one's length (at least `min_samples`:
+    shorter audio counts its padding as silence)."""
+    lengths = np.array([max(len(a), min_samples) for a in audios], np.int64)
+    signal = np.zeros((len(audios), int(lengths.max())), np.float32)
+    for i, audio in enumerate(audios):
+        signal[i, : len(audio)] = audio
+    return signal, lengths
 
 
 def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:

@@ -20,11 +20,12 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import CPU_SUB_BATCH, length_groups, warmup_clips
+from parakeet_serve.engine.base import sub_batches, warmup_clips
 from parakeet_serve.engine.boosting import PhraseBooster
+from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, runners_up
 from parakeet_serve.engine.words import TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError
 
@@ -108,10 +109,7 @@ class NemoEngine:
         results: list[Transcript | None] = [None] * len(audios)
         short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
         long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_samples]
-        # A GPU gains from the batch's width; a CPU only pays for its padding (`CPU_SUB_BATCH`).
-        groups = [short] if self.device.type != "cpu" else [
-            [short[k] for k in group] for group in length_groups([len(audios[i]) for i in short], CPU_SUB_BATCH)]
-        for group in groups if short else []:
+        for group in sub_batches(short, [len(a) for a in audios], on_cpu=self.device.type == "cpu"):
             batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
                                            [favoured[i] for i in group])
             for i, transcript in zip(group, batch, strict=True):
@@ -189,20 +187,7 @@ class NemoEngine:
         nbest = decoding.rnnt_decoder_predictions_tensor(
             encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True
         )[0]
-        scores = [float(h.score) for h in nbest]
-        top = max(scores, default=0.0)
-        norm = sum(math.exp(s - top) for s in scores) or 1.0
-        seen = {best.text}
-        extra = []
-        for h, score in zip(nbest, scores, strict=True):
-            text = (h.text or "").strip()
-            if text in seen:
-                continue
-            seen.add(text)
-            extra.append(Hypothesis(text=text, confidence=math.exp(score - top) / norm))
-            if len(extra) == n - 1:
-                break
-        return extra
+        return runners_up(best, [((h.text or "").strip(), float(h.score)) for h in nbest], n)
 
     def _beam(self, n: int) -> Any:
         size = max(n, _MIN_BEAM)
@@ -388,11 +373,8 @@ def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 def _pad(
     audios: Sequence[np.ndarray], device: torch.device, min_samples: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([max(len(a), min_samples) for a in audios], dtype=torch.long)
-    signal = torch.zeros(len(audios), int(lengths.max()), dtype=torch.float32)
-    for i, a in enumerate(audios):
-        signal[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
-    return signal.to(device, non_blocking=True), lengths.to(device)
+    signal, lengths = pad_batch(audios, min_samples)
+    return torch.from_numpy(signal).to(device, non_blocking=True), torch.from_numpy(lengths).to(device)
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.streaming import ChunkGeometry, StreamState, pair
 from parakeet_serve.engine.words import TokenSpan
 
@@ -48,14 +49,12 @@ class NemoStreamModel:
         featurizer = preprocessor.featurizer
         saved = featurizer.normalize
         featurizer.normalize = None if self.running_norm else saved
-        signal = np.zeros((len(segments), max(len(x) for x in segments)), np.float32)
-        for row, segment in enumerate(segments):
-            signal[row, : len(segment)] = segment
+        signal, lengths = pad_batch(segments)
         try:
             with torch.inference_mode():
                 device = self._engine.device
                 features, lengths = preprocessor(input_signal=torch.from_numpy(signal).to(device),
-                                                 length=torch.tensor([len(x) for x in segments], device=device))
+                                                 length=torch.from_numpy(lengths).to(device))
         finally:
             featurizer.normalize = saved
         host = features.float().cpu().numpy()  # one copy to the host for every stream

@@ -21,13 +21,13 @@ import numpy as np
 
 from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import CPU_SUB_BATCH, length_groups, warmup_clips
+from parakeet_serve.engine.base import sub_batches, warmup_clips
 from parakeet_serve.engine.beam import beam_search
 from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER, TOKENIZER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
 from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, joined
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, joined, runners_up
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError
 
@@ -108,11 +108,8 @@ class OnnxEngine:
         favoured = list(boosts) if boosts is not None else [None] * len(audios)
         long = {i for i, a in enumerate(audios) if len(a) > self._long_audio_s * self.sample_rate}
         short = [i for i in range(len(audios)) if i not in long]
-        # A GPU gains from the batch's width; a CPU only pays for its padding (`CPU_SUB_BATCH`).
-        groups = [short] if self.info.device != "cpu" else [
-            [short[k] for k in group] for group in length_groups([len(audios[i]) for i in short], CPU_SUB_BATCH)]
         results = {i: self._transcribe_long(audios[i], favoured[i]) for i in long}
-        for group in groups if short else []:
+        for group in sub_batches(short, [len(a) for a in audios], on_cpu=self.info.device == "cpu"):
             batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
                                            [favoured[i] for i in group])
             results.update(zip(group, batch, strict=True))
@@ -155,24 +152,22 @@ class OnnxEngine:
         fresh = np.zeros((layers, hidden), np.float32)
         nbest = beam_search(self._joint_step, encoded, self.blank_id, (fresh, fresh), max(n, _MIN_BEAM),
                             self._durations, self._max_symbols)
-        top = max(score for _, score in nbest)
-        norm = sum(math.exp(score - top) for _, score in nbest)
-        seen, extra = {best.text}, []
-        for tokens, score in nbest:
-            text = self.detokenize(tokens)
-            if text not in seen:
-                seen.add(text)
-                extra.append(Hypothesis(text=text, confidence=math.exp(score - top) / norm))
-        return extra[: n - 1]
+        return runners_up(best, [(self.detokenize(tokens), score) for tokens, score in nbest], n)
 
-    def _joint_step(self, frames: np.ndarray, last: np.ndarray, h: np.ndarray,
-                    c: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-        """Log-probabilities of the tokens (and a TDT's durations) after `last` on each encoder frame."""
+    def _joint(self, frames: np.ndarray, last: np.ndarray, h: np.ndarray,
+               c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The joint's scores (n, tokens + blank + a TDT's durations) after `last` on each encoder frame
+        (n, dim), and the prediction network's state after `last`."""
         assert self._decoder is not None
         logits, _, h_next, c_next = self._decoder.run(None, {
             "encoder_outputs": frames[:, :, None], "targets": last[:, None],
             "target_length": np.ones(len(last), np.int32), "input_states_1": h, "input_states_2": c})
-        logits = logits.reshape(len(last), -1)
+        return logits.reshape(len(last), -1), h_next, c_next
+
+    def _joint_step(self, frames: np.ndarray, last: np.ndarray, h: np.ndarray,
+                    c: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """Log-probabilities of the tokens (and a TDT's durations) after `last` on each encoder frame."""
+        logits, h_next, c_next = self._joint(frames, last, h, c)
         vocabulary = len(self._pieces) + 1
         durations = _log_softmax(logits[:, vocabulary:]) if self._durations else None
         return _log_softmax(logits[:, :vocabulary]), durations, h_next, c_next
@@ -259,11 +254,8 @@ class OnnxEngine:
         nodes, boosted = [s.node for s in starts], [i for i, tree in enumerate(trees or []) if tree is not None]
         out: list[list[TokenSpan]] = [[] for _ in range(batch)]
         while (active := np.flatnonzero(t < lengths)).size:
-            logits, _, h_next, c_next = self._decoder.run(None, {
-                "encoder_outputs": encoded[active, :, t[active]][:, :, None], "targets": last[active, None],
-                "target_length": np.ones(active.size, np.int32),
-                "input_states_1": h[:, active], "input_states_2": c[:, active]})
-            logits = logits.reshape(active.size, -1)
+            logits, h_next, c_next = self._joint(encoded[active, :, t[active]], last[active], h[:, active],
+                                                 c[:, active])
             token_logits = logits[:, : vocabulary + 1]  # the pieces and the blank; a TDT's durations follow
             tokens = token_logits.argmax(axis=-1)
             steps = (np.array(self._durations)[logits[:, vocabulary + 1 :].argmax(axis=-1)] if self._durations

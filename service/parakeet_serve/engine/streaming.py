@@ -251,7 +251,7 @@ class Streamer:
             st.features = st.features[:, take.shape[1] :] if st.features.shape[1] > take.shape[1] else None
             self._mark_loud(st, take.shape[1])
             fed = take if starting else np.concatenate([self._pre_encode_context(st), take], axis=1)
-            st.pre_encode = fed[:, fed.shape[1] - g.context :]
+            st.pre_encode = fed[:, max(fed.shape[1] - g.context, 0) :]
             st.encoder_input_frames += fed.shape[1]
             st.encoded_features += take.shape[1]
             inputs.append(fed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,19 @@ class Hypothesis:
                       for w in self.words)
         tokens = tuple(replace(t, start_s=round(t.start_s + seconds, 3)) for t in self.tokens)
         return replace(self, words=words, tokens=tokens)
+
+
+def runners_up(best: Hypothesis, scored: list[tuple[str, float]], n: int) -> list[Hypothesis]:
+    """Up to `n - 1` hypotheses after the greedy `best`, from a beam search's (text, score) list, best
+    first: texts other than `best`'s, each once, confident as its share of the list's probability."""
+    top = max((score for _, score in scored), default=0.0)
+    norm = sum(math.exp(score - top) for _, score in scored) or 1.0
+    seen, extra = {best.text}, []
+    for text, score in scored:
+        if text not in seen:
+            seen.add(text)
+            extra.append(Hypothesis(text=text, confidence=math.exp(score - top) / norm))
+    return extra[: n - 1]
 
 
 def joined(pieces: list[Hypothesis]) -> Hypothesis:
