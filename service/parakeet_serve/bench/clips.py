@@ -39,8 +39,12 @@ def make_clip(entries: list[ManifestEntry], gap_s: float) -> Clip:
         ends.append((offset + speech_end(audio)) / RATE)
         parts += [audio, gap]
         offset += len(audio) + len(gap)
-    pcm = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes()
-    return Clip(pcm, tuple(e.text for e in entries), tuple(ends))
+    return Clip(pcm16(np.concatenate(parts)), tuple(e.text for e in entries), tuple(ends))
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    """Float audio as little-endian 16-bit PCM, as a client sends LINEAR_PCM."""
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def speech_end(audio: np.ndarray) -> int:

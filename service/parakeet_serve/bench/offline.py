@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc, riva_audio_pb2
 
-from parakeet_serve.bench.clips import RATE, read_audio
+from parakeet_serve.bench.clips import RATE, pcm16, read_audio
 from parakeet_serve.bench.report import codes_text, percentile_text, percentiles_ms, table
 from parakeet_serve.engine.base import Engine
 from parakeet_serve.evaluation import ManifestEntry, corpus_wer
@@ -112,10 +111,12 @@ async def recognize_all(
     config = riva_asr_pb2.RecognitionConfig(language_code="en-US", speech_contexts=speech_contexts)
     if options.pcm:
         config.encoding, config.sample_rate_hertz = riva_audio_pb2.LINEAR_PCM, RATE
-        payloads = [(np.clip(read_audio(e), -1, 1) * 32767).astype("<i2").tobytes() for e in entries]
+        decoded = [read_audio(e) for e in entries]
+        payloads = [pcm16(a) for a in decoded]
+        durations = [e.duration_s or len(a) / RATE for e, a in zip(entries, decoded, strict=True)]
     else:
         payloads = [e.audio.read_bytes() for e in entries]
-    durations = [e.duration_s or len(read_audio(e)) / RATE for e in entries]
+        durations = [e.duration_s or len(read_audio(e)) / RATE for e in entries]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)
         warmup = [payloads[i % len(payloads)] for i in range(options.warmup_requests)]
