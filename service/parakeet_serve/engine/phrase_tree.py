@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,9 @@ class PhraseTree:
 
     def _link(self) -> None:
         """Failure links, breadth first: a child's is where its parent's failure link continues with its token."""
-        queue = list(self._nodes[0].children.values())
+        queue = deque(self._nodes[0].children.values())
         while queue:
-            node = queue.pop(0)
+            node = queue.popleft()
             for token, child in self._nodes[node].children.items():
                 fail = self._nodes[node].fail
                 while fail and token not in self._nodes[fail].children:
