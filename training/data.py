@@ -41,8 +41,13 @@ def _render(job: tuple[Path, Voice, str, int, bool, str]) -> dict:
             "text": text, "voice": voice.family}
 
 
-def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, workers: int) -> None:
-    """Training utterances (one sentence each) and the three evaluation sets."""
+def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, workers: int,
+          training_audio: bool = True) -> None:
+    """Training utterances (one sentence each) and the three evaluation sets.
+
+    Without `training_audio` only the evaluation sets and samples are rendered: the same ones, since
+    their sentences and voices follow from the training sentences and the voices drawn for them.
+    """
     train_sentences = unique_sentences(seed, train_count)
     seen = set(train_sentences)
     # Held-out sentences in training voices: a third of them of sentence structures training never had.
@@ -69,9 +74,10 @@ def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, worke
         for i, text in enumerate(everyday_sentences())
     ]
     with Pool(workers) as pool:
-        train = pool.map(_render, jobs, chunksize=32)
+        train = pool.map(_render, jobs, chunksize=32) if training_audio else []
         evaluation = pool.map(_render, eval_jobs, chunksize=8)
-    _write_manifest(ROOT / "data" / "train.jsonl", train)
+    if training_audio:
+        _write_manifest(ROOT / "data" / "train.jsonl", train)
     _write_manifest(EVAL_DIR / "demo-eval.jsonl", evaluation)
     for name, prefix in (("seen-voices", "seen-"), ("held-out-voice", "heldout-"), ("everyday", "everyday-")):
         subset = [e for e in evaluation if e["audio_filepath"].startswith(prefix)]
@@ -110,8 +116,9 @@ def main() -> None:
     parser.add_argument("--eval-held-out", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--eval-only", action="store_true", help="render the evaluation sets and samples only")
     a = parser.parse_args()
-    build(a.train_utterances, a.eval_seen, a.eval_held_out, a.seed, a.workers)
+    build(a.train_utterances, a.eval_seen, a.eval_held_out, a.seed, a.workers, training_audio=not a.eval_only)
 
 
 if __name__ == "__main__":

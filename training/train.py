@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 
 from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
+from training import parallel
 from training.rnnt_loss import rnnt_loss
 from training.teacher import Teacher, distillation_loss
 
@@ -42,7 +43,8 @@ TEACHER_SHARE = 0.13  # of the budget: the LSTM teacher
 # transducer from the start its prediction network learns the sentence grammar instead.
 DISTIL_SHARE = 0.25
 DISTIL_CTC_WEIGHT = 0.3
-MINUTES, PEAK_LR, BATCH_SECONDS = 85.0, 2e-3, 20.0  # small batches: more updates per minute
+MINUTES, PEAK_LR, BATCH_SECONDS = 105.0, 2.5e-3, 20.0  # per worker; small batches: more updates per minute
+WORKERS = 2  # single-threaded processes averaging gradients (training.parallel)
 MODELS = ROOT.parent / "service" / "parakeet_serve" / "models"
 DEFAULT_OUT = MODELS / "demo.nemo"
 OFFLINE_OUT = MODELS / "demo-offline.nemo"
@@ -53,14 +55,28 @@ def recipe(offline: bool) -> tuple[Blueprint, Path]:
     return (DEMO_OFFLINE, OFFLINE_OUT) if offline else (DEMO, DEFAULT_OUT)
 
 
-def load(manifest: Path) -> tuple[list[torch.Tensor], list[str]]:
+def load(manifest: Path, share: int = 0, shares: int = 1) -> tuple[list[torch.Tensor], list[str]]:
+    """Every `shares`-th utterance of the manifest from the `share`-th: audio and text."""
     audios, texts = [], []
-    for line in manifest.read_text().splitlines():
+    for line in manifest.read_text().splitlines()[share::shares]:
         entry = json.loads(line)
         audio, _ = sf.read(entry["audio_filepath"], dtype="float32")
         audios.append(torch.from_numpy(audio))
         texts.append(entry["text"])
     return audios, texts
+
+
+def transcripts(manifest: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in manifest.read_text().splitlines()]
+
+
+def batch_stream(lengths: list[int], max_samples: int, rng: random.Random) -> Iterator[tuple[int, list[int]]]:
+    """(epoch, batch) for ever: each epoch the utterances in new batches, in a new order."""
+    epoch = 0
+    while True:
+        epoch += 1
+        for idx in batches(lengths, max_samples, rng):
+            yield epoch, idx
 
 
 def batches(lengths: list[int], max_samples: int, rng: random.Random) -> list[list[int]]:
@@ -151,62 +167,84 @@ def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float
 
 def fit(name: str, params: list[torch.nn.Parameter], loss_fn: Callable[..., torch.Tensor], data: Data,
         minutes: float, peak_lr: float, batch_seconds: float, rng: random.Random) -> None:
-    """AdamW over length-bucketed batches until `minutes` have passed; loss_fn(batch, progress)."""
+    """AdamW over length-bucketed batches until `minutes` have passed; loss_fn(batch, progress).
+
+    With several workers each takes batches of its own utterances and the gradients are averaged,
+    so an update sees `workers` batches; all agree on the progress, so they stop together.
+    """
     audios, tokens = data
     # fused: one kernel for all parameters (5.6 against 11.8 ms per update here, with clipping)
     optimizer = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), weight_decay=1e-3, fused=True)
-    started, step, epoch = time.monotonic(), 0, 0
+    started, step, running = time.monotonic(), 0, []
     budget = minutes * 60
-    while time.monotonic() - started < budget:
-        epoch += 1
-        running = []
-        for idx in batches([len(a) for a in audios], int(batch_seconds * 16000), rng):
-            progress = (time.monotonic() - started) / budget
-            if progress >= 1:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, progress, peak_lr, warmup=300)
-            loss = loss_fn(collate(audios, tokens, idx), progress)
-            if not torch.isfinite(loss):
-                print(f"{name} step {step}: non-finite loss, batch skipped", flush=True)
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
-            running.append(float(loss))
-            step += 1
-            if step % 100 == 0:
-                print(f"{name} epoch {epoch} step {step} loss {np.mean(running[-100:]):.3f} "
-                      f"lr {group['lr']:.2e} {(time.monotonic() - started) / 60:.1f} min", flush=True)
-    print(f"{name}: {step} steps, {epoch} epochs", flush=True)
+    for epoch, idx in batch_stream([len(a) for a in audios], int(batch_seconds * 16000), rng):
+        progress = parallel.furthest((time.monotonic() - started) / budget)
+        if progress >= 1:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, progress, peak_lr, warmup=300)
+        loss = loss_fn(collate(audios, tokens, idx), progress)
+        if parallel.furthest(float(not torch.isfinite(loss))):
+            log(f"{name} step {step}: non-finite loss, batch skipped")
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parallel.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        running.append(float(loss))
+        step += 1
+        if step % 100 == 0:
+            log(f"{name} epoch {epoch} step {step} loss {np.mean(running[-100:]):.3f} "
+                f"lr {group['lr']:.2e} {(time.monotonic() - started) / 60:.1f} min")
+    log(f"{name}: {step} steps, {epoch} epochs")
+
+
+def log(message: str) -> None:
+    """Print from the first worker only (the others say the same)."""
+    if parallel.rank() == 0:
+        print(message, flush=True)
 
 
 def train(
     manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float,
-    resume: Path | None = None, bp: Blueprint = DEMO,
+    resume: Path | None = None, bp: Blueprint = DEMO, workers: int = WORKERS,
 ) -> None:
     """Train within `minutes`: teacher, distillation, then the hybrid; `resume` goes straight to the hybrid."""
+    parallel.launch(_train, workers, manifest, out, minutes, seed, peak_lr, batch_seconds, resume, bp)
+
+
+def _train(
+    manifest: Path, out: Path, minutes: float, seed: int, peak_lr: float, batch_seconds: float,
+    resume: Path | None, bp: Blueprint,
+) -> None:
+    """One worker of `train` (or the only one), on its share of the utterances."""
     quiet_nemo()
     torch.manual_seed(seed)
-    rng = random.Random(seed)
-    audios, texts = load(manifest)
+    rng = random.Random(seed + parallel.rank())
+    audios, texts = load(manifest, parallel.rank(), parallel.world())
     if resume is not None:
         from nemo.collections.asr.models import ASRModel
 
         model = ASRModel.restore_from(str(resume), map_location="cpu").train()
     else:
-        tokenizer = train_tokenizer(ROOT / "data" / "model" / "tokenizer", bp.vocab_size, texts)
+        tokenizer = ROOT / "data" / "model" / "tokenizer"
+        if parallel.rank() == 0:
+            train_tokenizer(tokenizer, bp.vocab_size, transcripts(manifest))
+        parallel.barrier()
         model = build_model(bp, tokenizer, seed).train()
         if bp.streaming:
-            print(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
+            log(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
+    parallel.broadcast_parameters(model)
     data = (audios, [model.tokenizer.text_to_ids(t) for t in texts])
     params = sum(p.numel() for p in model.parameters())
-    print(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h; model {params / 1e6:.2f} M params")
+    log(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h per worker, {parallel.world()} "
+        f"workers; model {params / 1e6:.2f} M params")
     student_minutes = minutes
     if resume is None:
         # per-utterance normalised features need no fixed rescaling
         teacher = Teacher(bp.n_mels, model.ctc_decoder.num_classes_with_blank, normalised=not bp.streaming).train()
+        parallel.broadcast_parameters(teacher)
         fit("teacher", list(teacher.parameters()), lambda batch, _: teacher_loss(model, teacher, *batch), data,
             minutes * TEACHER_SHARE, PEAK_LR, BATCH_SECONDS, rng)
         teacher.eval().requires_grad_(False)
@@ -221,10 +259,11 @@ def train(
         return hybrid_loss(model, *batch)
 
     fit("conformer", list(model.parameters()), student_loss, data, student_minutes, peak_lr, batch_seconds, rng)
-    model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_to(str(out))
-    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if parallel.rank() == 0:
+        model.eval()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        model.save_to(str(out))
+        log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 def main() -> None:
@@ -236,13 +275,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=PEAK_LR)
     parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=WORKERS, help="single-threaded training processes")
     parser.add_argument("--resume", type=Path, help="continue training this .nemo model with a fresh schedule")
     a = parser.parse_args()
-    torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
     bp, out = recipe(a.offline)
-    train(a.manifest, a.out or out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, bp)
+    train(a.manifest, a.out or out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, bp, a.workers)
 
 
 if __name__ == "__main__":
