@@ -13,6 +13,7 @@ import dataclasses
 import math
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -93,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--manifest", type=Path, help="NeMo manifest (default: the demo model's held-out set)")
     common.add_argument("--files", type=int, default=0, help="use only the manifest's first N files (0: all)")
     common.add_argument("--repeat", type=int, default=1, help="use the files this many times over (fast servers)")
+    common.add_argument("--join-s", type=float, default=0.0, help="join consecutive files (0.3 s apart) into clips "
+                        "of at least this many seconds: long-form audio from short files")
     common.add_argument("--json", type=Path, help="also write the run (machine, model, settings, figures) here")
 
     offline = modes.add_parser("offline", parents=[common], help="Recognize at concurrency N: RTFx and latency")
@@ -274,11 +277,10 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     from parakeet_serve.bench import offline
 
     options = offline.OfflineOptions(concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm)
-    entries = _bench_entries(args)
     contexts = [riva_asr_pb2.SpeechContext(phrases=[p.strip() for p in args.boost.read_text().splitlines()
                                                     if p.strip()], boost=args.boost_value)] if args.boost else []
-    server_runs, boosted_runs, engine_runs, reference_runs = [], [], [], []
-    with _bench_target(args) as (target, context):
+    server_runs, boosted_runs, engine_runs, encoder_runs, reference_runs = [], [], [], [], []
+    with _bench_entries(args) as entries, _bench_target(args) as (target, context):
         engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
         nemo_model = _nemo_model(args.model) if args.nemo_transcribe else None
         for n in range(1, options.rounds + 1):  # the sides take turns, never sharing the machine
@@ -291,10 +293,12 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
             if engine is not None:
                 with _progress(f"round {n}: in process", "file") as bar:
                     engine_runs.append(offline.run_in_process(engine, entries, options.concurrency, bar.update))
+                with _progress(f"round {n}: encoder only", "file") as bar:
+                    encoder_runs.append(offline.run_encoder_only(engine, entries, options.concurrency, bar.update))
             if nemo_model is not None:
                 print(f"round {n}: NeMo transcribe()", file=sys.stderr)
                 reference_runs.append(offline.run_nemo_transcribe(nemo_model, entries, options.concurrency))
-    report = offline.report(options, server_runs, engine_runs, boosted_runs, reference_runs)
+    report = offline.report(options, server_runs, engine_runs, boosted_runs, reference_runs, encoder_runs)
     _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
                     {**context, "options": dataclasses.asdict(options)})
 
@@ -318,8 +322,8 @@ def _run_bench_stream(args: argparse.Namespace) -> None:
         streams=args.streams, chunk_ms=args.chunk_ms, gap_s=args.gap_s, realtime=not args.fast,
         stop_history_ms=args.stop_history_ms, files_per_stream=args.files_per_stream,
     )
-    entries = _bench_entries(args)
-    with _bench_target(args) as (target, context), _progress("streamed", "s", 1 / 16000) as bar:
+    with (_bench_entries(args) as entries, _bench_target(args) as (target, context),
+          _progress("streamed", "s", 1 / 16000) as bar):
         if args.capacity_multiple:
             admits = int(context["server"]["models"][0]["parameters"]["max_streams"])
             options = dataclasses.replace(options, streams=math.ceil(args.capacity_multiple * admits))
@@ -334,12 +338,19 @@ def _run_bench_stream(args: argparse.Namespace) -> None:
                     {**context, "options": settings})
 
 
-def _bench_entries(args: argparse.Namespace) -> list[Any]:
+@contextlib.contextmanager
+def _bench_entries(args: argparse.Namespace) -> Iterator[list[Any]]:
+    """The files to send: the manifest's (its first --files), joined into clips of --join-s seconds
+    (in a folder that lasts as long as the run), --repeat times over."""
+    from parakeet_serve.bench.clips import joined
     from parakeet_serve.evaluation import demo_manifest, read_manifest
 
-    manifest = args.manifest or demo_manifest()
-    entries = read_manifest(manifest)
-    return (entries[: args.files] if args.files else entries) * args.repeat
+    entries = read_manifest(args.manifest or demo_manifest())
+    entries = entries[: args.files] if args.files else entries
+    with tempfile.TemporaryDirectory(prefix="parakeet-bench-") as folder:
+        if args.join_s:
+            entries = joined(entries, args.join_s, Path(folder))
+        yield entries * args.repeat
 
 
 @contextlib.contextmanager

@@ -77,6 +77,16 @@ def test_long_audio_uses_local_attention_and_restores_full_attention(tiny_models
     assert batched[1].best.words == () or batched[1].best.words[-1].end_s <= 12.0 + engine.frame_shift_s
 
 
+def test_encoding_alone_counts_each_items_frames_whatever_the_batch(tiny_models: dict[str, Path]) -> None:
+    engine = load_engine(str(tiny_models["tdt"]), long_audio_seconds=5.0, local_attention_context=32)
+    audios = [speechlike(1.3)[0], speechlike(2.0, seed=1)[0], speechlike(12.0, seed=2)[0]]  # the last one is long
+    alone = [engine.encode([a]) for a in audios]
+    assert engine.encode(audios) == sum(alone)  # padding frames are not counted
+    for audio, frames in zip(audios, alone, strict=True):
+        assert abs(frames - len(audio) / engine.sample_rate / engine.frame_shift_s) <= 2
+    assert engine.model.encoder.self_attention_model == "rel_pos"  # full attention back after the long one
+
+
 def test_twenty_minutes_of_audio_in_one_request(tiny_models: dict[str, Path]) -> None:
     engine = load_engine(str(tiny_models["tdt"]), long_audio_seconds=60.0)
     audio = np.tile(speechlike(10.0)[0], 120)  # 20 minutes

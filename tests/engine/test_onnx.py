@@ -84,6 +84,15 @@ def test_transcripts_words_and_confidences_equal_the_nemo_backends(demo_onnx: Pa
     assert corpus_wer(references, int8) <= corpus_wer(references, nemo_texts) + 0.01
 
 
+def test_encoding_alone_makes_the_nemo_backends_frames(demo_onnx: Path, demo_engine: NemoEngine,
+                                                      audios: list) -> None:
+    onnx = OnnxEngine(demo_onnx, model_id="demo", long_audio_seconds=8.0)
+    short, long = audios[4:20], np.concatenate(audios[:4])  # over 8 s: encoded in pieces, as it is recognised
+    assert onnx.encode(short) == demo_engine.encode(short)
+    assert onnx.encode([*short, long]) == onnx.encode(short) + onnx.encode([long])
+    assert abs(onnx.encode([long]) - demo_engine.encode([long])) <= 3  # the pieces round at each cut
+
+
 @pytest.mark.parametrize("head", ["rnnt", "tdt", "ctc", "hybrid_tdt_ctc"])
 def test_every_decoder_type_decodes_as_nemo_does(head: str, tiny_models: dict[str, Path],
                                                  tmp_path: Path) -> None:

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from parakeet_serve.bench.clips import RATE, joined, read_audio
 from parakeet_serve.cli import main
+from parakeet_serve.evaluation import demo_manifest, read_manifest
 from tests.conftest import Served
 
 
@@ -62,6 +65,21 @@ def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_proces
     # NeMo's own transcribe() on the same files: the same words (the .nemo is a standard one), its own speed
     assert r["nemo_transcribe_wer"] == pytest.approx(r["in_process_wer"], abs=0.02)
     assert r["engine_over_nemo_transcribe"] == pytest.approx(r["in_process_rtfx"] / r["nemo_transcribe_rtfx"])
+    # the featuriser and encoder alone: the ceiling, which recognition (in process, served) is a fraction of
+    assert r["encoder_rtfx"] > 0
+    assert r["in_process_of_encoder"] == pytest.approx(r["in_process_rtfx"] / r["encoder_rtfx"])
+    assert r["server_of_encoder"] == pytest.approx(r["rtfx"] / r["encoder_rtfx"])
+
+
+def test_joined_clips_are_the_files_one_after_another_and_long_enough(tmp_path: Path) -> None:
+    entries = read_manifest(demo_manifest())[:7]
+    clips = joined(entries, 8.0, tmp_path)
+    assert " ".join(c.text for c in clips) == " ".join(e.text for e in entries)  # every file, in order, once
+    assert all(c.duration_s >= 8.0 for c in clips[:-1]) and 1 < len(clips) < len(entries)
+    audio = np.concatenate([read_audio(c) for c in clips])
+    files = sum(len(read_audio(e)) for e in entries)
+    assert len(audio) == files + int(0.3 * RATE) * (len(entries) - len(clips))  # a 0.3 s pause between files
+    assert clips[0].duration_s == pytest.approx(len(read_audio(clips[0])) / RATE)
 
 
 def test_bench_stream_reports_latencies_amplification_and_both_wers(demo_server: Served, tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from parakeet_serve.audio import AudioFormat, decode_audio
 from parakeet_serve.evaluation import ManifestEntry
@@ -40,6 +42,26 @@ def make_clip(entries: list[ManifestEntry], gap_s: float) -> Clip:
         parts += [audio, gap]
         offset += len(audio) + len(gap)
     return Clip(pcm16(np.concatenate(parts)), tuple(e.text for e in entries), tuple(ends))
+
+
+def joined(entries: list[ManifestEntry], seconds: float, folder: Path, pause_s: float = 0.3) -> list[ManifestEntry]:
+    """Consecutive files spoken one after another with a short pause, as clips of at least `seconds`
+    (the last may be shorter), written to `folder` as 16 kHz FLAC: long-form audio (as the Open ASR
+    leaderboard's 10-30 s utterances) from an evaluation set of short files."""
+    pause = np.zeros(int(pause_s * RATE), np.float32)
+    clips: list[ManifestEntry] = []
+    parts: list[np.ndarray] = []
+    texts: list[str] = []
+    for n, entry in enumerate(entries):
+        parts += [read_audio(entry), pause]
+        texts.append(entry.text)
+        if sum(map(len, parts)) >= seconds * RATE or n == len(entries) - 1:
+            audio = np.concatenate(parts[:-1])
+            path = folder / f"joined-{len(clips):05d}.flac"
+            sf.write(path, audio, RATE, subtype="PCM_16")
+            clips.append(ManifestEntry(path, len(audio) / RATE, " ".join(texts)))
+            parts, texts = [], []
+    return clips
 
 
 def pcm16(audio: np.ndarray) -> bytes:

@@ -3,9 +3,11 @@
 The server side sends each file as it is stored (the server decodes it) from N concurrent
 callers and measures per-request latency and RTFx (audio seconds per wall second). The
 in-process side decodes the same files and runs the engine on batches of N in this process,
-without gRPC, queue or scheduler: the server's RTFx over the engine's is the server overhead. With
-`--nemo-transcribe`, NeMo's own `transcribe()` on the same files (written as 16 kHz WAV first) is
-the reference a user would otherwise pick.
+without gRPC, queue or scheduler: the server's RTFx over the engine's is the server overhead. The
+engine's featuriser and encoder alone on the same batches give the compute ceiling both are
+fractions of (decoding, words and serving are what the rest costs). With `--nemo-transcribe`,
+NeMo's own `transcribe()` on the same files (written as 16 kHz WAV first) is the reference a user
+would otherwise pick.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class OfflineReport:
     nemo_transcribe_rtfx: float | None = None  # NeMo's transcribe() on the same files (None when not run)
     nemo_transcribe_wer: float | None = None
     engine_over_nemo_transcribe: float | None = None  # in-process RTFx / NeMo transcribe() RTFx, best rounds
+    encoder_rtfx: float | None = None  # featuriser and encoder alone, in process, best round: the ceiling
+    in_process_of_encoder: float | None = None  # in-process RTFx / encoder-only RTFx
+    server_of_encoder: float | None = None  # server RTFx / encoder-only RTFx
 
     def table(self) -> str:
         rows = [
@@ -79,6 +84,12 @@ class OfflineReport:
                 ("server / in-process RTFx", f"{self.server_overhead_ratio:.3f}"),
                 ("WER in process", f"{self.in_process_wer:.2%}"),
                 ("tokens per encoder frame", f"{self.tokens_per_frame:.3f}"),
+            ]
+        if self.encoder_rtfx is not None:
+            rows += [
+                ("encoder-only RTFx (the ceiling)", f"{self.encoder_rtfx:.1f}"),
+                ("in-process / encoder-only, server / encoder-only",
+                 f"{self.in_process_of_encoder:.3f}, {self.server_of_encoder:.3f}"),
             ]
         if self.nemo_transcribe_rtfx is not None:
             rows += [
@@ -175,19 +186,33 @@ def run_in_process(
     files are decoded before the clock starts (issue 19 found decoding Opus to be about half of the time
     measured when it was inside). Decoding costs grow with the tokens per frame: a random model's are
     not a trained one's."""
+    batches, rtfx, audio_s = _timed_batches(engine.transcribe, entries, batch_size, progress)
+    transcripts = [t for batch in batches for t in batch]
+    tokens = sum(len(t.best.tokens) for t in transcripts)
+    return (rtfx, corpus_wer([e.text for e in entries], [t.best.text for t in transcripts]),
+            tokens / (audio_s / engine.frame_shift_s))
+
+
+def run_encoder_only(engine: Engine, entries: Sequence[ManifestEntry], batch_size: int,
+                     progress: Callable[[int], None] = lambda n: None) -> float:
+    """RTFx of the engine's featuriser and encoder alone on the same batches as `run_in_process`."""
+    return _timed_batches(engine.encode, entries, batch_size, progress)[1]
+
+
+def _timed_batches(fn: Callable[[list[Any]], Any], entries: Sequence[ManifestEntry], batch_size: int,
+                   progress: Callable[[int], None]) -> tuple[list[Any], float, float]:
+    """fn's result per batch of `batch_size` decoded files (timed after a warm-up batch, as the server
+    run had), the audio seconds per wall second it took, and the audio seconds."""
     decoded = [read_audio(e) for e in entries]
-    engine.transcribe(decoded[:batch_size])  # warm-up, as the server run had
-    audio_s, transcripts = 0.0, []
+    fn(decoded[:batch_size])
+    results = []
     started = time.perf_counter()
     for start in range(0, len(decoded), batch_size):
-        audios = decoded[start : start + batch_size]
-        transcripts += engine.transcribe(audios)
-        audio_s += sum(len(a) for a in audios) / engine.sample_rate
-        progress(len(audios))
+        results.append(fn(decoded[start : start + batch_size]))
+        progress(len(decoded[start : start + batch_size]))
     wall = time.perf_counter() - started
-    tokens = sum(len(t.best.tokens) for t in transcripts)
-    return (audio_s / wall, corpus_wer([e.text for e in entries], [t.best.text for t in transcripts]),
-            tokens / (audio_s / engine.frame_shift_s))
+    audio_s = sum(len(a) for a in decoded) / RATE
+    return results, audio_s / wall, audio_s
 
 
 def run_nemo_transcribe(model: Any, entries: Sequence[ManifestEntry], batch_size: int) -> tuple[float, float]:
@@ -219,6 +244,7 @@ def run_nemo_transcribe(model: Any, entries: Sequence[ManifestEntry], batch_size
 def report(
     options: OfflineOptions, server: Sequence[ServerRun], in_process: Sequence[tuple[float, float, float]],
     boosted: Sequence[ServerRun] = (), nemo_transcribe: Sequence[tuple[float, float]] = (),
+    encoder_only: Sequence[float] = (),
 ) -> OfflineReport:
     """The best round of each side (the one least disturbed by whatever else the machine ran);
     latencies and status codes of all rounds (plain requests only)."""
@@ -227,6 +253,7 @@ def report(
     best_boosted = max(boosted, key=_rtfx, default=None)
     engine_best = max(in_process, default=None)
     reference = max(nemo_transcribe, default=None)
+    ceiling = max(encoder_only, default=None)
     codes: Counter[str] = Counter()
     for run in server:
         codes.update(run.codes)
@@ -251,6 +278,9 @@ def report(
         nemo_transcribe_rtfx=reference[0] if reference else None,
         nemo_transcribe_wer=reference[1] if reference else None,
         engine_over_nemo_transcribe=engine_best[0] / reference[0] if engine_best and reference else None,
+        encoder_rtfx=ceiling,
+        in_process_of_encoder=engine_best[0] / ceiling if engine_best and ceiling else None,
+        server_of_encoder=max(rtfx) / ceiling if ceiling else None,
     )
 
 

@@ -22,6 +22,11 @@ class Engine(Protocol):
         """Recognise a batch of mono float32 audio at `sample_rate` (on the inference thread)."""
         ...
 
+    def encode(self, audios: Sequence[np.ndarray]) -> int:
+        """Featurise and encode a batch as `transcribe` does, without decoding: the compute ceiling the
+        bench compares recognition with. Returns the encoder frames made (having waited for them)."""
+        ...
+
     def warmup(self) -> None:
         """Run the whole path once, so the first request pays no lazy initialisation."""
         ...

@@ -107,17 +107,33 @@ class NemoEngine:
         wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
         favoured = list(boosts) if boosts is not None and self.booster is not None else [None] * len(audios)
         results: list[Transcript | None] = [None] * len(audios)
-        short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
-        long = [i for i, a in enumerate(audios) if len(a) > self._long_audio_samples]
-        for group in sub_batches(short, [len(a) for a in audios], on_cpu=self.device.type == "cpu"):
-            batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
-                                           [favoured[i] for i in group])
+        for group, attention in self._plan(audios):
+            with attention:
+                batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
+                                               [favoured[i] for i in group])
             for i, transcript in zip(group, batch, strict=True):
                 results[i] = transcript
-        for i in long:  # one at a time: padding a short item to an hour would waste the batch
-            with self._local_attention():
-                results[i] = self._transcribe_batch([audios[i]], [wanted[i]], [favoured[i]])[0]
         return [r for r in results if r is not None]
+
+    def encode(self, audios: Sequence[np.ndarray]) -> int:
+        """Featurise and encode as `transcribe` does, without decoding (the bench's compute ceiling);
+        the encoder frames made."""
+        frames = 0
+        for group, attention in self._plan(audios):
+            with attention, torch.inference_mode(), self.autocast():
+                _, lengths = self._encoded([audios[i] for i in group])
+                frames += int(lengths.sum())  # one read per batch: it also waits for the device
+        return frames
+
+    def _plan(self, audios: Sequence[np.ndarray]) -> Iterator[tuple[list[int], contextlib.AbstractContextManager]]:
+        """The batches a call runs, each with its attention: short items in `sub_batches`, each long one
+        alone (padding a short item to an hour would waste the batch) under local attention."""
+        short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
+        for group in sub_batches(short, [len(a) for a in audios], on_cpu=self.device.type == "cpu"):
+            yield group, contextlib.nullcontext()
+        for i, audio in enumerate(audios):
+            if len(audio) > self._long_audio_samples:
+                yield [i], self._local_attention()
 
     def streamer(self, left_context_s: float) -> Streamer:
         """Cache-aware streaming steps over this model."""
@@ -145,10 +161,8 @@ class NemoEngine:
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int],
                           boosts: Sequence[WordBoost | None]) -> list[Transcript]:
-        signal, lengths = _pad(audios, self.device, min_samples=int(self.sample_rate * _MIN_SECONDS))
         with torch.inference_mode(), self.autocast():
-            features, feature_lengths = self.model.preprocessor(input_signal=signal, length=lengths)
-            encoded, encoded_lengths = self.model.encoder(audio_signal=features, length=feature_lengths)
+            encoded, encoded_lengths = self._encoded(audios)
             with self._boosted(boosts):
                 best = [self._to_hypothesis(h) for h in self._decode_greedy(encoded, encoded_lengths)]
             transcripts = []
@@ -158,6 +172,12 @@ class NemoEngine:
                     extra = self._alternatives(encoded[i : i + 1], encoded_lengths[i : i + 1], hyp, wanted[i])
                 transcripts.append(Transcript((hyp, *extra)))
         return transcripts
+
+    def _encoded(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output (batch, dim, frames) and valid frames of a padded batch."""
+        signal, lengths = _pad(audios, self.device, min_samples=int(self.sample_rate * _MIN_SECONDS))
+        features, feature_lengths = self.model.preprocessor(input_signal=signal, length=lengths)
+        return self.model.encoder(audio_signal=features, length=feature_lengths)
 
     @contextlib.contextmanager
     def _boosted(self, boosts: Sequence[WordBoost | None]) -> Iterator[None]:

@@ -120,10 +120,24 @@ class OnnxEngine:
         pieces of at most `long_audio_seconds` cut at pauses, one at a time; times on the whole audio.
         (The NeMo backend switches to local attention instead; NeMo's export of it does not trace.)"""
         pieces = []
-        for start, end in split_at_pauses(audio, self.sample_rate, self._long_audio_s, self._long_audio_s / 2):
+        for start, end in self._spans(audio):
             piece = self._transcribe_batch([audio[start:end]], [1], [boost])[0].best
             pieces.append(piece.shifted(start / self.sample_rate))
         return Transcript((joined(pieces),))
+
+    def encode(self, audios: Sequence[np.ndarray]) -> int:
+        """Featurise and encode as `transcribe` does, without decoding (the bench's compute ceiling);
+        the encoder frames made."""
+        pieces = [audio[start:end] for audio in audios for start, end in self._spans(audio)]
+        frames = 0
+        for group in sub_batches(list(range(len(pieces))), [len(p) for p in pieces], on_cpu=self.info.device == "cpu"):
+            _, lengths = self._encode(*self.log_mel([pieces[i] for i in group]))
+            frames += int(lengths.sum())
+        return frames
+
+    def _spans(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """Audio within `long_audio_seconds` whole; longer audio in pieces cut at its pauses."""
+        return split_at_pauses(audio, self.sample_rate, self._long_audio_s, self._long_audio_s / 2)
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: list[int],
                           boosts: list[WordBoost | None]) -> list[Transcript]:
