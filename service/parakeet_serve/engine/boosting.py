@@ -13,14 +13,11 @@ misheard word, not a dropped one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 from parakeet_serve.errors import quote
@@ -32,7 +29,7 @@ MODELS_LOADED = 64  # unused models kept in the decoder before the least recentl
 
 class PhraseBooster:
     """Boosting trees for a transducer's greedy label-looping decoder. `prepare` and `release` may be
-    called from any thread; `acquire` and `applied` only on the inference thread."""
+    called from any thread; `acquire` only on the inference thread."""
 
     logprob_per_unit = SCORE_PER_BOOST
 
@@ -77,18 +74,6 @@ class PhraseBooster:
                 if boost is not None:
                     self._pins[boost] -= 1
 
-    @contextlib.contextmanager
-    def applied(self, ids: Sequence[int]) -> Iterator[None]:
-        """Offline decoding through NeMo's public call with these per-item model ids: the decoder's
-        label-looping computer is wrapped for the call to pass them on."""
-        greedy = self._greedy
-        computer = greedy.decoding_computer
-        greedy.decoding_computer = _WithIds(computer, torch.tensor(ids, dtype=torch.long))
-        try:
-            yield
-        finally:
-            greedy.decoding_computer = computer
-
     @property
     def _multi_model(self) -> Any:
         return self._greedy.decoding_computer.biasing_multi_model
@@ -126,17 +111,3 @@ class PhraseBooster:
             if model_id >= 0:
                 self._multi_model.remove_model(model_id)
 
-
-class _WithIds:
-    """NeMo's label-looping computer, passing fixed per-item biasing model ids on every call."""
-
-    def __init__(self, computer: Any, ids: torch.Tensor) -> None:
-        self._computer, self._ids = computer, ids
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._computer, name)
-
-    def __call__(self, x: torch.Tensor, out_len: torch.Tensor, prev_batched_state: Any = None,
-                 multi_biasing_ids: torch.Tensor | None = None) -> Any:
-        ids = self._ids.to(x.device)
-        return self._computer(x=x, out_len=out_len, prev_batched_state=prev_batched_state, multi_biasing_ids=ids)

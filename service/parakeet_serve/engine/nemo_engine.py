@@ -23,10 +23,11 @@ from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.base import sub_batches, warmup_clips
 from parakeet_serve.engine.boosting import PhraseBooster
 from parakeet_serve.engine.features import pad_batch
+from parakeet_serve.engine.nemo_greedy import transducer_spans
 from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, runners_up
-from parakeet_serve.engine.words import TokenSpan, group_words, token_logprobs
+from parakeet_serve.engine.words import TokenSpan, group_words, hypothesis_of, token_logprobs
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,7 @@ class NemoEngine:
                           boosts: Sequence[WordBoost | None]) -> list[Transcript]:
         with torch.inference_mode(), self.autocast():
             encoded, encoded_lengths = self._encoded(audios)
-            with self._boosted(boosts):
-                best = [self._to_hypothesis(h) for h in self._decode_greedy(encoded, encoded_lengths)]
+            best = self._decode_greedy(encoded, encoded_lengths, boosts)
             transcripts = []
             for i, hyp in enumerate(best):
                 extra: list[Hypothesis] = []
@@ -179,27 +179,24 @@ class NemoEngine:
         features, feature_lengths = self.model.preprocessor(input_signal=signal, length=lengths)
         return self.model.encoder(audio_signal=features, length=feature_lengths)
 
-    @contextlib.contextmanager
-    def _boosted(self, boosts: Sequence[WordBoost | None]) -> Iterator[None]:
-        if self.booster is None or not any(boosts):
-            yield
-            return
-        ids = self.booster.acquire(boosts)
-        try:
-            with self.booster.applied(ids):
-                yield
-        finally:
-            self.booster.release(boosts)
-
-    def _decode_greedy(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[Any]:
+    def _decode_greedy(self, encoded: torch.Tensor, lengths: torch.Tensor,
+                       boosts: Sequence[WordBoost | None]) -> list[Hypothesis]:
+        """Greedy hypotheses of a batch; a transducer's through NeMo's label-looping computer, each
+        item with its own boosting model (unboosted ones decode as without)."""
         if self._head == "ctc":
             log_probs = self.ctc_head(encoder_output=encoded)
-            return self._ctc_decoding.ctc_decoder_predictions_tensor(
-                log_probs, decoder_lengths=lengths, return_hypotheses=True
-            )
-        return self.model.decoding.rnnt_decoder_predictions_tensor(
-            encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True
-        )
+            hyps = self._ctc_decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=lengths,
+                                                                     return_hypotheses=True)
+            return [self._ctc_hypothesis(h) for h in hyps]
+        boosted = self.booster is not None and any(boosts)
+        ids = torch.tensor(self.booster.acquire(boosts), device=encoded.device) if boosted else None
+        try:
+            spans, _ = transducer_spans(self.model.decoding.decoding.decoding_computer, encoded, lengths, self.piece,
+                                        [0] * len(boosts), boost_ids=ids)
+        finally:
+            if boosted:
+                self.booster.release(boosts)
+        return [hypothesis_of(s, self.detokenize, self.frame_shift_s) for s in spans]
 
     def _alternatives(self, encoded: torch.Tensor, lengths: torch.Tensor, best: Hypothesis, n: int) -> list[Hypothesis]:
         """Other hypotheses from a transducer beam search; the greedy one stays first."""
@@ -228,7 +225,8 @@ class NemoEngine:
 
     # --- hypotheses -> plain data -----------------------------------------------------------
 
-    def _to_hypothesis(self, hyp: Any) -> Hypothesis:
+    def _ctc_hypothesis(self, hyp: Any) -> Hypothesis:
+        """NeMo's CTC hypothesis with its character offsets as plain data."""
         ids = self._token_ids(hyp)
         offsets = hyp.timestamp.get("char", []) if isinstance(hyp.timestamp, dict) else []
         confidences = [float(c) for c in (hyp.token_confidence or [])]
@@ -246,8 +244,6 @@ class NemoEngine:
 
     def _token_ids(self, hyp: Any) -> list[int]:
         seq = hyp.y_sequence.tolist() if isinstance(hyp.y_sequence, torch.Tensor) else list(hyp.y_sequence)
-        if self._head != "ctc":
-            return [t for t in seq if t < self.blank_id]
         ids, previous = [], None
         for t in seq:  # CTC greedy keeps one label per frame: collapse repeats, drop blanks
             if t != previous and t != self.blank_id:
@@ -328,6 +324,8 @@ def _set_greedy(cfg: DictConfig, head: str) -> None:
         if head != "ctc":  # label looping, with per-item phrase boosting (unboosted items decode as without)
             cfg.greedy.loop_labels = True
             cfg.greedy.enable_per_stream_biasing = True
+        # CTC's words come from NeMo's character offsets; a transducer's from the computer's own
+        # alignment (`nemo_greedy`), which keeps a TDT's durations only with timestamps on.
         cfg.compute_timestamps = True
         cfg[f"{head}_timestamp_type"] = "char"
         cfg.confidence_cfg = dict(_CONFIDENCE)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from parakeet_serve.engine.features import pad_batch
+from parakeet_serve.engine.nemo_greedy import transducer_spans
 from parakeet_serve.engine.streaming import ChunkGeometry, StreamState, pair
 from parakeet_serve.engine.words import TokenSpan
 
@@ -97,27 +98,12 @@ class NemoStreamModel:
         previous = None
         if any(st.decoder is not None for st in group):
             previous = computer.merge_to_batched_state([st.decoder for st in group])
-        hyps, state = computer(x=encoded.transpose(1, 2), out_len=torch.tensor(lengths, device=encoded.device),
-                               prev_batched_state=previous, multi_biasing_ids=self._boost_ids(group, encoded.device))
-        # With CUDA graphs the computer keeps the batch size it allocated for: our streams are its
-        # first rows, and the rest is padding.
+        spans, state = transducer_spans(computer, encoded, torch.tensor(lengths, device=encoded.device),
+                                        self._engine.piece, [st.utterance_start for st in group], previous,
+                                        self._boost_ids(group, encoded.device))
         for st, item in zip(group, computer.split_batched_state(state)[: len(group)], strict=True):
             st.decoder = item
-        # To host lists once: reading a GPU tensor element by element syncs the device each time.
-        counts, labels, times, durations, confidence = (
-            None if x is None else x.tolist() for x in hyps.get_data_without_blank()
-        )
-        out = []
-        for row, st in enumerate(group):
-            spans = []
-            for k in range(counts[row]):
-                start = st.utterance_start + times[row][k]
-                width = durations[row][k] if durations is not None else 1
-                conf = confidence[row][k] if confidence is not None else 1.0
-                label = labels[row][k]
-                spans.append(TokenSpan(label, self._engine.piece(label), start, start + max(width, 1), conf))
-            out.append(spans)
-        return out
+        return spans
 
     def _boost_ids(self, group: list[StreamState], device: torch.device) -> torch.Tensor | None:
         """Each stream's boosting model id (-1: none); a stream's model is pinned at its first decoding,

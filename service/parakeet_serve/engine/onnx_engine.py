@@ -28,7 +28,7 @@ from parakeet_serve.engine.features import FeatureConfig, LogMel
 from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, joined, runners_up
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words, token_logprobs
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, hypothesis_of
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -322,10 +322,7 @@ class OnnxEngine:
         return (probability**_CONFIDENCE_ALPHA * scale - 1) / (scale - 1)
 
     def _hypothesis(self, spans: list[TokenSpan]) -> Hypothesis:
-        words = group_words(spans, self.detokenize, self.frame_shift_s)
-        tokens = token_logprobs(spans, self.frame_shift_s)
-        confidence = sum(s.confidence for s in spans) / len(spans) if spans else 0.0
-        return Hypothesis(self.detokenize([s.token_id for s in spans]), confidence, tuple(words), tokens)
+        return hypothesis_of(spans, self.detokenize, self.frame_shift_s)
 
     # --- set-up -----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from parakeet_serve.engine.types import Token, Word
+from parakeet_serve.engine.types import Hypothesis, Token, Word
 
 SENTENCEPIECE_WORD_START = "\u2581"
 
@@ -52,3 +52,11 @@ def token_logprobs(tokens: Sequence[TokenSpan], frame_shift_s: float) -> tuple[T
     probability (NeMo's max_prob measure), so its log is the token's logprob."""
     return tuple(Token(t.token_id, t.piece.replace(SENTENCEPIECE_WORD_START, " "), math.log(max(t.confidence, 1e-12)),
                        round(t.start_frame * frame_shift_s, 3)) for t in tokens)
+
+
+def hypothesis_of(spans: Sequence[TokenSpan], detokenize: Callable[[list[int]], str],
+                  frame_shift_s: float) -> Hypothesis:
+    """A decoded hypothesis from its token spans: text, mean token confidence, words and tokens."""
+    confidence = sum(s.confidence for s in spans) / len(spans) if spans else 0.0
+    return Hypothesis(detokenize([s.token_id for s in spans]), confidence,
+                      tuple(group_words(spans, detokenize, frame_shift_s)), token_logprobs(spans, frame_shift_s))
