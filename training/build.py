@@ -1,6 +1,6 @@
 """One seeded command that regenerates the demo model's data and retrains it.
 
-    python -m training.build            # data (~14 min) + training (85 min) on 2 CPU cores
+    python -m training.build            # data (~14 min) + training (105 min) on 2 CPU cores
     python -m training.build --offline  # the same data, the offline-trained proxy (demo-offline.nemo)
 """
 
