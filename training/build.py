@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from training import data, train
 
 
@@ -23,8 +21,6 @@ def main() -> None:
     a = parser.parse_args()
     began = time.monotonic()
     data.build(train_count=data.TRAIN_UTTERANCES, eval_seen=150, eval_held_out=100, seed=a.seed, workers=2)
-    torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
     manifest = train.ROOT / "data" / "train.jsonl"
     bp, out = train.recipe(a.offline)
     train.train(manifest, out, a.minutes, a.seed, train.PEAK_LR, train.BATCH_SECONDS, bp=bp)

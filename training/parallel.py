@@ -72,7 +72,6 @@ def launch(fn: Callable[..., None], workers: int, *args: Any) -> None:
 
 def _worker(index: int, workers: int, port: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)  # as in train.main
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=workers)
     try:
         fn(*args)

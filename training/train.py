@@ -219,6 +219,7 @@ def _train(
     resume: Path | None, bp: Blueprint,
 ) -> None:
     """One worker of `train` (or the only one), on its share of the utterances."""
+    torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
     quiet_nemo()
     torch.manual_seed(seed)
     rng = random.Random(seed + parallel.rank())
@@ -278,7 +279,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=WORKERS, help="single-threaded training processes")
     parser.add_argument("--resume", type=Path, help="continue training this .nemo model with a fresh schedule")
     a = parser.parse_args()
-    torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
     bp, out = recipe(a.offline)
     train(a.manifest, a.out or out, a.minutes, a.seed, a.lr, a.batch_seconds, a.resume, bp, a.workers)
 

@@ -208,8 +208,9 @@ def _timed_batches(fn: Callable[[list[Any]], Any], entries: Sequence[ManifestEnt
     results = []
     started = time.perf_counter()
     for start in range(0, len(decoded), batch_size):
-        results.append(fn(decoded[start : start + batch_size]))
-        progress(len(decoded[start : start + batch_size]))
+        batch = decoded[start : start + batch_size]
+        results.append(fn(batch))
+        progress(len(batch))
     wall = time.perf_counter() - started
     audio_s = sum(len(a) for a in decoded) / RATE
     return results, audio_s / wall, audio_s

@@ -146,11 +146,11 @@ class OnnxEngine:
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
-            return [Transcript((self._hypothesis(item),)) for item in spans]
+            return [Transcript((hypothesis_of(item, self.detokenize, self.frame_shift_s),)) for item in spans]
         spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts))
         transcripts = []
         for i, item in enumerate(spans):
-            best = self._hypothesis(item)
+            best = hypothesis_of(item, self.detokenize, self.frame_shift_s)
             extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i]) if wanted[i] > 1 else []
             transcripts.append(Transcript((best, *extra)))
         return transcripts
@@ -320,9 +320,6 @@ class OnnxEngine:
         """NeMo's `max_prob` confidence with Tsallis entropy's alpha: 0 for a uniform guess, 1 for certainty."""
         scale = (len(self._pieces) + 1) ** _CONFIDENCE_ALPHA
         return (probability**_CONFIDENCE_ALPHA * scale - 1) / (scale - 1)
-
-    def _hypothesis(self, spans: list[TokenSpan]) -> Hypothesis:
-        return hypothesis_of(spans, self.detokenize, self.frame_shift_s)
 
     # --- set-up -----------------------------------------------------------------------------
 
