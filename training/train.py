@@ -45,6 +45,9 @@ DISTIL_SHARE = 0.25
 DISTIL_CTC_WEIGHT = 0.3
 MINUTES, PEAK_LR, BATCH_SECONDS = 105.0, 2.5e-3, 20.0  # per worker; small batches: more updates per minute
 WORKERS = 2  # single-threaded processes averaging gradients (training.parallel)
+# Besides every utterance alone, runs of 2-3 joined by a pause: a model that only ever heard one sentence
+# per clip loses the words after a pause (long files are recognised in pieces of many sentences).
+JOINED_SHARE, JOINED_PAUSE_S, JOINED_MAX_S = 0.3, (0.1, 2.0), 24.0
 MODELS = ROOT.parent / "service" / "parakeet_serve" / "models"
 DEFAULT_OUT = MODELS / "demo.nemo"
 OFFLINE_OUT = MODELS / "demo-offline.nemo"
@@ -64,6 +67,26 @@ def load(manifest: Path, share: int = 0, shares: int = 1) -> tuple[list[torch.Te
         audios.append(torch.from_numpy(audio))
         texts.append(entry["text"])
     return audios, texts
+
+
+def with_joined(data: Data, rng: random.Random, share: float = JOINED_SHARE) -> Data:
+    """`data` plus joined examples: runs of 2 or 3 utterances (each in at most one run, `share` of
+    them in all) with a pause of silence between them, their tokens one after the other."""
+    audios, tokens = data
+    order = list(range(len(audios)))
+    rng.shuffle(order)
+    order = order[: int(len(order) * share)]
+    joined_audios, joined_tokens = list(audios), list(tokens)
+    while len(order) >= 2:
+        run = [order.pop() for _ in range(min(len(order), rng.choice((2, 2, 3))))]
+        parts = [audios[run[0]]]
+        for i in run[1:]:
+            parts += [torch.zeros(round(rng.uniform(*JOINED_PAUSE_S) * 16000)), audios[i]]
+        audio = torch.cat(parts)
+        if len(audio) <= JOINED_MAX_S * 16000:
+            joined_audios.append(audio)
+            joined_tokens.append([t for i in run for t in tokens[i]])
+    return joined_audios, joined_tokens
 
 
 def transcripts(manifest: Path) -> list[str]:
@@ -237,9 +260,10 @@ def _train(
         if bp.streaming:
             log(f"features centred from a mean of {center_first_convolution(model, audios):.2f}")
     parallel.broadcast_parameters(model)
-    data = (audios, [model.tokenizer.text_to_ids(t) for t in texts])
+    data = with_joined((audios, [model.tokenizer.text_to_ids(t) for t in texts]), rng)
     params = sum(p.numel() for p in model.parameters())
-    log(f"{len(audios)} utterances, {sum(map(len, audios)) / 16000 / 3600:.2f} h per worker, {parallel.world()} "
+    log(f"{len(audios)} utterances ({len(data[0]) - len(audios)} joined runs besides), "
+        f"{sum(map(len, data[0])) / 16000 / 3600:.2f} h per worker, {parallel.world()} "
         f"workers; model {params / 1e6:.2f} M params")
     student_minutes = minutes
     if resume is None:
