@@ -3,9 +3,9 @@
 The session feeds audio to the scheduler in steps of `step_s` (whole encoder chunks) and keeps the
 tokens of the current utterance. The streamer ends an utterance, at the chunk where it happens,
 after `stop_history_s` with no token from the decoder and no audio loud enough to be speech
-(`engine.loudness`), and restarts the decoder and the encoder's attention as for a new stream; the
-session turns each such endpoint, and the end of the stream, into a final. Word times count from
-the start of the stream.
+(`engine.loudness`), and restarts the decoder (and, for a model not trained for streaming, the
+encoder's attention as for a new stream); the session turns each such endpoint, and the end of the
+stream, into a final. Word times count from the start of the stream.
 
 Two passes (for models trained with full attention, whose streamed encoding only approximates their
 offline one): the streamed pass gives the interims and finds the endpoints, and each final is the

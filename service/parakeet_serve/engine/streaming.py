@@ -6,7 +6,7 @@ attention and convolution caches, and the decoder's state. A step featurises new
 whole chunks of the model's attention context (batched across streams) and continues the
 greedy decoder from where the last step left it, so text is only ever extended. After every
 chunk it checks for an endpoint (silence after speech, heard by the decoder and in the audio's
-loudness); at one it reports where the utterance ended and starts the next one afresh.
+loudness); at one it reports where the utterance ended and restarts the decoder for the next.
 
 This module is the bookkeeping, in NumPy, shared by the backends; each backend's `StreamModel`
 (`nemo_streaming`, `onnx_streaming`) computes features, encoder steps and decoding.
@@ -78,16 +78,17 @@ class StreamState:
     boost_id: int | None = None  # its model in the decoder, pinned from the first decoding until `close`
     ended: bool = False
 
-    def start_utterance(self) -> None:
-        """After a final: a fresh decoder, and attention and convolution caches emptied as at the
-        stream's start, so the next utterance is encoded as `Recognize` would encode it alone (a
-        model trained on single utterances has never attended to the one before). The subsampling's
-        few frames of context stay, which keeps the encoder's frames on the stream's timeline."""
+    def start_utterance(self, restart_encoder: bool) -> None:
+        """After a final: a fresh decoder; with `restart_encoder` also attention and convolution
+        caches emptied as at the stream's start, so the next utterance is encoded as `Recognize` would
+        encode it alone. The subsampling's few frames of context stay, which keeps the encoder's
+        frames on the stream's timeline."""
         self.decoder = None
         self.ctc_last = -1
         self.utterance_start = self.frames
         self.utterance_tokens = 0
-        self.caches = None
+        if restart_encoder:
+            self.caches = None
         self.loudness.start_utterance()
 
 
@@ -287,7 +288,10 @@ class Streamer:
         silence = self._quiet_until(st) - (st.speech_feature + 1)
         if silence * self._feature_s >= st.endpoint_s - 1e-6:
             endpoints[id(st)].append((len(tokens[id(st)]), self._cut(st)))
-            st.start_utterance()
+            # A model trained for streaming heard speech after pauses within its context, and restarted
+            # mid-stream it mishears the next utterance's first words (measured on the demo models);
+            # one trained on whole single utterances has never attended to the one before.
+            st.start_utterance(restart_encoder=not self.model.trained_for_streaming)
 
     def _cut(self, st: StreamState) -> int:
         """The sample where the ended utterance's audio closes: its last loud frame plus the endpoint's
