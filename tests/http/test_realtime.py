@@ -103,7 +103,7 @@ def test_server_vad_gives_one_completed_transcript_per_utterance_with_deltas_bef
         completed = ws.until("conversation.item.input_audio_transcription.completed", 2)
     finally:
         ws.close()
-    # as good as gRPC streaming of the same audio (the demo model misses words after a pause on both)
+    # as good as gRPC streaming of the same audio (both end utterances by the same endpointing)
     for event, text in zip(completed, grpc_finals(demo, speech(16000), 600), strict=True):
         assert error_counts(text, event["transcript"])[0] <= 1, (event["transcript"], text)
     assert error_counts(TEXTS[0], completed[0]["transcript"])[0] <= 1

@@ -119,8 +119,8 @@ def test_streaming_sends_deltas_then_one_done_with_their_sum(demo: Served, two_u
 
 @pytest.fixture(scope="module")
 def long_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample twelve times over, with two seconds of silence after each: 79 s, one sentence per piece
-    (the demo model hears one sentence per audio)."""
+    """The sample twelve times over, with two seconds of silence after each: 65 s, about two sentences per
+    9 s piece."""
     samples, rate = sf.read(SAMPLE, dtype="float32")
     path = tmp_path_factory.mktemp("audio") / "long.wav"
     sf.write(path, np.concatenate([samples, np.zeros(2 * rate, np.float32)] * 12), rate)
