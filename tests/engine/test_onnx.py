@@ -19,6 +19,7 @@ from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.app import engine_for
 from parakeet_serve.audio import AudioFormat, decode_audio
+from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.export import export
@@ -152,12 +153,16 @@ def test_audio_longer_than_full_attention_suits_is_recognised_in_pieces_cut_at_p
     audio, spans = utterances_with_pauses(EVAL[:5], pause_s=1.0, lead_s=0.3)
     assert len(audio) > 2.5 * 6.0 * 16000
     whole = engine.transcribe([audio, audio[:16000]])[0].best  # batched with a short one
-    alone = [engine.transcribe([pcm_of(e.audio)])[0].best for e in EVAL[:5]]
-    # each piece starts in a pause, so the model hears some silence first: a word may differ, none is lost
+    pieces = split_at_pauses(audio, 16000, 6.0, 3.0)  # as the engine cuts: 6 s at most, in the last 3 s
+    assert len(pieces) >= 3 and all(np.abs(audio[a - 160 : a + 160]).max() < 0.01 for a, _ in pieces[1:])  # in pauses
+    # Each piece is recognised as it would be alone. (Not as its clip alone: a piece starts where it
+    # was cut, so the 320 ms chunks fall on another grid, and the demo model is sensitive to that:
+    # starting a clip 10 ms later loses "this evening" here.)
+    alone = [engine.transcribe([audio[a:b]])[0].best for a, b in pieces]
     reference = " ".join(e.text for e in EVAL[:5])
-    assert corpus_wer([reference], [whole.text]) <= corpus_wer([reference], [" ".join(h.text for h in alone)]) + 0.05
+    assert corpus_wer([reference], [whole.text]) <= corpus_wer([reference], [" ".join(h.text for h in alone)]) + 0.02
     starts = [w.start_s for w in whole.words]
-    assert starts == sorted(starts) and abs(len(whole.words) - sum(len(h.words) for h in alone)) <= 2
+    assert starts == sorted(starts) and abs(len(whole.words) - sum(len(h.words) for h in alone)) <= 1
     assert whole.words[-1].end_s <= spans[-1][1] + 0.4 and whole.words[0].start_s >= spans[0][0] - 0.3
 
 
