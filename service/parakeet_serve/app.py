@@ -131,7 +131,8 @@ class Application:
             engine = self._engine or await loop.run_in_executor(worker, engine_for, s)
             if s.warmup:
                 await loop.run_in_executor(worker, engine.warmup)
-            streamer = self._streamer = engine.streamer(s.stream_context_seconds)
+            # On the worker too: building a streamer runs the encoder's subsampling once.
+            streamer = self._streamer = await loop.run_in_executor(worker, engine.streamer, s.stream_context_seconds)
             if streamer is not None:
                 self._stream_mode = stream_mode(s.stream_mode, streamer.trained_for_streaming)
             max_streams = 0 if streamer is None else s.max_streams or await loop.run_in_executor(

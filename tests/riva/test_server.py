@@ -4,6 +4,7 @@ limits and connection age."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,11 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from parakeet_serve.engine import NemoEngine
 from parakeet_serve.errors import SettingsError
 from parakeet_serve.riva.server import RIVA_ASR_SERVICE
 from parakeet_serve.settings import load_settings
-from tests.conftest import Served, ServeFactory, pcm16, rpc_code, speechlike
+from tests.conftest import LoopThread, Served, ServeFactory, pcm16, rpc_code, speechlike, start_server
 from tests.riva.test_bad_input import WAV
 from tests.test_cli import free_port
 
@@ -178,3 +180,50 @@ def test_max_connection_age_closes_old_connections_after_their_grace_and_not_bef
     assert _stream_seconds(patient, 2.5) == grpc.StatusCode.OK
     strict = serve(max_connection_age_s=0.5, max_connection_age_grace_s=0.5)
     assert _stream_seconds(strict, 2.5) == grpc.StatusCode.UNAVAILABLE
+
+
+class ThreadRecorder:
+    """The real engine and its streamer, noting which thread each model call runs on."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+        self.threads: dict[str, set[str]] = {}
+
+    def _note(self, call: str) -> None:
+        self.threads.setdefault(call, set()).add(threading.current_thread().name)
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self._engine, name)
+        if name not in ("warmup", "transcribe", "streamer", "measure_capacity", "step"):
+            return value
+
+        def call(*args: object, **kwargs: object) -> object:
+            self._note(name)
+            result = value(*args, **kwargs)  # type: ignore[operator]
+            return ThreadRecorder._sharing(result, self) if name == "streamer" else result
+
+        return call
+
+    @staticmethod
+    def _sharing(streamer: object, parent: ThreadRecorder) -> ThreadRecorder:
+        child = ThreadRecorder(streamer)
+        child.threads = parent.threads
+        return child
+
+
+def test_every_model_call_runs_on_the_inference_thread(loop_thread: LoopThread, engine: NemoEngine) -> None:
+    """Torch's OpenMP keeps a thread team per calling thread; a second team on a 2-core machine made
+    every batch a third slower (the streamer was once built on the event loop's thread)."""
+    recorder = ThreadRecorder(engine)
+    served = start_server(loop_thread, recorder, warmup=True, max_streams=0)
+    try:
+        served.asr().offline_recognize(pcm16(speechlike(1.0)), riva.client.RecognitionConfig(
+            encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000, language_code="en-US"))
+        streaming = riva.client.StreamingRecognitionConfig(config=riva.client.RecognitionConfig(
+            encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=16000, language_code="en-US"))
+        list(served.asr().streaming_response_generator([pcm16(speechlike(1.0))], streaming))
+    finally:
+        served.stop()
+    assert set(recorder.threads) == {"warmup", "transcribe", "streamer", "measure_capacity", "step"}
+    assert all(name.startswith("inference") for names in recorder.threads.values() for name in names), \
+        recorder.threads
