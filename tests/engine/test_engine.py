@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parakeet_serve.bench.clips import read_audio
 from parakeet_serve.engine import NemoEngine, load_engine
-from parakeet_serve.errors import ModelLoadError
+from parakeet_serve.errors import ModelLoadError, SettingsError
+from parakeet_serve.evaluation import corpus_wer, read_manifest
 from tests.conftest import HEADS, SAMPLE_RATE, speechlike
+from tests.test_demo_model import SEEN_VOICES
 
 EXPECTED_DECODER = {"ctc": "ctc", "rnnt": "rnnt", "tdt": "tdt", "hybrid_rnnt_ctc": "rnnt", "hybrid_tdt_ctc": "tdt"}
 
@@ -127,6 +130,25 @@ def test_decoder_that_the_model_lacks_is_refused(tiny_models: dict[str, Path]) -
         load_engine(str(tiny_models["rnnt"]), decoder="ctc")
     with pytest.raises(ModelLoadError, match="RNN-T"):
         load_engine(str(tiny_models["rnnt"]), decoder="tdt")
+
+
+def test_fp16_on_a_cpu_is_refused_rather_than_run_as_fp32(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(SettingsError, match="fp16 precision needs a CUDA device") as info:
+        load_engine(str(tiny_models["rnnt"]), device="cpu", precision="fp16")
+    assert "\n" not in str(info.value)
+
+
+def test_bf16_on_a_cpu_runs_in_bf16_and_hears_as_well_as_fp32(demo_engine: NemoEngine) -> None:
+    """Asked for, bf16 runs on a CPU (it once fell back to fp32 unsaid); on real speech it must not
+    cost accuracy."""
+    bf16 = load_engine("demo", precision="bf16")
+    assert bf16.info.precision == "bfloat16" and demo_engine.info.precision == "float32"
+    entries = read_manifest(SEEN_VOICES)
+    audios = [read_audio(e) for e in entries]
+    references = [e.text for e in entries]
+    wer = {name: corpus_wer(references, [t.best.text for t in engine.transcribe(audios)])
+           for name, engine in (("fp32", demo_engine), ("bf16", bf16))}
+    assert wer["bf16"] <= wer["fp32"] + 0.01, wer
 
 
 @pytest.mark.parametrize("backend", ["nemo", "onnx"])

@@ -28,7 +28,7 @@ from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, runners_up
 from parakeet_serve.engine.words import TokenSpan, group_words, hypothesis_of, token_logprobs
-from parakeet_serve.errors import ModelLoadError
+from parakeet_serve.errors import ModelLoadError, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,8 @@ class NemoEngine:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            with torch.autocast("cuda", dtype=self.dtype):
+        if self.dtype != torch.float32:
+            with torch.autocast(self.device.type, dtype=self.dtype):
                 yield
         else:
             yield
@@ -382,7 +382,9 @@ def _pick_device(device: str) -> torch.device:
 
 def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda":
-        return torch.float32  # half precision on CPU is slower and less accurate
+        if precision == "fp16":  # CPUs have no fast fp16 arithmetic; refusing beats silently running fp32
+            raise SettingsError("fp16 precision needs a CUDA device; use bf16 or fp32 on a CPU.")
+        return torch.bfloat16 if precision == "bf16" else torch.float32
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
