@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--files-per-stream", type=int, default=0, help="0 shares the manifest between the streams")
     stream.add_argument("--stop-history-ms", type=int, default=0, help="endpointing silence (0: server default)")
     stream.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    stream.add_argument("--stagger-s", type=float, default=1.0, help="spread the streams' starts evenly over this "
+                        "many seconds, as independent callers are (0: all at once, in phase)")
     stream.add_argument("--ramp", action="store_true",
                         help="find the most streams whose p95 end of speech -> final stays within --objective-ms")
     stream.add_argument("--objective-ms", type=float, default=1050.0, help="the ramp's latency objective")
@@ -320,7 +322,7 @@ def _run_bench_stream(args: argparse.Namespace) -> None:
 
     options = StreamBenchOptions(
         streams=args.streams, chunk_ms=args.chunk_ms, gap_s=args.gap_s, realtime=not args.fast,
-        stop_history_ms=args.stop_history_ms, files_per_stream=args.files_per_stream,
+        stop_history_ms=args.stop_history_ms, files_per_stream=args.files_per_stream, stagger_s=args.stagger_s,
     )
     with (_bench_entries(args) as entries, _bench_target(args) as (target, context),
           _progress("streamed", "s", 1 / 16000) as bar):

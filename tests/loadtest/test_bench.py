@@ -84,10 +84,10 @@ def test_joined_clips_are_the_files_one_after_another_and_long_enough(tmp_path: 
 
 def test_bench_stream_reports_latencies_amplification_and_both_wers(demo_server: Served, tmp_path: Path) -> None:
     doc = run_bench(tmp_path, "stream", "--server", demo_server.address, "--streams", "2",
-                    "--files-per-stream", "1", "--gap-s", "1.0")
+                    "--files-per-stream", "1", "--gap-s", "1.0", "--stagger-s", "3")
     assert_context(doc, "stream")
     assert doc["server"]["started_here"] is False and doc["server"]["settings"] is None
-    assert doc["options"]["streams"] == 2 and doc["options"]["realtime"] is True
+    assert doc["options"]["streams"] == 2 and doc["options"]["realtime"] is True and doc["options"]["stagger_s"] == 3
     r = doc["results"]
     assert r["streams"] == 2 and r["admitted"] == 2 and r["codes"] == {"OK": 2}
     assert_percentiles(r["interim_ms"], upper_ms=5000)
@@ -95,6 +95,8 @@ def test_bench_stream_reports_latencies_amplification_and_both_wers(demo_server:
     assert 1.0 <= r["compute_amplification"] < 2.0
     assert 0 <= r["streamed_wer"] <= 1.5 and 0 <= r["offline_wer"] <= 1.5
     assert r["audio_s"] > 2 and r["wall_s"] >= r["audio_s"] / 2 * 0.9  # two streams at real-time pace
+    second = read_manifest(demo_manifest())[1]  # the second stream's file, sent from 1.5 s on
+    assert r["wall_s"] >= 1.5 + second.duration_s + 1.0
 
 
 @pytest.mark.parametrize(("objective_ms", "held", "trials"), [(60_000, 2, [1, 2]), (1, 0, [1])])

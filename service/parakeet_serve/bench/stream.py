@@ -37,6 +37,9 @@ class StreamBenchOptions:
     stop_history_ms: int = 0  # 0: the server's default
     files_per_stream: int = 0  # 0: the manifest is shared out between the streams
     offline_wer: bool = True  # also recognise the streamed files with Recognize, for the WER beside
+    # Stream k of n starts k/n of this later. Callers who start at once stay in phase: every stream's
+    # step then reaches the server in the same few milliseconds, a burst independent callers never make.
+    stagger_s: float = 1.0
 
 
 @dataclass
@@ -86,7 +89,8 @@ async def bench_stream(
     async with grpc.aio.insecure_channel(target) as channel:
         stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)
         started = time.perf_counter()
-        results = await asyncio.gather(*(_one_stream(stub, clip, options, progress) for clip in clips))
+        results = await asyncio.gather(*(_one_stream(stub, clip, options, progress, options.stagger_s * k / len(clips))
+                                         for k, clip in enumerate(clips)))
         wall = time.perf_counter() - started
     admitted = [r for r in results if r.code == "OK"]
     offline_wer = None
@@ -119,7 +123,9 @@ async def _one_stream(
     clip: Clip,
     options: StreamBenchOptions,
     progress: Callable[[int], None],
+    delay_s: float = 0.0,
 ) -> _StreamResult:
+    await asyncio.sleep(delay_s)
     timeline = Timeline(clip, options.chunk_ms)
 
     async def requests() -> AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest]:
