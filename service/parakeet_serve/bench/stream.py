@@ -1,7 +1,8 @@
 """Streaming benchmark: N concurrent real-time streams of an evaluation set through a server.
 
 Each stream sends its share of the manifest's files one after another, each followed by a gap of
-silence, in chunks paced like a microphone. From the responses it measures
+silence, in chunks paced like a microphone; the streams' starts are spread over `stagger_s`, as
+independent callers' are. From the responses it measures
 
 * interim latency: arrival of the audio an interim covers (`audio_processed`) -> the interim;
 * end of speech -> final: the file's last voiced 10 ms (energy) -> the first final after it;
