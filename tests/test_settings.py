@@ -38,6 +38,8 @@ def test_environment_and_port_alias(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"PARAKEET_GRPC_TLS": "1", "PARAKEET_GRPC_CERT": "/no/such.crt", "PARAKEET_GRPC_KEY": "/no/such.key"},
          "no such file"),
         ({"PARAKEET_GRPC_CLIENT_CA": "/ca.pem"}, "needs PARAKEET_GRPC_TLS"),
+        ({"PARAKEET_BACKEND": "onnx", "PARAKEET_PRECISION": "bf16"}, "PARAKEET_PRECISION=bf16 applies to the nemo"),
+        ({"PARAKEET_ONNX_INT8": "true"}, "PARAKEET_ONNX_INT8=true needs PARAKEET_BACKEND=onnx"),
     ],
 )
 def test_bad_values_name_the_variable_and_value(monkeypatch: pytest.MonkeyPatch, env: dict, phrase: str) -> None:

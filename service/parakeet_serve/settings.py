@@ -163,6 +163,11 @@ class Settings(BaseSettings):
             raise ValueError("PARAKEET_GRPC_TLS=true needs PARAKEET_GRPC_CERT and PARAKEET_GRPC_KEY")
         if self.grpc_client_ca is not None and not self.grpc_tls:
             raise ValueError("PARAKEET_GRPC_CLIENT_CA needs PARAKEET_GRPC_TLS=true")
+        if self.backend == "onnx" and self.precision not in ("auto", "fp32"):
+            raise ValueError(f"PARAKEET_PRECISION={self.precision} applies to the nemo backend; the onnx backend "
+                             "runs fp32, or int8 with PARAKEET_ONNX_INT8=true")
+        if self.onnx_int8 and self.backend != "onnx":
+            raise ValueError("PARAKEET_ONNX_INT8=true needs PARAKEET_BACKEND=onnx")
         if self.health_port and self.health_port == self.port:
             raise ValueError(f"PARAKEET_HEALTH_PORT={self.health_port} is the gRPC port; pick another or 0")
         for name in ("grpc_cert", "grpc_key", "grpc_client_ca"):
