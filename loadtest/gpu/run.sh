@@ -27,13 +27,12 @@ for size in ${SIZES:-0.6b 1.1b}; do
   # TensorRT also its libraries): offline, and the same stream ramp.
   if python -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
     parakeet-serve export --model "$model" --out "$models/onnx-$size"
-    for provider in ${ONNX_PROVIDERS:-cuda tensorrt}; do
+    for provider in ${ONNX_PROVIDERS:-cuda tensorrt}; do (
       export PARAKEET_BACKEND=onnx PARAKEET_ONNX_PROVIDER=$provider PARAKEET_PRECISION=auto  # ONNX runs fp32
       parakeet-serve bench offline --model "$models/onnx-$size" \
         --concurrency 256 --repeat 20 --json "loadtest/results/$gpu-$size-onnx-$provider-offline.json"
       parakeet-serve bench stream --model "$models/onnx-$size" --ramp --streams 64 --objective-ms 300 \
         --stop-history-ms 160 --chunk-ms 160 --files-per-stream 2 --json "loadtest/results/$gpu-$size-onnx-$provider-stream.json"
-      unset PARAKEET_BACKEND PARAKEET_ONNX_PROVIDER && export PARAKEET_PRECISION=bf16
-    done
+    ) done
   fi
 done

@@ -185,30 +185,21 @@ def test_max_connection_age_closes_old_connections_after_their_grace_and_not_bef
 class ThreadRecorder:
     """The real engine and its streamer, noting which thread each model call runs on."""
 
-    def __init__(self, engine: object) -> None:
-        self._engine = engine
-        self.threads: dict[str, set[str]] = {}
-
-    def _note(self, call: str) -> None:
-        self.threads.setdefault(call, set()).add(threading.current_thread().name)
+    def __init__(self, wrapped: object, threads: dict[str, set[str]] | None = None) -> None:
+        self._wrapped = wrapped
+        self.threads: dict[str, set[str]] = {} if threads is None else threads
 
     def __getattr__(self, name: str) -> object:
-        value = getattr(self._engine, name)
+        value = getattr(self._wrapped, name)
         if name not in ("warmup", "transcribe", "streamer", "measure_capacity", "step"):
             return value
 
         def call(*args: object, **kwargs: object) -> object:
-            self._note(name)
+            self.threads.setdefault(name, set()).add(threading.current_thread().name)
             result = value(*args, **kwargs)  # type: ignore[operator]
-            return ThreadRecorder._sharing(result, self) if name == "streamer" else result
+            return ThreadRecorder(result, self.threads) if name == "streamer" else result
 
         return call
-
-    @staticmethod
-    def _sharing(streamer: object, parent: ThreadRecorder) -> ThreadRecorder:
-        child = ThreadRecorder(streamer)
-        child.threads = parent.threads
-        return child
 
 
 def test_every_model_call_runs_on_the_inference_thread(loop_thread: LoopThread, engine: NemoEngine) -> None:
