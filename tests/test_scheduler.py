@@ -16,7 +16,7 @@ import pytest
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Hypothesis, Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
-from parakeet_serve.scheduler import Scheduler
+from parakeet_serve.scheduler import MAX_WINDOWS, Scheduler
 
 
 class HeldEngine:
@@ -119,6 +119,27 @@ def test_window_gathers_work_that_arrives_within_it() -> None:
         await asyncio.gather(first, second)
         assert engine.batches == [[1, 2]]
         await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_waits_while_requests_keep_arriving_but_no_longer_than_max_windows() -> None:
+    """Callers answered together send again a few ms apart: each arrival within a window of the last
+    keeps the batch open, so they are not split at one window from the first; the wait has a cap."""
+    async def scenario() -> None:
+        engine = HeldEngine()
+        scheduler = await started(engine, window_s=0.1, max_batch=32, capacity=64)
+        requests = []
+        for n in range(1, 17):  # one every 40 ms for 640 ms: each within a window of the one before
+            requests.append(asyncio.create_task(scheduler.transcribe(audio(n))))
+            await asyncio.sleep(0.04)
+        await asyncio.gather(*requests)
+        await scheduler.stop()
+        first = engine.batches[0]
+        assert first == list(range(1, len(first) + 1))
+        assert len(first) > 3  # more than the three arrivals of the first window
+        assert len(first) <= MAX_WINDOWS * 0.1 / 0.04 + 1  # closed after MAX_WINDOWS windows, not at the 16th
+        assert [n for batch in engine.batches for n in batch] == list(range(1, 17))
 
     asyncio.run(scenario())
 

@@ -278,11 +278,14 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     from parakeet_serve.app import engine_for
     from parakeet_serve.bench import offline
 
-    options = offline.OfflineOptions(concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm)
     contexts = [riva_asr_pb2.SpeechContext(phrases=[p.strip() for p in args.boost.read_text().splitlines()
                                                     if p.strip()], boost=args.boost_value)] if args.boost else []
     server_runs, boosted_runs, engine_runs, encoder_runs, reference_runs = [], [], [], [], []
     with _bench_entries(args) as entries, _bench_target(args) as (target, context):
+        options = offline.OfflineOptions(  # the server says what its batches hold
+            concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm,
+            max_batch=int(context["server"]["models"][0]["parameters"]["max_batch_size"]),
+        )
         engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
         nemo_model = _nemo_model(args.model) if args.nemo_transcribe else None
         for n in range(1, options.rounds + 1):  # the sides take turns, never sharing the machine
@@ -294,12 +297,12 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
                                                                           contexts)))
             if engine is not None:
                 with _progress(f"round {n}: in process", "file") as bar:
-                    engine_runs.append(offline.run_in_process(engine, entries, options.concurrency, bar.update))
+                    engine_runs.append(offline.run_in_process(engine, entries, options.batch, bar.update))
                 with _progress(f"round {n}: encoder only", "file") as bar:
-                    encoder_runs.append(offline.run_encoder_only(engine, entries, options.concurrency, bar.update))
+                    encoder_runs.append(offline.run_encoder_only(engine, entries, options.batch, bar.update))
             if nemo_model is not None:
                 print(f"round {n}: NeMo transcribe()", file=sys.stderr)
-                reference_runs.append(offline.run_nemo_transcribe(nemo_model, entries, options.concurrency))
+                reference_runs.append(offline.run_nemo_transcribe(nemo_model, entries, options.batch))
     report = offline.report(options, server_runs, engine_runs, boosted_runs, reference_runs, encoder_runs)
     _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
                     {**context, "options": dataclasses.asdict(options)})

@@ -2,8 +2,9 @@
 
 Two kinds of work share one inference thread: whole audios (`Recognize`) in a bounded queue
 with a time-to-live, and streaming steps of admitted streams. One asyncio task gathers work
-(up to `max_batch` of each kind, waiting at most `window_s` for more once it has some, a little
-longer for `Recognize` requests known to be decoding their audio), drops
+(up to `max_batch` of each kind; once it has some, stream steps wait at most `window_s` for more,
+requests as long as each arrives within `window_s` of the last, for at most `MAX_WINDOWS` windows,
+and a little longer for requests known to be decoding their audio), drops
 offline entries whose caller left or that waited past their time-to-live, and runs a batch of
 stream steps, then a batch of offline work, in turn: neither kind can starve the other, and
 the event loop never waits on the model.
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 # audio: closed-loop callers all send again when a batch answers them, and without this wait their
 # requests split into two half-full batches that alternate for good.
 ARRIVAL_GRACE_S = 0.05
+
+# While requests keep arriving, a batch waits for them up to this many windows: answered callers
+# send again within a few ms of each other, and a window counted from the first of them split their
+# requests into a full batch and a small one (13 batches instead of 11 for the demo set at 32 callers).
+MAX_WINDOWS = 4
 
 
 class BatchEngine(Protocol):
@@ -253,19 +259,27 @@ class Scheduler:
             await self._execute(jobs)
 
     async def _gather(self) -> None:
-        """Wait for work, then up to `window_s` for a fuller batch (longer for announced requests)."""
+        """Wait for work, then for a fuller batch: stream steps up to `window_s`; requests until
+        `window_s` passes with none arriving, at most `MAX_WINDOWS` windows (longer for announced ones)."""
         while not (self._queue or self._steps or self._finals):
             self._wake.clear()
             await self._wake.wait()
-        began = time.monotonic()
+        began = last = time.monotonic()
+        queued = len(self._queue)
         while max(len(self._queue), len(self._steps)) < self._max_batch:
-            grace = ARRIVAL_GRACE_S if self._arriving and not self._steps else 0.0  # steps keep their pace
-            remaining = began + self._window_s + grace - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if len(self._queue) > queued:
+                queued, last = len(self._queue), now
+            if self._steps:  # steps keep their pace
+                deadline = began + self._window_s
+            else:
+                grace = ARRIVAL_GRACE_S if self._arriving else 0.0
+                deadline = min(last, began + (MAX_WINDOWS - 1) * self._window_s) + self._window_s + grace
+            if deadline <= now:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                await asyncio.wait_for(self._wake.wait(), deadline - now)
 
     def _take(self, queue: deque) -> list:
         return [queue.popleft() for _ in range(min(len(queue), self._max_batch))]

@@ -35,14 +35,19 @@ def assert_context(doc: dict[str, Any], mode: str) -> None:
     assert [m["name"] for m in doc["server"]["models"]] and doc["server"]["target"]
 
 
-def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_process(tmp_path: Path) -> None:
+def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARAKEET_MICROBATCH_MAX_BATCH", "2")  # the server it starts batches at most 2
     (tmp_path / "boost.txt").write_text("anna\nrachel young\n")
     doc = run_bench(tmp_path, "offline", "--model", "demo", "--files", "6", "--concurrency", "3", "--rounds", "2",
                     "--boost", str(tmp_path / "boost.txt"), "--nemo-transcribe")
     assert_context(doc, "offline")
     assert doc["server"]["started_here"] is True
     assert doc["server"]["settings"]["model_id"] == "demo"
-    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2, "pcm": False}
+    # 3 callers, but the in-process side runs the batches of 2 the server runs
+    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2, "pcm": False, "max_batch": 2}
+    assert doc["results"]["in_process_batch"] == 2
     # which decoder NeMo really ran, as the warmed-up server says (label looping; CUDA graphs only on a GPU)
     decoding = doc["server"]["models"][0]["parameters"]["decoding"]
     assert decoding == "GreedyBatchedRNNTLabelLoopingComputer, cuda_graphs=off"

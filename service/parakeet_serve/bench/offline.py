@@ -2,7 +2,8 @@
 
 The server side sends each file as it is stored (the server decodes it) from N concurrent
 callers and measures per-request latency and RTFx (audio seconds per wall second). The
-in-process side decodes the same files and runs the engine on batches of N in this process,
+in-process side decodes the same files and runs the engine on batches of N (at most what the
+server's batches hold) in this process,
 without gRPC, queue or scheduler: the server's RTFx over the engine's is the server overhead. The
 engine's featuriser and encoder alone on the same batches give the compute ceiling both are
 fractions of (decoding, words and serving are what the rest costs). With `--nemo-transcribe`,
@@ -36,6 +37,12 @@ class OfflineOptions:
     warmup_requests: int = 8  # sent before timing: the first batches pay lazy initialisation
     rounds: int = 1  # server and in-process runs alternate this many times; the best of each counts
     pcm: bool = False  # send the files decoded, as 16 kHz LINEAR_PCM: the server then decodes nothing either
+    max_batch: int = 32  # the most requests the server's batches hold (its microbatch_max_batch)
+
+    @property
+    def batch(self) -> int:
+        """The in-process side's batch: what the server's batches hold with this many callers."""
+        return min(self.concurrency, self.max_batch)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class OfflineReport:
     server_overhead_ratio: float | None  # server RTFx / in-process RTFx: 1.0 means the server costs nothing
     round_rtfx: list[float]  # every round's figures, the best of which are above
     round_in_process_rtfx: list[float]
+    in_process_batch: int | None = None  # the in-process side's batch size (None when not run)
     boosted_rtfx: float | None = None  # the same requests with word boosting (None when not run)
     boosted_wer: float | None = None
     boosted_throughput_ratio: float | None = None  # boosted RTFx / plain RTFx, best rounds
@@ -80,7 +88,7 @@ class OfflineReport:
             ]
         if self.in_process_rtfx is not None:
             rows += [
-                ("in-process RTFx (best round)", f"{self.in_process_rtfx:.1f}"),
+                (f"in-process RTFx (best round, batches of {self.in_process_batch})", f"{self.in_process_rtfx:.1f}"),
                 ("server / in-process RTFx", f"{self.server_overhead_ratio:.3f}"),
                 ("WER in process", f"{self.in_process_wer:.2%}"),
                 ("tokens per encoder frame", f"{self.tokens_per_frame:.3f}"),
@@ -273,6 +281,7 @@ def report(
         server_overhead_ratio=max(rtfx) / engine_best[0] if engine_best and engine_best[0] else None,
         round_rtfx=[round(x, 2) for x in rtfx],
         round_in_process_rtfx=[round(x, 2) for x, _, _ in in_process],
+        in_process_batch=options.batch if engine_best else None,
         boosted_rtfx=_rtfx(best_boosted) if best_boosted else None,
         boosted_wer=best_boosted.wer if best_boosted else None,
         boosted_throughput_ratio=_rtfx(best_boosted) / max(rtfx) if best_boosted and max(rtfx) else None,
