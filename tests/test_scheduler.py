@@ -144,6 +144,23 @@ def test_a_batch_waits_while_requests_keep_arriving_but_no_longer_than_max_windo
     asyncio.run(scenario())
 
 
+def test_a_streams_final_waits_one_window_however_many_requests_keep_arriving() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        scheduler = await started(engine, window_s=0.1, max_batch=32, capacity=64)
+        final = asyncio.create_task(scheduler.transcribe_final(audio(100)))
+        requests = []
+        for n in range(1, 9):  # one every 40 ms: without the stream's final, they would keep the batch open
+            requests.append(asyncio.create_task(scheduler.transcribe(audio(n))))
+            await asyncio.sleep(0.04)
+        await asyncio.gather(final, *requests)
+        await scheduler.stop()
+        assert engine.batches[0] == [100]
+        assert len(engine.batches[1]) <= 3  # only the requests of the final's window went with it
+
+    asyncio.run(scenario())
+
+
 def test_full_queue_refuses_with_a_retry_hint() -> None:
     async def scenario() -> None:
         engine = HeldEngine()

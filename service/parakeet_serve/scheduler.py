@@ -2,7 +2,7 @@
 
 Two kinds of work share one inference thread: whole audios (`Recognize`) in a bounded queue
 with a time-to-live, and streaming steps of admitted streams. One asyncio task gathers work
-(up to `max_batch` of each kind; once it has some, stream steps wait at most `window_s` for more,
+(up to `max_batch` of each kind; once it has some, streams' work waits at most `window_s` for more,
 requests as long as each arrives within `window_s` of the last, for at most `MAX_WINDOWS` windows,
 and a little longer for requests known to be decoding their audio), drops
 offline entries whose caller left or that waited past their time-to-live, and runs a batch of
@@ -259,8 +259,9 @@ class Scheduler:
             await self._execute(jobs)
 
     async def _gather(self) -> None:
-        """Wait for work, then for a fuller batch: stream steps up to `window_s`; requests until
-        `window_s` passes with none arriving, at most `MAX_WINDOWS` windows (longer for announced ones)."""
+        """Wait for work, then for a fuller batch: with streams' work waiting, up to `window_s`; with
+        only requests, until `window_s` passes with none arriving, at most `MAX_WINDOWS` windows (longer
+        for announced ones)."""
         while not (self._queue or self._steps or self._finals):
             self._wake.clear()
             await self._wake.wait()
@@ -270,7 +271,7 @@ class Scheduler:
             now = time.monotonic()
             if len(self._queue) > queued:
                 queued, last = len(self._queue), now
-            if self._steps:  # steps keep their pace
+            if self._steps or self._finals:  # streams keep their pace
                 deadline = began + self._window_s
             else:
                 grace = ARRIVAL_GRACE_S if self._arriving else 0.0
