@@ -284,7 +284,7 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     with _bench_entries(args) as entries, _bench_target(args) as (target, context):
         options = offline.OfflineOptions(  # the server says what its batches hold
             concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm,
-            max_batch=int(context["server"]["models"][0]["parameters"]["max_batch_size"]),
+            max_batch=_served_parameter(context, "max_batch_size"),
         )
         engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
         nemo_model = _nemo_model(args.model) if args.nemo_transcribe else None
@@ -306,6 +306,11 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     report = offline.report(options, server_runs, engine_runs, boosted_runs, reference_runs, encoder_runs)
     _print_and_save(args, f"Recognize of {len(entries)} files against {target}:", report, "offline",
                     {**context, "options": dataclasses.asdict(options)})
+
+
+def _served_parameter(context: dict[str, Any], name: str) -> int:
+    """A number the bench's server reports about its model (`GetRivaSpeechRecognitionConfig`)."""
+    return int(context["server"]["models"][0]["parameters"][name])
 
 
 def _nemo_model(model_id: str) -> Any:
@@ -330,7 +335,7 @@ def _run_bench_stream(args: argparse.Namespace) -> None:
     with (_bench_entries(args) as entries, _bench_target(args) as (target, context),
           _progress("streamed", "s", 1 / 16000) as bar):
         if args.capacity_multiple:
-            admits = int(context["server"]["models"][0]["parameters"]["max_streams"])
+            admits = _served_parameter(context, "max_streams")
             options = dataclasses.replace(options, streams=math.ceil(args.capacity_multiple * admits))
         if args.ramp:
             report: Any = asyncio.run(ramp_streams(target, entries, options, args.objective_ms, args.max_streams,

@@ -265,15 +265,13 @@ class Scheduler:
         while not (self._queue or self._steps or self._finals):
             self._wake.clear()
             await self._wake.wait()
-        began = last = time.monotonic()
-        queued = len(self._queue)
+        began = time.monotonic()
         while max(len(self._queue), len(self._steps)) < self._max_batch:
             now = time.monotonic()
-            if len(self._queue) > queued:
-                queued, last = len(self._queue), now
             if self._steps or self._finals:  # streams keep their pace
                 deadline = began + self._window_s
             else:
+                last = max(began, self._queue[-1].enqueued) if self._queue else began  # the newest arrival
                 grace = ARRIVAL_GRACE_S if self._arriving else 0.0
                 deadline = min(last, began + (MAX_WINDOWS - 1) * self._window_s) + self._window_s + grace
             if deadline <= now:
