@@ -16,27 +16,46 @@ import pytest
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Hypothesis, Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
-from parakeet_serve.scheduler import MAX_WINDOWS, Scheduler
+from parakeet_serve.scheduler import MAX_FINISHING, MAX_WINDOWS, Scheduler
+
+
+class HeldWords:
+    """A recognition whose words are built once `gate` is set, noting the thread that builds them."""
+
+    def __init__(self, text: str, engine: HeldEngine) -> None:
+        self.text, self.engine = text, engine
+
+    def transcript(self) -> Transcript:
+        self.engine.built_on.append(threading.current_thread().name)
+        self.engine.words_gate.wait(30)
+        if self.engine.fail_words:
+            raise ValueError("no words")
+        return Transcript((Hypothesis(self.text, 1.0),))
 
 
 class HeldEngine:
-    """Answers each audio with its length; blocks while `gate` is clear."""
+    """Answers each audio with its length; blocks while `gate` is clear, and its answers' words are
+    built only while `words_gate` is set."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.gate.set()
+        self.words_gate = threading.Event()
+        self.words_gate.set()
         self.batches: list[list[int]] = []
+        self.built_on: list[str] = []
         self.entered = 0
         self.fail = False
+        self.fail_words = False
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
-                   boosts: Sequence[object] | None = None) -> list[Transcript]:
+    def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                  boosts: Sequence[object] | None = None) -> list[HeldWords]:
         self.entered += 1
         self.gate.wait(30)
         self.batches.append([len(a) for a in audios])
         if self.fail:
             raise RuntimeError("model exploded")
-        return [Transcript((Hypothesis(str(len(a)), 1.0),)) for a in audios]
+        return [HeldWords(str(len(a)), self) for a in audios]
 
 
 class StepRecorder:
@@ -226,6 +245,40 @@ def test_a_failed_batch_fails_its_callers_and_the_scheduler_goes_on() -> None:
         with pytest.raises(RuntimeError, match="exploded"):
             await scheduler.transcribe(audio(1))
         engine.fail = False
+        assert (await scheduler.transcribe(audio(2))).best.text == "2"
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_next_batch_runs_while_the_last_ones_words_are_built_on_another_thread() -> None:
+    """Building text and words is Python that would idle a GPU: the inference thread leaves it to the
+    finishing thread and goes on, at most `MAX_FINISHING` batches ahead."""
+
+    async def scenario() -> None:
+        engine = HeldEngine()
+        engine.words_gate.clear()
+        scheduler = await started(engine, max_batch=1)
+        requests = [asyncio.create_task(scheduler.transcribe(audio(n))) for n in (1, 2, 3)]
+        await until(lambda: len(engine.batches) == MAX_FINISHING)  # batches ran, none answered yet
+        await asyncio.sleep(0.05)
+        assert len(engine.batches) == MAX_FINISHING and not any(r.done() for r in requests)
+        engine.words_gate.set()
+        assert [t.best.text for t in await asyncio.gather(*requests)] == ["1", "2", "3"]
+        assert engine.built_on and all(name.startswith("finish") for name in engine.built_on)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_words_that_fail_to_build_fail_their_callers_and_the_scheduler_goes_on() -> None:
+    async def scenario() -> None:
+        engine = HeldEngine()
+        scheduler = await started(engine)
+        engine.fail_words = True
+        with pytest.raises(ValueError, match="no words"):
+            await scheduler.transcribe(audio(1))
+        engine.fail_words = False
         assert (await scheduler.transcribe(audio(2))).best.text == "2"
         await scheduler.stop()
 

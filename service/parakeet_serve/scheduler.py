@@ -7,7 +7,8 @@ requests as long as each arrives within `window_s` of the last, for at most `MAX
 and a little longer for requests known to be decoding their audio), drops
 offline entries whose caller left or that waited past their time-to-live, and runs a batch of
 stream steps, then a batch of offline work, in turn: neither kind can starve the other, and
-the event loop never waits on the model.
+the event loop never waits on the model. A batch's text and words are built on a second thread
+while the inference thread runs the next batch (on a GPU it would otherwise idle meanwhile).
 
 Streams are admitted up to `max_streams` at a time; an admitted stream's steps are never
 refused, so a stream that got in keeps its latency while newcomers are turned away. The same holds
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.types import StepOutput, StreamInput, Transcript
+from parakeet_serve.engine.types import Recognition, StepOutput, StreamInput, Transcript
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
 from parakeet_serve.telemetry import Metrics, Timing
 
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 # requests split into two half-full batches that alternate for good.
 ARRIVAL_GRACE_S = 0.05
 
+# Batches whose words may be building at once: the inference thread runs ahead of the finishing one
+# by at most this many batches, so a slow finisher cannot pile up finished work in memory.
+MAX_FINISHING = 2
+
 # While requests keep arriving, a batch waits for them up to this many windows: answered callers
 # send again within a few ms of each other, and a window counted from the first of them split their
 # requests into a full batch and a small one (13 batches instead of 11 for the demo set at 32 callers).
@@ -53,8 +58,8 @@ MAX_WINDOWS = 4
 class BatchEngine(Protocol):
     """What the scheduler needs of an engine."""
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
-                   boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
+    def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                  boosts: Sequence[WordBoost | None] | None = None) -> list[Recognition]:
         ...
 
 
@@ -94,6 +99,10 @@ def inference_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
 
+def _transcripts(recognitions: Sequence[Recognition]) -> list[Transcript]:
+    return [r.transcript() for r in recognitions]
+
+
 class Scheduler:
     """Queues recognition work and streaming steps and runs them in micro-batches on one thread."""
 
@@ -124,6 +133,8 @@ class Scheduler:
         self._steps: deque[_Step] = deque()
         self._wake = asyncio.Event()
         self._worker = worker or inference_thread()
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")  # no torch on it
+        self._finishing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._metrics = metrics or Metrics()
         self._metrics.bind_queue(lambda: self.active_streams, max_streams, lambda: len(self._queue), capacity)
@@ -137,6 +148,7 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.gather(*self._finishing, return_exceptions=True)  # batches already run are answered
         for pending in (*self._queue, *self._finals, *self._steps):
             if not pending.reply.done():
                 pending.reply.set_exception(NotReady("The server is shutting down."))
@@ -144,6 +156,7 @@ class Scheduler:
         self._finals.clear()
         self._steps.clear()
         self._worker.shutdown(wait=True)
+        self._finisher.shutdown(wait=True)
 
     @property
     def queued(self) -> int:
@@ -312,11 +325,26 @@ class Scheduler:
         return True
 
     async def _execute(self, batch: list[_Job]) -> None:
-        transcripts = await self._call(
-            batch, self._engine.transcribe, [j.audio for j in batch], [j.alternatives for j in batch],
+        """Run a batch on the inference thread and hand its words to the finishing thread, returning
+        as soon as the model is done (after waiting for room among the batches still finishing)."""
+        recognitions = await self._call(
+            batch, self._engine.recognise, [j.audio for j in batch], [j.alternatives for j in batch],
             [j.boost for j in batch],
         )
-        if transcripts is None:
+        if recognitions is None:
+            return
+        task = asyncio.create_task(self._finish(batch, recognitions))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        if len(self._finishing) >= MAX_FINISHING:
+            await asyncio.wait(self._finishing, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _finish(self, batch: list[_Job], recognitions: list[Recognition]) -> None:
+        try:
+            transcripts = await asyncio.get_running_loop().run_in_executor(self._finisher, _transcripts, recognitions)
+        except Exception as exc:
+            log.exception("building a batch's transcripts failed", extra={"batch_size": len(batch)})
+            self._fail(batch, exc)
             return
         for job, transcript in zip(batch, transcripts, strict=True):
             if not job.reply.done():
@@ -342,10 +370,14 @@ class Scheduler:
             return result
         except Exception as exc:
             log.exception("inference batch failed", extra={"batch_size": len(batch)})
-            for pending in batch:
-                if not pending.reply.done():
-                    pending.reply.set_exception(exc)
+            self._fail(batch, exc)
             return None
+
+    @staticmethod
+    def _fail(batch: Sequence[_Job | _Step], exc: Exception) -> None:
+        for pending in batch:
+            if not pending.reply.done():
+                pending.reply.set_exception(exc)
 
     def _account(self, batch: Sequence[_Job | _Step], started_ns: int, finished_ns: int) -> None:
         """Stamp each item's timing and record the batch in the metrics."""

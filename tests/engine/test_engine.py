@@ -9,6 +9,8 @@ import pytest
 
 from parakeet_serve.bench.clips import read_audio
 from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.types import Transcript
+from parakeet_serve.engine.words import PendingTranscript
 from parakeet_serve.errors import ModelLoadError, SettingsError
 from parakeet_serve.evaluation import corpus_wer, read_manifest
 from tests.conftest import HEADS, SAMPLE_RATE, speechlike
@@ -57,6 +59,17 @@ def test_transducer_gives_distinct_alternatives_greedy_first(engines: dict[str, 
     assert several.best == greedy.best
     texts = [h.text for h in several.hypotheses]
     assert len(set(texts)) == len(texts)
+
+
+@pytest.mark.parametrize("head", ["rnnt", "tdt", "hybrid_tdt_ctc"])
+def test_greedy_words_are_left_to_build_off_the_inference_thread(engines: dict[str, NemoEngine], head: str) -> None:
+    """`recognise` hands the scheduler a transducer's greedy tokens with their words unbuilt (issue 19:
+    ~10 us of Python per token a GPU would wait for); asking for alternatives builds them at once."""
+    engine = engines[head]
+    audios = [speechlike(s, seed=i)[0] for i, s in enumerate((1.2, 2.5))]
+    pending, finished = engine.recognise(audios, [1, 3])
+    assert isinstance(pending, PendingTranscript) and isinstance(finished, Transcript)
+    assert [r.transcript() for r in (pending, finished)] == engine.transcribe(audios, [1, 3])
 
 
 def test_ctc_gives_one_hypothesis_whatever_is_asked(engines: dict[str, NemoEngine]) -> None:

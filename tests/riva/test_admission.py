@@ -13,7 +13,7 @@ import riva.client
 from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.engine import NemoEngine
-from parakeet_serve.engine.types import Transcript
+from parakeet_serve.engine.types import Recognition
 from parakeet_serve.riva.status import RETRY_PUSHBACK_KEY
 from tests.conftest import LoopThread, Served, start_server
 from tests.riva.test_bad_input import WAV
@@ -36,12 +36,12 @@ class HeldEngine:
     def __getattr__(self, name: str) -> object:  # streaming and the rest go straight to the real engine
         return getattr(self._engine, name)
 
-    def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
-                   boosts: Sequence[object] | None = None) -> list[Transcript]:
+    def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                  boosts: Sequence[object] | None = None) -> list[Recognition]:
         self.entered += 1
         self.gate.wait(60)
         self.batches.append(len(audios))
-        return self._engine.transcribe(audios, alternatives, boosts)
+        return self._engine.recognise(audios, alternatives, boosts)
 
 
 CONFIG = riva.client.RecognitionConfig(language_code="en-US")

@@ -191,7 +191,7 @@ class ThreadRecorder:
 
     def __getattr__(self, name: str) -> object:
         value = getattr(self._wrapped, name)
-        if name not in ("warmup", "transcribe", "streamer", "measure_capacity", "step"):
+        if name not in ("warmup", "recognise", "streamer", "measure_capacity", "step"):
             return value
 
         def call(*args: object, **kwargs: object) -> object:
@@ -215,6 +215,6 @@ def test_every_model_call_runs_on_the_inference_thread(loop_thread: LoopThread, 
         list(served.asr().streaming_response_generator([pcm16(speechlike(1.0))], streaming))
     finally:
         served.stop()
-    assert set(recorder.threads) == {"warmup", "transcribe", "streamer", "measure_capacity", "step"}
+    assert set(recorder.threads) == {"warmup", "recognise", "streamer", "measure_capacity", "step"}
     assert all(name.startswith("inference") for names in recorder.threads.values() for name in names), \
         recorder.threads

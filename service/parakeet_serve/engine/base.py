@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.types import ModelInfo, Transcript
+from parakeet_serve.engine.types import ModelInfo, Recognition, Transcript
 
 
 class Engine(Protocol):
@@ -20,6 +20,13 @@ class Engine(Protocol):
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
         """Recognise a batch of mono float32 audio at `sample_rate` (on the inference thread)."""
+        ...
+
+    def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                  boosts: Sequence[WordBoost | None] | None = None) -> list[Recognition]:
+        """As `transcribe`, but each greedy transcript's text and words are left to build (by its
+        `transcript()`, on any thread, without the model): the scheduler builds them while the
+        inference thread runs the next batch."""
         ...
 
     def encode(self, audios: Sequence[np.ndarray]) -> int:

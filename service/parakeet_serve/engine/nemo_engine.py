@@ -26,8 +26,8 @@ from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.nemo_greedy import transducer_spans
 from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, runners_up
-from parakeet_serve.engine.words import TokenSpan, group_words, hypothesis_of, token_logprobs
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, runners_up
+from parakeet_serve.engine.words import PendingTranscript, TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError, SettingsError
 
 log = logging.getLogger(__name__)
@@ -103,17 +103,23 @@ class NemoEngine:
 
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
-        """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i, and
-        `boosts[i]` favours phrases in item i's greedy decoding (the other items decode as without)."""
+        """Recognise each audio (see `recognise`), words and all."""
+        return [r.transcript() for r in self.recognise(audios, alternatives, boosts)]
+
+    def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                  boosts: Sequence[WordBoost | None] | None = None) -> list[Recognition]:
+        """Recognise each audio, leaving greedy words to build off this thread; `alternatives[i]` asks
+        for up to that many hypotheses of item i, and `boosts[i]` favours phrases in item i's greedy
+        decoding (the other items decode as without)."""
         wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
         favoured = list(boosts) if boosts is not None and self.booster is not None else [None] * len(audios)
-        results: list[Transcript | None] = [None] * len(audios)
+        results: list[Recognition | None] = [None] * len(audios)
         for group, attention in self._plan(audios):
             with attention:
-                batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
-                                               [favoured[i] for i in group])
-            for i, transcript in zip(group, batch, strict=True):
-                results[i] = transcript
+                batch = self._recognise_batch([audios[i] for i in group], [wanted[i] for i in group],
+                                              [favoured[i] for i in group])
+            for i, recognition in zip(group, batch, strict=True):
+                results[i] = recognition
         return [r for r in results if r is not None]
 
     def encode(self, audios: Sequence[np.ndarray]) -> int:
@@ -160,18 +166,19 @@ class NemoEngine:
         graphs = getattr(computer, "cuda_graphs_mode", None) if self.device.type == "cuda" else None
         return f"{type(computer).__name__}, cuda_graphs={graphs or 'off'}"
 
-    def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int],
-                          boosts: Sequence[WordBoost | None]) -> list[Transcript]:
+    def _recognise_batch(self, audios: Sequence[np.ndarray], wanted: Sequence[int],
+                         boosts: Sequence[WordBoost | None]) -> list[Recognition]:
         with torch.inference_mode(), self.autocast():
             encoded, encoded_lengths = self._encoded(audios)
             best = self._decode_greedy(encoded, encoded_lengths, boosts)
-            transcripts = []
-            for i, hyp in enumerate(best):
-                extra: list[Hypothesis] = []
-                if wanted[i] > 1 and self.info.supports_alternatives:
+            out: list[Recognition] = []
+            for i, recognition in enumerate(best):
+                if wanted[i] > 1 and self.info.supports_alternatives:  # the beam search needs the greedy text
+                    hyp = recognition.transcript().best
                     extra = self._alternatives(encoded[i : i + 1], encoded_lengths[i : i + 1], hyp, wanted[i])
-                transcripts.append(Transcript((hyp, *extra)))
-        return transcripts
+                    recognition = Transcript((hyp, *extra))
+                out.append(recognition)
+        return out
 
     def _encoded(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output (batch, dim, frames) and valid frames of a padded batch."""
@@ -180,14 +187,14 @@ class NemoEngine:
         return self.model.encoder(audio_signal=features, length=feature_lengths)
 
     def _decode_greedy(self, encoded: torch.Tensor, lengths: torch.Tensor,
-                       boosts: Sequence[WordBoost | None]) -> list[Hypothesis]:
-        """Greedy hypotheses of a batch; a transducer's through NeMo's label-looping computer, each
-        item with its own boosting model (unboosted ones decode as without)."""
+                       boosts: Sequence[WordBoost | None]) -> list[Recognition]:
+        """Each item's greedy recognition; a transducer's through NeMo's label-looping computer, each
+        item with its own boosting model (unboosted ones decode as without), its words still to build."""
         if self._head == "ctc":
             log_probs = self.ctc_head(encoder_output=encoded)
             hyps = self._ctc_decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=lengths,
                                                                      return_hypotheses=True)
-            return [self._ctc_hypothesis(h) for h in hyps]
+            return [Transcript((self._ctc_hypothesis(h),)) for h in hyps]
         boosted = self.booster is not None and any(boosts)
         ids = torch.tensor(self.booster.acquire(boosts), device=encoded.device) if boosted else None
         try:
@@ -196,7 +203,7 @@ class NemoEngine:
         finally:
             if boosted:
                 self.booster.release(boosts)
-        return [hypothesis_of(s, self.detokenize, self.frame_shift_s) for s in spans]
+        return [PendingTranscript(s, self.detokenize, self.frame_shift_s) for s in spans]
 
     def _alternatives(self, encoded: torch.Tensor, lengths: torch.Tensor, best: Hypothesis, n: int) -> list[Hypothesis]:
         """Other hypotheses from a transducer beam search; the greedy one stays first."""

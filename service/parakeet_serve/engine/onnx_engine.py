@@ -27,8 +27,8 @@ from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENC
 from parakeet_serve.engine.features import FeatureConfig, LogMel
 from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, joined, runners_up
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, hypothesis_of
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, joined, runners_up
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, PendingTranscript, TokenSpan
 from parakeet_serve.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -101,17 +101,22 @@ class OnnxEngine:
 
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
-        """Recognise each audio; `alternatives[i]` asks for up to that many hypotheses of item i (a
-        transducer's beam search after the greedy best), and `boosts[i]` favours phrases in item i's
-        greedy decoding."""
+        """Recognise each audio (see `recognise`), words and all."""
+        return [r.transcript() for r in self.recognise(audios, alternatives, boosts)]
+
+    def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                  boosts: Sequence[WordBoost | None] | None = None) -> list[Recognition]:
+        """Recognise each audio, leaving greedy words to build off this thread; `alternatives[i]` asks
+        for up to that many hypotheses of item i (a transducer's beam search after the greedy best), and
+        `boosts[i]` favours phrases in item i's greedy decoding."""
         wanted = list(alternatives) if alternatives is not None else [1] * len(audios)
         favoured = list(boosts) if boosts is not None else [None] * len(audios)
         long = {i for i, a in enumerate(audios) if len(a) > self._long_audio_s * self.sample_rate}
         short = [i for i in range(len(audios)) if i not in long]
-        results = {i: self._transcribe_long(audios[i], favoured[i]) for i in long}
+        results: dict[int, Recognition] = {i: self._transcribe_long(audios[i], favoured[i]) for i in long}
         for group in sub_batches(short, [len(a) for a in audios], on_cpu=self.info.device == "cpu"):
-            batch = self._transcribe_batch([audios[i] for i in group], [wanted[i] for i in group],
-                                           [favoured[i] for i in group])
+            batch = self._recognise_batch([audios[i] for i in group], [wanted[i] for i in group],
+                                          [favoured[i] for i in group])
             results.update(zip(group, batch, strict=True))
         return [results[i] for i in range(len(audios))]
 
@@ -121,7 +126,7 @@ class OnnxEngine:
         (The NeMo backend switches to local attention instead; NeMo's export of it does not trace.)"""
         pieces = []
         for start, end in self._spans(audio):
-            piece = self._transcribe_batch([audio[start:end]], [1], [boost])[0].best
+            piece = self._recognise_batch([audio[start:end]], [1], [boost])[0].transcript().best
             pieces.append(piece.shifted(start / self.sample_rate))
         return Transcript((joined(pieces),))
 
@@ -139,21 +144,24 @@ class OnnxEngine:
         """Audio within `long_audio_seconds` whole; longer audio in pieces cut at its pauses."""
         return split_at_pauses(audio, self.sample_rate, self._long_audio_s, self._long_audio_s / 2)
 
-    def _transcribe_batch(self, audios: Sequence[np.ndarray], wanted: list[int],
-                          boosts: list[WordBoost | None]) -> list[Transcript]:
+    def _recognise_batch(self, audios: Sequence[np.ndarray], wanted: list[int],
+                         boosts: list[WordBoost | None]) -> list[Recognition]:
         features, lengths = self.log_mel(audios)
         encoded, encoded_lengths = self._encode(features, lengths)
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
-            return [Transcript((hypothesis_of(item, self.detokenize, self.frame_shift_s),)) for item in spans]
+            return [PendingTranscript(item, self.detokenize, self.frame_shift_s) for item in spans]
         spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts))
-        transcripts = []
+        out: list[Recognition] = []
         for i, item in enumerate(spans):
-            best = hypothesis_of(item, self.detokenize, self.frame_shift_s)
-            extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i]) if wanted[i] > 1 else []
-            transcripts.append(Transcript((best, *extra)))
-        return transcripts
+            recognition: Recognition = PendingTranscript(item, self.detokenize, self.frame_shift_s)
+            if wanted[i] > 1:  # the beam search needs the greedy text
+                best = recognition.transcript().best
+                extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i])
+                recognition = Transcript((best, *extra))
+            out.append(recognition)
+        return out
 
     def trees(self, boosts: Sequence[WordBoost | None]) -> list[PhraseTree | None]:
         if self.booster is None:

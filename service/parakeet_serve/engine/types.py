@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -84,6 +84,18 @@ class Transcript:
     @property
     def best(self) -> Hypothesis:
         return self.hypotheses[0]
+
+    def transcript(self) -> Transcript:
+        """Itself: a transcript already built (as `words.PendingTranscript.transcript()` builds one)."""
+        return self
+
+
+class Recognition(Protocol):
+    """What an engine's `recognise` gives for one audio: a `Transcript`, or a `words.PendingTranscript`
+    whose words are still to build."""
+
+    def transcript(self) -> Transcript:
+        ...
 
 
 @dataclass(frozen=True)
