@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from parakeet_serve.bench.clips import read_audio
 from parakeet_serve.engine import NemoEngine, load_engine
@@ -91,6 +92,14 @@ def test_long_audio_uses_local_attention_and_restores_full_attention(tiny_models
     assert batched[0] == engine.transcribe([audios[0]])[0]  # the short one was batched without the long one
     assert batched[1] == before[0]  # the swap keeps the weights: nothing retrained, nothing left in training mode
     assert batched[1].best.words == () or batched[1].best.words[-1].end_s <= 12.0 + engine.frame_shift_s
+
+
+def test_bf16_weights_stay_bf16_after_the_long_audio_attention_swap(tiny_models: dict[str, Path]) -> None:
+    """The swapped attention modules are born in fp32; left so, they would double the memory bf16 saves."""
+    engine = load_engine(str(tiny_models["hybrid_tdt_ctc"]), precision="bf16", long_audio_seconds=5.0,
+                         local_attention_context=32)
+    engine.transcribe([speechlike(12.0, seed=1)[0]])
+    assert {p.dtype for p in engine.model.encoder.parameters()} == {torch.bfloat16}
 
 
 def test_encoding_alone_counts_each_items_frames_whatever_the_batch(tiny_models: dict[str, Path]) -> None:

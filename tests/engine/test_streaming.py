@@ -266,3 +266,16 @@ def test_a_lookahead_the_model_was_not_trained_with_is_refused(
         load_engine(str(multi_lookahead), lookahead_ms=500)
     with pytest.raises(ModelLoadError, match="trained with full attention"):
         load_engine(str(tiny_models["rnnt"]), lookahead_ms=80)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_bf16_weights_stream_as_they_transcribe_offline(streaming_models: dict[str, Path], head: str) -> None:
+    """bf16 stores the networks in bf16 (a CPU without bf16 instructions cannot run a transducer's
+    LSTM under autocast alone): every decoder type must stream on them as it transcribes offline."""
+    engine = load_engine(str(streaming_models[head]), device="cpu", precision="bf16")
+    assert {p.dtype for p in engine.model.encoder.parameters()} == {torch.bfloat16}
+    audios = clips()
+    offline = [t.best.text for t in engine.transcribe(audios)]
+    streamed = [detokenized(engine, spans) for spans in stream_all(engine.streamer(10.0), audios, [800, 1600, 16000])]
+    assert any(offline), "random weights that emit nothing would prove nothing"
+    assert streamed == offline

@@ -61,7 +61,7 @@ class NemoEngine:
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(precision, self.device)
-        self.model = model.to(self.device).eval()
+        self.model = _with_weights_in(model.to(self.device).eval(), self.dtype)
         self._long_audio_samples = int(long_audio_seconds * self.sample_rate)
         self._local_context = local_attention_context
         self._head = _pick_head(model, decoder)
@@ -317,12 +317,17 @@ class NemoEngine:
         original = (encoder.self_attention_model, list(encoder.att_context_size))
         ctx = [self._local_context, self._local_context]
         encoder.change_attention_model("rel_pos_local_attn", ctx, update_config=False, device=self.device)
-        encoder.eval()  # the swapped-in attention modules are born in training mode (dropout on)
+        self._settle(encoder)
         try:
             yield
         finally:
             encoder.change_attention_model(original[0], original[1], update_config=False, device=self.device)
-            encoder.eval()
+            self._settle(encoder)
+
+    def _settle(self, encoder: Any) -> None:
+        """Swapped-in attention modules are born in training mode (dropout on) and in fp32."""
+        encoder.eval()
+        _with_weights_in(self.model, self.dtype)
 
 
 def _set_greedy(cfg: DictConfig, head: str) -> None:
@@ -395,6 +400,20 @@ def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def _with_weights_in(model: Any, dtype: torch.dtype) -> Any:
+    """In bf16, the networks are stored in it, as the Open ASR leaderboard runs Parakeet: autocast
+    then has no weight to cast at each operation, half the memory holds them, and a CPU without
+    bf16 instructions runs the transducer's LSTM (which under autocast alone it cannot: oneDNN
+    refuses fp32 weights with a bf16 input there). The featuriser stays fp32 (its window and
+    filterbank need the precision), and autocast still runs normalisations and softmax in fp32.
+    fp16 weights stay fp32: its narrow range could overflow where autocast keeps fp32."""
+    if dtype == torch.bfloat16:
+        for name in ("encoder", "decoder", "joint", "ctc_decoder"):
+            if isinstance(getattr(model, name, None), torch.nn.Module):
+                getattr(model, name).to(dtype)
+    return model
 
 
 def _pad(

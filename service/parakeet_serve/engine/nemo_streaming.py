@@ -149,12 +149,12 @@ def smallest_tail(encoder: Any, later: int, context: int, drop: int) -> int:
     """The fewest new feature frames that give a later chunk an encoder frame. A stream's last,
     partial chunk with fewer (under one encoder frame of audio) has nothing to encode, and the
     encoder fails on an empty chunk, so it is left out."""
-    device = next(encoder.parameters()).device
+    weight = next(encoder.parameters())
     with torch.inference_mode():
         for n in range(1, later + 1):
             frames = context + n
-            x = torch.zeros(1, frames, int(encoder._feat_in), device=device)
-            _, length = encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=device))
+            x = torch.zeros(1, frames, int(encoder._feat_in), device=weight.device, dtype=weight.dtype)
+            _, length = encoder.pre_encode(x=x, lengths=torch.tensor([frames], device=weight.device))
             if int(length[0]) > drop:
                 return n
     return later
