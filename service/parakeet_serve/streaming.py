@@ -31,7 +31,7 @@ from opentelemetry import trace
 from parakeet_serve.audio.stream import StreamDecoder
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.types import Hypothesis, StepOutput, StreamInput
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, TokenSpan, group_words
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, GrowingWords, TokenSpan
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.telemetry import Telemetry, Timing
 from parakeet_serve.telemetry.tracing import record_span, record_work
@@ -140,6 +140,7 @@ class StreamSession:
         self._received = 0  # samples received at the model's rate
         self._steps_due = 1
         self._utterance: list[TokenSpan] = []
+        self._words = GrowingWords(detokenize, geometry.frame_shift_s)  # the utterance's, grouped as it grows
         self._last_interim = ""
         self.last_output: StepOutput | None = None
         self.finals = 0
@@ -320,11 +321,13 @@ class StreamSession:
             return []
         keep = self._utterance[starts[-1] :]
         self._utterance = self._utterance[: starts[-1]]
+        self._words.clear()
         # its audio closes between the last word it keeps and the word in progress
         between = (self._utterance[-1].end_frame + keep[0].start_frame) / 2
         event = self._event(final=True)
         self._ended.append(_Ended(self._sample(self._utterance[0].start_frame), self._sample(between), None))
         self._utterance, self._last_interim = keep, ""
+        self._words.clear()
         self.finals += 1
         return [event]
 
@@ -333,6 +336,7 @@ class StreamSession:
         first, last = self._utterance[0].start_frame, self._utterance[-1].start_frame
         self._ended.append(_Ended(self._sample(first), cut, self._sample(last + 1)))
         self._utterance = []
+        self._words.clear()
         self._last_interim = ""
         self.finals += 1
         return event
@@ -344,7 +348,7 @@ class StreamSession:
     def _event(self, final: bool) -> StreamEvent:
         tokens = self._utterance
         text = self._detokenize([t.token_id for t in tokens]).strip()
-        words = tuple(group_words(tokens, self._detokenize, self._geometry.frame_shift_s))
+        words = tuple(self._words.of(tokens))
         confidence = sum(t.confidence for t in tokens) / len(tokens)
         hypothesis = self._shape(Hypothesis(text, confidence, words))
         return StreamEvent(final, hypothesis, 1.0 if final else INTERIM_STABILITY, self.audio_s)

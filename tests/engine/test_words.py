@@ -1,6 +1,10 @@
 """Grouping tokens into words."""
 
-from parakeet_serve.engine.words import TokenSpan, group_words
+import random
+
+import pytest
+
+from parakeet_serve.engine.words import GrowingWords, TokenSpan, group_words
 
 
 def detok(pieces: dict[int, str]):
@@ -28,3 +32,20 @@ def test_character_vocabularies_split_at_space_tokens() -> None:
 
 def test_no_tokens_no_words() -> None:
     assert group_words([], detok({}), 0.08) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_words_grouped_as_a_sequence_grows_equal_those_of_the_whole(seed: int) -> None:
+    """A stream's interims group only the words not yet finished; whatever the increments, the words
+    must be those of grouping the whole sequence (SentencePiece and character pieces, lone word
+    marks and space tokens, a sequence that starts inside a word), and `clear` must start afresh."""
+    rng = random.Random(seed)
+    pieces = {1: "\u2581he", 2: "llo", 3: "\u2581", 4: " ", 5: "x", 6: "\u2581a", 7: "b"}
+    growing = GrowingWords(detok(pieces), frame_shift_s=0.08)
+    for _ in range(3):
+        tokens: list[TokenSpan] = []
+        while len(tokens) < 40:
+            tokens += [TokenSpan(i, pieces[i], len(tokens) + k, len(tokens) + k + 1, rng.random())
+                       for k, i in enumerate(rng.choices(list(pieces), k=rng.randint(0, 5)))]
+            assert growing.of(tokens) == group_words(tokens, detok(pieces), 0.08)
+        growing.clear()
