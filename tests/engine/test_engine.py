@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from parakeet_serve.bench.clips import read_audio
-from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine import NemoEngine, load_engine, nemo_engine
+from parakeet_serve.engine.loader import load_nemo_model
 from parakeet_serve.engine.types import Transcript
 from parakeet_serve.engine.words import PendingTranscript
 from parakeet_serve.errors import ModelLoadError, SettingsError
@@ -92,6 +94,18 @@ def test_long_audio_uses_local_attention_and_restores_full_attention(tiny_models
     assert batched[0] == engine.transcribe([audios[0]])[0]  # the short one was batched without the long one
     assert batched[1] == before[0]  # the swap keeps the weights: nothing retrained, nothing left in training mode
     assert batched[1].best.words == () or batched[1].best.words[-1].end_s <= 12.0 + engine.frame_shift_s
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_that_it_is_slow(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Emulated, bf16 ran the demo model 4x slower than fp32 (issue 19): the operator must hear why."""
+    monkeypatch.setattr(nemo_engine, "_cpu_has_bf16", lambda: False)
+    model = load_nemo_model(tiny_models["ctc"])  # outside: under pytest, load_engine left caplog at ERROR
+    with caplog.at_level(logging.WARNING, logger=nemo_engine.__name__):
+        engine = NemoEngine(model, model_id="ctc", device="cpu", precision="bf16")
+    assert engine.info.precision == "bfloat16"
+    assert any("without bf16 instructions" in r.getMessage() for r in caplog.records)
 
 
 def test_bf16_weights_stay_bf16_after_the_long_audio_attention_swap(tiny_models: dict[str, Path]) -> None:
