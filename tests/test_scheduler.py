@@ -285,7 +285,22 @@ def test_words_that_fail_to_build_fail_their_callers_and_the_scheduler_goes_on()
     asyncio.run(scenario())
 
 
-def test_stop_answers_queued_work_and_refuses_new_work() -> None:
+def test_an_engine_that_answers_too_few_items_fails_its_callers_instead_of_leaving_them_waiting() -> None:
+    class Short(HeldEngine):
+        def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
+                      boosts: Sequence[object] | None = None) -> list[HeldWords]:
+            return super().recognise(audios, alternatives, boosts)[:-1]
+
+    async def scenario() -> None:
+        scheduler = await started(Short())
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(scheduler.transcribe(audio(1)), 5)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stop_answers_running_and_queued_work_and_refuses_new_work() -> None:
     async def scenario() -> None:
         engine = HeldEngine()
         engine.gate.clear()
@@ -300,7 +315,8 @@ def test_stop_answers_queued_work_and_refuses_new_work() -> None:
             await queued
         with pytest.raises(NotReady):
             await scheduler.transcribe(audio(3))
-        running.cancel()
+        with pytest.raises(NotReady):  # the batch on the inference thread when it stopped
+            await asyncio.wait_for(running, 5)
 
     asyncio.run(scenario())
 

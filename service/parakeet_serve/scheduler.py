@@ -143,7 +143,7 @@ class Scheduler:
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
-        """Stop taking work; whatever is still queued is answered with NotReady."""
+        """Stop taking work; whatever is still queued or on the inference thread is answered with NotReady."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -342,13 +342,12 @@ class Scheduler:
     async def _finish(self, batch: list[_Job], recognitions: list[Recognition]) -> None:
         try:
             transcripts = await asyncio.get_running_loop().run_in_executor(self._finisher, _transcripts, recognitions)
-        except Exception as exc:
+            for job, transcript in zip(batch, transcripts, strict=True):
+                if not job.reply.done():
+                    job.reply.set_result(transcript)
+        except Exception as exc:  # a detached task: whatever fails must reach the callers
             log.exception("building a batch's transcripts failed", extra={"batch_size": len(batch)})
             self._fail(batch, exc)
-            return
-        for job, transcript in zip(batch, transcripts, strict=True):
-            if not job.reply.done():
-                job.reply.set_result(transcript)
 
     async def _execute_steps(self, steps: list[_Step]) -> None:
         live = [s for s in steps if not s.reply.done()]
@@ -368,6 +367,9 @@ class Scheduler:
             result = await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
             self._account(batch, started, time.time_ns())
             return result
+        except asyncio.CancelledError:  # stopped mid-batch: its callers are answered, not left waiting
+            self._fail(batch, NotReady("The server is shutting down."))
+            raise
         except Exception as exc:
             log.exception("inference batch failed", extra={"batch_size": len(batch)})
             self._fail(batch, exc)
