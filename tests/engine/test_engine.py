@@ -75,6 +75,13 @@ def test_greedy_words_are_left_to_build_off_the_inference_thread(engines: dict[s
     assert [r.transcript() for r in (pending, finished)] == engine.transcribe(audios, [1, 3])
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_the_piece_table_is_the_tokenizers_lookup_for_every_token(engines: dict[str, NemoEngine], head: str) -> None:
+    tokenizer = engines[head].model.tokenizer
+    ids = list(range(tokenizer.vocab_size))
+    assert [engines[head].piece(i) for i in ids] == [tokenizer.ids_to_tokens([i])[0] for i in ids]
+
+
 def test_ctc_gives_one_hypothesis_whatever_is_asked(engines: dict[str, NemoEngine]) -> None:
     assert len(engines["ctc"].transcribe([speechlike(1.0)[0]], [5])[0].hypotheses) == 1
 

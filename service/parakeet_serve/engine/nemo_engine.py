@@ -259,9 +259,7 @@ class NemoEngine:
         return ids
 
     def piece(self, token_id: int) -> str:
-        if hasattr(self.model, "tokenizer"):
-            return self.model.tokenizer.ids_to_tokens([token_id])[0]
-        return self._vocabulary[token_id]
+        return self._pieces[token_id]
 
     def detokenize(self, ids: list[int]) -> str:
         if hasattr(self.model, "tokenizer"):
@@ -290,6 +288,15 @@ class NemoEngine:
             self._change_decoding(cfg, "rnnt")
             self._vocabulary = list(getattr(self.model.joint, "vocabulary", []))
             self.blank_id = int(self.model.decoding.blank_id)
+        self._pieces = self._piece_table()
+
+    def _piece_table(self) -> list[str]:
+        """Each token's piece, read once: the tokenizer's lookup costs 2.5 us a call, and decoding
+        asks it for every token, on the inference thread (issue 19)."""
+        if hasattr(self.model, "tokenizer"):
+            tokenizer = self.model.tokenizer
+            return list(tokenizer.ids_to_tokens(list(range(tokenizer.vocab_size))))
+        return self._vocabulary
 
     def _change_decoding(self, cfg: DictConfig, head: str) -> None:
         if hasattr(self.model, "ctc_decoder"):  # hybrid: choose the head as well
