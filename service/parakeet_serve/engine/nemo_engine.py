@@ -12,6 +12,7 @@ import contextlib
 import copy
 import logging
 import math
+import platform
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -415,6 +416,10 @@ def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively; oneDNN's own check also passes plain AVX-512,
+    where bf16 is emulated."""
+    if platform.machine() in ("x86_64", "AMD64"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(probe()) if probe is not None else True  # unknown: say nothing
 
