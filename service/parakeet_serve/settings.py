@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     """Where the model runs; `auto` picks CUDA when present."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Inference precision; `auto` is bf16 on CUDA (fp16 where bf16 is missing) and fp32 on CPU. On a CPU
-    with AVX512-BF16 or AMX, `bf16` runs the demo model 1.2-1.4x faster at the same accuracy (without them, about
-    4x slower); bf16 stores the weights in bf16. fp16 needs CUDA."""
+    with AVX512-BF16 or AMX, `bf16` runs the demo model 1.2-1.4x faster at the same accuracy (without them, slower:
+    4x on an AVX2-only CPU); bf16 stores the weights in bf16. fp16 needs CUDA."""
     language_code: str = "en-US"
     """Language of the served model, matched against `RecognitionConfig.language_code`."""
     model_name: str = ""

@@ -408,7 +408,8 @@ def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
             return torch.float32
         if not _cpu_has_bf16():
             log.warning("bf16 was asked for on a CPU without bf16 instructions (AVX512-BF16 or AMX): it runs, "
-                        "about 4x slower than fp32 (issue 19)", extra={"cpu": torch.backends.cpu.get_cpu_capability()})
+                        "slower than fp32 (4x on an AVX2-only CPU, issue 19)",
+                        extra={"cpu": torch.backends.cpu.get_cpu_capability()})
         return torch.bfloat16
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
