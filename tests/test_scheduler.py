@@ -237,14 +237,18 @@ def test_callers_that_leave_cost_no_compute() -> None:
     asyncio.run(scenario())
 
 
-def test_a_failed_batch_fails_its_callers_and_the_scheduler_goes_on() -> None:
+@pytest.mark.parametrize(("failing", "error", "message"), [("fail", RuntimeError, "exploded"),
+                                                           ("fail_words", ValueError, "no words")])
+def test_a_batch_that_fails_to_run_or_to_build_its_words_fails_its_callers_and_the_scheduler_goes_on(
+    failing: str, error: type[Exception], message: str
+) -> None:
     async def scenario() -> None:
         engine = HeldEngine()
         scheduler = await started(engine)
-        engine.fail = True
-        with pytest.raises(RuntimeError, match="exploded"):
+        setattr(engine, failing, True)
+        with pytest.raises(error, match=message):
             await scheduler.transcribe(audio(1))
-        engine.fail = False
+        setattr(engine, failing, False)
         assert (await scheduler.transcribe(audio(2))).best.text == "2"
         await scheduler.stop()
 
@@ -266,20 +270,6 @@ def test_the_next_batch_runs_while_the_last_ones_words_are_built_on_another_thre
         engine.words_gate.set()
         assert [t.best.text for t in await asyncio.gather(*requests)] == ["1", "2", "3"]
         assert engine.built_on and all(name.startswith("finish") for name in engine.built_on)
-        await scheduler.stop()
-
-    asyncio.run(scenario())
-
-
-def test_words_that_fail_to_build_fail_their_callers_and_the_scheduler_goes_on() -> None:
-    async def scenario() -> None:
-        engine = HeldEngine()
-        scheduler = await started(engine)
-        engine.fail_words = True
-        with pytest.raises(ValueError, match="no words"):
-            await scheduler.transcribe(audio(1))
-        engine.fail_words = False
-        assert (await scheduler.transcribe(audio(2))).best.text == "2"
         await scheduler.stop()
 
     asyncio.run(scenario())

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.types import Recognition, StepOutput, StreamInput, Transcript
+from parakeet_serve.engine.types import Recognition, StepOutput, StreamInput, Transcript, transcripts
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
 from parakeet_serve.telemetry import Metrics, Timing
 
@@ -97,10 +97,6 @@ def inference_thread() -> ThreadPoolExecutor:
     """The one thread that runs the model. All torch work of a process belongs on it: on a small
     CPU, compute split over several threads ran a third slower than the same work on one."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-
-
-def _transcripts(recognitions: Sequence[Recognition]) -> list[Transcript]:
-    return [r.transcript() for r in recognitions]
 
 
 class Scheduler:
@@ -341,8 +337,8 @@ class Scheduler:
 
     async def _finish(self, batch: list[_Job], recognitions: list[Recognition]) -> None:
         try:
-            transcripts = await asyncio.get_running_loop().run_in_executor(self._finisher, _transcripts, recognitions)
-            for job, transcript in zip(batch, transcripts, strict=True):
+            built = await asyncio.get_running_loop().run_in_executor(self._finisher, transcripts, recognitions)
+            for job, transcript in zip(batch, built, strict=True):
                 if not job.reply.done():
                     job.reply.set_result(transcript)
         except Exception as exc:  # a detached task: whatever fails must reach the callers

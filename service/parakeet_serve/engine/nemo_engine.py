@@ -27,7 +27,7 @@ from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.nemo_greedy import transducer_spans
 from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, runners_up
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, runners_up, transcripts
 from parakeet_serve.engine.words import PendingTranscript, TokenSpan, group_words, token_logprobs
 from parakeet_serve.errors import ModelLoadError, SettingsError
 
@@ -105,7 +105,7 @@ class NemoEngine:
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
         """Recognise each audio (see `recognise`), words and all."""
-        return [r.transcript() for r in self.recognise(audios, alternatives, boosts)]
+        return transcripts(self.recognise(audios, alternatives, boosts))
 
     def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                   boosts: Sequence[WordBoost | None] | None = None) -> list[Recognition]:

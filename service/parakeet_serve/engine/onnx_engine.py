@@ -27,7 +27,7 @@ from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENC
 from parakeet_serve.engine.features import FeatureConfig, LogMel
 from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, joined, runners_up
+from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, joined, runners_up, transcripts
 from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, PendingTranscript, TokenSpan
 from parakeet_serve.errors import ModelLoadError
 
@@ -102,7 +102,7 @@ class OnnxEngine:
     def transcribe(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                    boosts: Sequence[WordBoost | None] | None = None) -> list[Transcript]:
         """Recognise each audio (see `recognise`), words and all."""
-        return [r.transcript() for r in self.recognise(audios, alternatives, boosts)]
+        return transcripts(self.recognise(audios, alternatives, boosts))
 
     def recognise(self, audios: Sequence[np.ndarray], alternatives: Sequence[int] | None = None,
                   boosts: Sequence[WordBoost | None] | None = None) -> list[Recognition]:

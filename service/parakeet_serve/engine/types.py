@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -96,6 +97,11 @@ class Recognition(Protocol):
 
     def transcript(self) -> Transcript:
         ...
+
+
+def transcripts(recognitions: Sequence[Recognition]) -> list[Transcript]:
+    """Each recognition's transcript, its words built on the calling thread."""
+    return [r.transcript() for r in recognitions]
 
 
 @dataclass(frozen=True)
