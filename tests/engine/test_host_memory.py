@@ -1,0 +1,41 @@
+"""Freed host memory is kept for the next batch: a buffer freed and allocated again faults no pages."""
+
+import subprocess
+import sys
+
+import pytest
+
+# Allocates, touches and frees a 48 MB buffer (over glibc's largest adaptive threshold, so by default
+# it is unmapped when freed) five times, and prints the page faults of the last four.
+_CYCLES = """
+import ctypes, resource, sys
+from parakeet_serve.engine.host_memory import retain_freed_memory
+applied = retain_freed_memory(int(sys.argv[1]))
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+size = 48 << 20
+def cycle():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(ctypes.c_void_p(block))
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    cycle()
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(limit_mb: int) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", _CYCLES, str(limit_mb)], capture_output=True, text=True, check=True)
+    applied, faults = out.stdout.split()
+    return applied, int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_buffer_freed_and_allocated_again_faults_in_only_without_retention() -> None:
+    default_applied, default_faults = _faults(0)
+    retained_applied, retained_faults = _faults(64)
+    assert (default_applied, retained_applied) == ("False", "True")
+    assert default_faults > 4 * (48 << 20) // 4096 // 2  # each cycle faulted its pages in again
+    assert retained_faults < default_faults // 20
