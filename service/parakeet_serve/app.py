@@ -12,7 +12,6 @@ from typing import Any
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
 from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.base import Engine
-from parakeet_serve.engine.host_memory import retain_freed_memory
 from parakeet_serve.engine.loader import onnx_directory
 from parakeet_serve.errors import NotReady
 from parakeet_serve.http.server import HttpServer
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 
 def engine_for(s: Settings) -> Engine:
     """The engine `s` describes, loaded as the server loads it (not yet warmed up)."""
-    retain_freed_memory(s.host_memory_retain_mb)
     if s.backend == "onnx":
         from parakeet_serve.engine.onnx_engine import OnnxEngine
 

@@ -161,6 +161,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> None:
     settings = load_settings(**{name: getattr(args, name) for name in Settings.model_fields})
     configure_logging(settings.log_level)
+    from parakeet_serve.engine.host_memory import retain_freed_memory
+
+    retain_freed_memory(settings.host_memory_retain_mb)  # before any thread takes an arena of its own
     asyncio.run(_serve(settings))
 
 
@@ -277,7 +280,10 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
 
     from parakeet_serve.app import engine_for
     from parakeet_serve.bench import offline
+    from parakeet_serve.engine.host_memory import retain_freed_memory
 
+    settings = load_settings(model_id=args.model)
+    retain_freed_memory(settings.host_memory_retain_mb)  # the in-process engine's memory as the server keeps it
     contexts = [riva_asr_pb2.SpeechContext(phrases=[p.strip() for p in args.boost.read_text().splitlines()
                                                     if p.strip()], boost=args.boost_value)] if args.boost else []
     server_runs, boosted_runs, engine_runs, encoder_runs, reference_runs = [], [], [], [], []
@@ -286,7 +292,7 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
             concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm,
             max_batch=_served_parameter(context, "max_batch_size"),
         )
-        engine = None if args.no_in_process else engine_for(load_settings(model_id=args.model))
+        engine = None if args.no_in_process else engine_for(settings)
         nemo_model = _nemo_model(args.model) if args.nemo_transcribe else None
         for n in range(1, options.rounds + 1):  # the sides take turns, never sharing the machine
             with _progress(f"round {n}: server", "file") as bar:
