@@ -65,8 +65,9 @@ def length_groups(lengths: Sequence[int], size: int) -> list[list[int]]:
 
 
 def sub_batches(items: list[int], lengths: Sequence[int], on_cpu: bool) -> list[list[int]]:
-    """How to run the batch `items` (indices into `lengths`): whole on a GPU, which gains from its
-    width; on a CPU, which only pays for its padding, in `length_groups` of `CPU_SUB_BATCH`."""
+    """How to encode the batch `items` (indices into `lengths`): whole on a GPU, which gains from its
+    width; on a CPU, which only pays for its padding, in `length_groups` of `CPU_SUB_BATCH` (the NeMo
+    engine then decodes the groups together)."""
     if not items:
         return []
     if not on_cpu:
