@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,6 +216,34 @@ def test_a_cpu_batch_runs_in_sub_batches_by_length_and_changes_no_transcript(
     alone = [engine.transcribe([a])[0] for a in audios]
     assert [(t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in together] == [
         (t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in alone]
+
+
+def test_a_cpu_batch_is_encoded_in_length_groups_and_decoded_once(demo_engine: NemoEngine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoding pays for padding, so it runs by groups of similar length; a greedy decoder's step costs
+    about the same for more items, so the groups are decoded together, in one call."""
+    from parakeet_serve.engine.base import CPU_SUB_BATCH
+
+    encoded, decoded = [], []
+    encode, decoding = demo_engine._encoded, demo_engine.model.decoding.decoding
+    computer = decoding.decoding_computer
+
+    def counting_encode(audios: list) -> Any:
+        encoded.append(len(audios))
+        return encode(audios)
+
+    def counting_computer(**kwargs: Any) -> Any:
+        decoded.append(int(kwargs["x"].shape[0]))
+        return computer(**kwargs)
+
+    monkeypatch.setattr(demo_engine, "_encoded", counting_encode)
+    monkeypatch.setattr(decoding, "decoding_computer", counting_computer)
+    rng = np.random.default_rng(0)
+    audios = [rng.standard_normal(SAMPLE_RATE * (1 + i % 5)).astype(np.float32) * 0.01
+              for i in range(2 * CPU_SUB_BATCH + 8)]
+    demo_engine.transcribe(audios)
+    assert len(encoded) == 3 and sum(encoded) == len(audios)
+    assert decoded == [len(audios)]
 
 
 def test_length_groups_are_sorted_even_and_cover_the_batch() -> None:
