@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from parakeet_serve import __version__
+from parakeet_serve.engine.host_memory import retain_freed_memory
 from parakeet_serve.errors import ParakeetError
 from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
@@ -161,8 +162,6 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> None:
     settings = load_settings(**{name: getattr(args, name) for name in Settings.model_fields})
     configure_logging(settings.log_level)
-    from parakeet_serve.engine.host_memory import retain_freed_memory
-
     retain_freed_memory(settings.host_memory_retain_mb)  # before any thread takes an arena of its own
     asyncio.run(_serve(settings))
 
@@ -280,7 +279,6 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
 
     from parakeet_serve.app import engine_for
     from parakeet_serve.bench import offline
-    from parakeet_serve.engine.host_memory import retain_freed_memory
 
     settings = load_settings(model_id=args.model)
     retain_freed_memory(settings.host_memory_retain_mb)  # the in-process engine's memory as the server keeps it
