@@ -33,6 +33,7 @@ def test_environment_and_port_alias(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"PARAKEET_MICROBATCH_MAX_BATCH": "0"}, "PARAKEET_MICROBATCH_MAX_BATCH='0'"),
         ({"PARAKEET_MAX_AUDIO_SECONDS": "lots"}, "PARAKEET_MAX_AUDIO_SECONDS='lots'"),
         ({"PORT": "70000"}, "PORT='70000'"),
+        ({"PARAKEET_HOST_MEMORY_RETAIN_MB": "4096"}, "PARAKEET_HOST_MEMORY_RETAIN_MB='4096'"),
         ({"PARAKEET_DEVICE": "tpu"}, "PARAKEET_DEVICE='tpu'"),
         ({"PARAKEET_GRPC_TLS": "true"}, "needs PARAKEET_GRPC_CERT and PARAKEET_GRPC_KEY"),
         ({"PARAKEET_GRPC_TLS": "1", "PARAKEET_GRPC_CERT": "/no/such.crt", "PARAKEET_GRPC_KEY": "/no/such.key"},

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parakeet_serve.engine.host_memory import MAX_RETAIN_MB
 from parakeet_serve.errors import SettingsError
 
 ENV_PREFIX = "PARAKEET_"
@@ -59,9 +60,9 @@ class Settings(BaseSettings):
     """Audio longer than this is encoded with local attention so memory grows linearly."""
     local_attention_context: int = Field(128, ge=16, le=1024)
     """Frames of left and right context for local attention on long audio."""
-    host_memory_retain_mb: int = Field(1024, ge=0, le=1 << 20)
-    """Freed host memory blocks up to this size (MB) stay in the process for the next batch instead of
-    going back to the kernel and faulting in again (glibc only); 0 keeps glibc's adaptive default."""
+    host_memory_retain_mb: int = Field(1024, ge=0, le=MAX_RETAIN_MB)
+    """Freed host memory blocks up to this size (MB, at most 2047) stay in the process for the next batch
+    instead of going back to the kernel and faulting in again (glibc only); 0 keeps glibc's adaptive default."""
 
     # --- limits and batching -----------------------------------------------------------------
     max_audio_seconds: float = Field(600.0, gt=0, le=36000)

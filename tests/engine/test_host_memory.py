@@ -45,3 +45,12 @@ def test_a_buffer_freed_and_allocated_again_faults_in_only_without_retention() -
     assert (default_applied, retained_applied) == ("False", "True")
     assert default_faults > 4 * (96 << 20) // 4096 // 2  # each cycle faulted its pages in again
     assert retained_faults < default_faults // 20
+
+
+def test_a_limit_past_a_c_int_of_bytes_is_refused_not_wrapped() -> None:
+    """4096 MB in bytes wraps to 0 as a C int, which would map every allocation on its own."""
+    from parakeet_serve.engine.host_memory import MAX_RETAIN_MB, retain_freed_memory
+
+    with pytest.raises(ValueError, match="at most 2047 MB"):
+        retain_freed_memory(MAX_RETAIN_MB + 1)
+    assert (MAX_RETAIN_MB << 20) < 2**31
