@@ -202,7 +202,6 @@ def test_a_cpu_batch_runs_in_sub_batches_by_length_and_changes_no_transcript(
     """On a CPU a batch is split into groups of similar length (less padding): each item still gets
     its own transcript, word for word and time for time as when it is recognised alone."""
     from parakeet_serve.audio import AudioFormat, decode_audio
-    from parakeet_serve.engine.base import CPU_SUB_BATCH
     from parakeet_serve.engine.export import export
     from parakeet_serve.engine.onnx_engine import OnnxEngine
     from parakeet_serve.evaluation import demo_manifest, read_manifest
@@ -211,7 +210,7 @@ def test_a_cpu_batch_runs_in_sub_batches_by_length_and_changes_no_transcript(
         export("demo", tmp_path)
     engine = demo_engine if backend == "nemo" else OnnxEngine(tmp_path, model_id="demo")
     audios = [decode_audio(e.audio.read_bytes(), AudioFormat(), target_rate=SAMPLE_RATE, max_seconds=60).mono()
-              for e in read_manifest(demo_manifest())[: 2 * CPU_SUB_BATCH + 8]]
+              for e in read_manifest(demo_manifest())[:40]]
     together = engine.transcribe(audios)
     alone = [engine.transcribe([a])[0] for a in audios]
     assert [(t.best.text, [(w.text, w.start_s) for w in t.best.words]) for t in together] == [
@@ -222,8 +221,6 @@ def test_a_cpu_batch_is_encoded_in_length_groups_and_decoded_once(demo_engine: N
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Encoding pays for padding, so it runs by groups of similar length; a greedy decoder's step costs
     about the same for more items, so the groups are decoded together, in one call."""
-    from parakeet_serve.engine.base import CPU_SUB_BATCH
-
     encoded, decoded = [], []
     encode, decoding = demo_engine._encoded, demo_engine.model.decoding.decoding
     computer = decoding.decoding_computer
@@ -239,19 +236,21 @@ def test_a_cpu_batch_is_encoded_in_length_groups_and_decoded_once(demo_engine: N
     monkeypatch.setattr(demo_engine, "_encoded", counting_encode)
     monkeypatch.setattr(decoding, "decoding_computer", counting_computer)
     rng = np.random.default_rng(0)
-    audios = [rng.standard_normal(SAMPLE_RATE * (1 + i % 5)).astype(np.float32) * 0.01
-              for i in range(2 * CPU_SUB_BATCH + 8)]
+    audios = [rng.standard_normal(SAMPLE_RATE * (1 + 10 * (i % 2))).astype(np.float32) * 0.01 for i in range(40)]
     demo_engine.transcribe(audios)
-    assert len(encoded) == 3 and sum(encoded) == len(audios)
+    assert encoded == [20, 20]  # the 1 s items apart from the 11 s ones
     assert decoded == [len(audios)]
 
 
-def test_length_groups_are_sorted_even_and_cover_the_batch() -> None:
+def test_length_groups_cut_where_lengths_spread_and_cover_the_batch_in_order() -> None:
     from parakeet_serve.engine.base import length_groups
 
-    lengths = [50, 10, 40, 30, 20, 60, 70, 15, 25, 35, 45, 55, 65, 75, 5, 80, 85, 90]
-    groups = length_groups(lengths, 16)
-    assert [len(g) for g in groups] == [9, 9]
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.permutation([10] * 12 + [100] * 12 + [101] * 5)]
+    groups = length_groups(lengths, group_cost=50)
     flat = [i for g in groups for i in g]
     assert sorted(flat) == list(range(len(lengths))) and [lengths[i] for i in flat] == sorted(lengths)
-    assert length_groups(lengths[:16], 16) == [sorted(range(16), key=lengths.__getitem__)]
+    assert [len(g) for g in groups] == [12, 17]  # 100 and 101 pad each other for less than a call costs
+    assert len(length_groups(lengths, group_cost=10**6)) == 1  # calls dearer than any padding: one group
+    alike = [len(g) for g in length_groups([5] * 70, group_cost=50, max_group=32)]
+    assert len(alike) == 3 and max(alike) <= 32 and sum(alike) == 70  # as few as the width allows

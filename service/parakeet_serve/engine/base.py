@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -50,29 +51,42 @@ class Engine(Protocol):
         ...
 
 
-# On a CPU a batch costs as much as its padded frames, and past about 16 items width buys nothing:
-# the demo set sorted by length ran at RTFx 286 / 338 / 296 / 259 / 198 in batches of 8 / 16 / 32 /
-# 64 / 128 (2 cores), against about 200 in batches of 16 in arrival order.
-CPU_SUB_BATCH = 16
+# On a CPU an encoder call costs about its padded samples (items x the longest) plus a fixed part,
+# worth about 6 s of audio for the demo model on 2 cores: cut where lengths spread, keep alike ones
+# together. Against groups of a fixed 16, the demo set in batches of 32 ran 13-23% faster (issue 19).
+CPU_GROUP_COST_S = 6.0
+CPU_MAX_GROUP = 32  # wider buys a CPU nothing, and it bounds the search below
 
 
-def length_groups(lengths: Sequence[int], size: int) -> list[list[int]]:
-    """Indices of a batch sorted by length, in as few groups of at most `size` as hold them, of sizes as
-    even as can be (18 items: two of 9, not 16 and a lone 2): sub-batches with little padding."""
+def length_groups(lengths: Sequence[int], group_cost: float, max_group: int = CPU_MAX_GROUP) -> list[list[int]]:
+    """Indices sorted by length, cut into the contiguous groups of at most `max_group` that cost least
+    to encode, a group costing its padded length plus `group_cost` (in the units of `lengths`)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    groups = -(-len(order) // size)
-    return [order[len(order) * k // groups : len(order) * (k + 1) // groups] for k in range(groups)]
+    ordered = [lengths[i] for i in order]
+    cost = [0.0] + [math.inf] * len(order)  # cost[j]: the cheapest cut of the first j items
+    start = [0] * (len(order) + 1)  # where the last group of that cut starts
+    for end in range(1, len(order) + 1):
+        for first in range(max(0, end - max_group), end):
+            total = cost[first] + ordered[end - 1] * (end - first) + group_cost
+            if total < cost[end]:
+                cost[end], start[end] = total, first
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[start[end] : end])
+        end = start[end]
+    return groups[::-1]
 
 
-def sub_batches(items: list[int], lengths: Sequence[int], on_cpu: bool) -> list[list[int]]:
-    """How to encode the batch `items` (indices into `lengths`): whole on a GPU, which gains from its
-    width; on a CPU, which only pays for its padding, in `length_groups` of `CPU_SUB_BATCH` (the NeMo
-    engine then decodes the groups together)."""
+def sub_batches(items: list[int], lengths: Sequence[int], on_cpu: bool, sample_rate: int) -> list[list[int]]:
+    """How to encode the batch `items` (indices into `lengths`, in samples): whole on a GPU, which gains
+    from its width; on a CPU, which pays for its padding, in `length_groups` (the NeMo engine then
+    decodes the groups together)."""
     if not items:
         return []
     if not on_cpu:
         return [items]
-    return [[items[k] for k in group] for group in length_groups([lengths[i] for i in items], CPU_SUB_BATCH)]
+    groups = length_groups([lengths[i] for i in items], CPU_GROUP_COST_S * sample_rate)
+    return [[items[k] for k in group] for group in groups]
 
 
 def warmup_clips(sample_rate: int, seconds: float = 2.0) -> list[np.ndarray]:

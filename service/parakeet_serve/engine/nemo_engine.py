@@ -143,7 +143,7 @@ class NemoEngine:
         short = [i for i, a in enumerate(audios) if len(a) <= self._long_audio_samples]
         if short:
             on_cpu = self.device.type == "cpu"
-            yield sub_batches(short, [len(a) for a in audios], on_cpu=on_cpu), contextlib.nullcontext()
+            yield sub_batches(short, [len(a) for a in audios], on_cpu, self.sample_rate), contextlib.nullcontext()
         for i, audio in enumerate(audios):
             if len(audio) > self._long_audio_samples:
                 yield [[i]], self._local_attention()

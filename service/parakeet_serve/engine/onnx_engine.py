@@ -114,7 +114,7 @@ class OnnxEngine:
         long = {i for i, a in enumerate(audios) if len(a) > self._long_audio_s * self.sample_rate}
         short = [i for i in range(len(audios)) if i not in long]
         results: dict[int, Recognition] = {i: self._transcribe_long(audios[i], favoured[i]) for i in long}
-        for group in sub_batches(short, [len(a) for a in audios], on_cpu=self.info.device == "cpu"):
+        for group in sub_batches(short, [len(a) for a in audios], self.info.device == "cpu", self.sample_rate):
             batch = self._recognise_batch([audios[i] for i in group], [wanted[i] for i in group],
                                           [favoured[i] for i in group])
             results.update(zip(group, batch, strict=True))
@@ -135,7 +135,8 @@ class OnnxEngine:
         the encoder frames made."""
         pieces = [audio[start:end] for audio in audios for start, end in self._spans(audio)]
         frames = 0
-        for group in sub_batches(list(range(len(pieces))), [len(p) for p in pieces], on_cpu=self.info.device == "cpu"):
+        for group in sub_batches(list(range(len(pieces))), [len(p) for p in pieces], self.info.device == "cpu",
+                                 self.sample_rate):
             _, lengths = self._encode(*self.log_mel([pieces[i] for i in group]))
             frames += int(lengths.sum())
         return frames
