@@ -12,6 +12,7 @@ from typing import Any
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
 from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.base import Engine
+from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
 from parakeet_serve.engine.loader import onnx_directory
 from parakeet_serve.errors import NotReady
 from parakeet_serve.http.server import HttpServer
@@ -162,6 +163,7 @@ class Application:
             boost_limits=BoostLimits(s.boost_max_phrases, s.boost_max_phrase_chars), telemetry=self.telemetry,
         )
         self._export_model(engine, time.monotonic() - began)
+        freeze_loaded_objects()
         if not self._draining:
             await self.server.set_serving(True)
             self.telemetry.metrics.ready.set(1)
@@ -196,6 +198,7 @@ class Application:
         if self._scheduler is not None:
             await self._scheduler.stop()
         self.telemetry.close()
+        release_loaded_objects()
         log.info("stopped")
 
     def _export_model(self, engine: Engine, load_s: float) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from parakeet_serve import __version__
-from parakeet_serve.engine.host_memory import retain_freed_memory
+from parakeet_serve.engine.host_memory import freeze_loaded_objects, retain_freed_memory
 from parakeet_serve.errors import ParakeetError
 from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
@@ -292,6 +292,7 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
         )
         engine = None if args.no_in_process else engine_for(settings)
         nemo_model = _nemo_model(args.model) if args.nemo_transcribe else None
+        freeze_loaded_objects()  # as the server does once loaded
         for n in range(1, options.rounds + 1):  # the sides take turns, never sharing the machine
             with _progress(f"round {n}: server", "file") as bar:
                 server_runs.append(asyncio.run(offline.recognize_all(target, entries, options, bar.update)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from parakeet_serve.audio import AudioFormat, Encoding, decode_audio
+from parakeet_serve.audio import AudioFormat, Encoding, decode_audio, decodes_cheaply
 from parakeet_serve.errors import AudioTooLong, InvalidAudio
 from tests.audio.compressed import encode
 from tests.conftest import pcm16, speechlike
@@ -54,6 +54,17 @@ def test_every_encoding_and_rate_decodes_to_the_same_tone(case: str, rate: int) 
     assert audio.sample_rate == TARGET
     assert audio.duration_s == pytest.approx(1.0, abs=0.01)
     assert peak_hz(audio.mono(), TARGET) == pytest.approx(440, abs=3)
+
+
+def test_only_small_headerless_pcm_at_the_target_rate_counts_as_cheap_to_decode() -> None:
+    pcm = AudioFormat(Encoding.LINEAR_PCM, TARGET, 1)
+    five_s, forty_s = pcm16(tone(440, TARGET, 5.0)), pcm16(tone(440, TARGET, 40.0))
+    assert decodes_cheaply(five_s, pcm, TARGET)
+    assert not decodes_cheaply(forty_s, pcm, TARGET)  # over 1 MB: a thread decodes it
+    assert not decodes_cheaply(five_s, AudioFormat(Encoding.LINEAR_PCM, 8000, 1), TARGET)  # to resample
+    assert not decodes_cheaply(encoded(tone(440, TARGET), TARGET, "WAV", "PCM_16"), pcm, TARGET)  # a container
+    assert not decodes_cheaply(encoded(tone(440, TARGET), TARGET, "RAW", "ULAW"),
+                               AudioFormat(Encoding.MULAW, TARGET, 1), TARGET)
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 48000])

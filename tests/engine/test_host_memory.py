@@ -1,5 +1,6 @@
 """Freed host memory is kept for the next batch: a buffer freed and allocated again, on a thread
-started afterwards as the inference thread is, faults no pages."""
+started afterwards as the inference thread is, faults no pages. The loaded model's Python objects
+are left out of the garbage collector's walks, while later garbage is still collected."""
 
 import subprocess
 import sys
@@ -54,3 +55,31 @@ def test_a_limit_past_a_c_int_of_bytes_is_refused_not_wrapped() -> None:
     with pytest.raises(ValueError, match="at most 2047 MB"):
         retain_freed_memory(MAX_RETAIN_MB + 1)
     assert (MAX_RETAIN_MB << 20) < 2**31
+
+
+# Keeps 100,000 containers alive as a loaded model's would be, freezes, then makes a reference cycle.
+_FREEZE = """
+import gc, weakref
+from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
+class Node:
+    pass
+loaded = [Node() for _ in range(100_000)]
+freeze_loaded_objects()
+walked_frozen = len(gc.get_objects())
+cycle = Node()
+cycle.me = cycle
+collected = []
+weakref.finalize(cycle, collected.append, True)
+del cycle
+gc.collect()
+release_loaded_objects()
+print(walked_frozen, len(collected), len(gc.get_objects()) > 100_000)
+"""
+
+
+def test_objects_alive_when_frozen_are_left_alone_and_later_garbage_is_still_collected() -> None:
+    out = subprocess.run([sys.executable, "-c", _FREEZE], capture_output=True, text=True, check=True)
+    walked_frozen, collected, walked_released = out.stdout.split()
+    assert int(walked_frozen) < 10_000  # the 100,000 live objects are not walked
+    assert collected == "1"  # a cycle made after the freeze is still collected
+    assert walked_released == "True"  # released, they are walked again

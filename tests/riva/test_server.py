@@ -3,6 +3,7 @@ limits and connection age."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -46,6 +47,9 @@ def test_health_is_not_serving_until_loaded_then_serving_then_not_serving_on_dra
     served.loop.run(served.app.load())
     assert health_status(served.address) == SERVING
     assert asr.offline_recognize(WAV, config).results
+    # Loaded and warm: the model's objects are out of the collector's full walks until the drain.
+    assert gc.get_freeze_count() > 10_000
+    assert not any(obj is served.app for obj in gc.get_objects())
 
     with grpc.insecure_channel(served.address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
@@ -53,6 +57,7 @@ def test_health_is_not_serving_until_loaded_then_serving_then_not_serving_on_dra
         draining = served.loop.submit(served.app.drain())
         assert next(watch).status == NOT_SERVING
         draining.result(60)
+    assert gc.get_freeze_count() == 0
 
 
 def test_reflection_lists_riva_and_health(serve: ServeFactory) -> None:

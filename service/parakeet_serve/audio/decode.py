@@ -21,6 +21,8 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 MAX_CHANNELS = 8
 
+# Headerless 16-bit PCM at the wanted rate is only reinterpreted: 15 us for 90 KB, 0.27 ms for 1 MB.
+CHEAP_DECODE_BYTES = 1 << 20
 _RAW_SUBTYPES = {Encoding.MULAW: "ULAW", Encoding.ALAW: "ALAW"}
 # Which declared encodings a detected container may carry; clients often leave it unspecified.
 _CONTAINER_ENCODINGS = {
@@ -49,6 +51,13 @@ def decode_audio(data: bytes, fmt: AudioFormat, *, target_rate: int, max_seconds
     else:
         samples, rate = _read_raw(data, fmt, max_seconds)
     return Audio(_resample(samples, rate, target_rate), target_rate)
+
+
+def decodes_cheaply(data: bytes, fmt: AudioFormat, target_rate: int) -> bool:
+    """Whether decoding `data` is a mere reinterpretation of at most `CHEAP_DECODE_BYTES`: cheaper done
+    at once than handed to a thread and back."""
+    return (fmt.encoding is Encoding.LINEAR_PCM and fmt.sample_rate == target_rate
+            and len(data) <= CHEAP_DECODE_BYTES and sniff_container(data) is None)
 
 
 def _read_container(data: bytes, container: Container, max_seconds: float) -> tuple[np.ndarray, int]:
