@@ -52,9 +52,9 @@ def retain_freed_memory(limit_mb: int) -> bool:
 def freeze_loaded_objects() -> None:
     """Collect what is garbage now, then exempt every object still alive from later collections
     (`release_loaded_objects` undoes it)."""
-    gc.collect()
-    gc.freeze()
-    log.info("loaded objects exempt from garbage collection", extra={"objects": gc.get_freeze_count()})
+    collected = gc.collect()
+    gc.freeze()  # (counting the frozen objects would walk them all again: 49 ms with NeMo loaded)
+    log.info("loaded objects exempt from garbage collection", extra={"garbage_collected": collected})
 
 
 def release_loaded_objects() -> None:
