@@ -24,12 +24,13 @@ from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.export import export
 from parakeet_serve.engine.onnx_engine import OnnxEngine
+from parakeet_serve.engine.words import TokenSpan
 from parakeet_serve.errors import ModelLoadError
 from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
 from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
 from tests.conftest import HEADS, MISHEARD, LoopThread, Served, rpc_code, speechlike, start_server
-from tests.engine.test_streaming import clips, stream_all
+from tests.engine.test_streaming import clips, paused_in_turn, stream_all
 from tests.riva.test_recognize import encodings
 from tests.riva.test_streaming import EVAL, as_bytes, config, finals, pcm_of, stream, utterances_with_pauses
 
@@ -167,7 +168,12 @@ def test_audio_longer_than_full_attention_suits_is_recognised_in_pieces_cut_at_p
 
 
 def streamed(streamer: object, audios: list, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
-    return [[(t.token_id, t.start_frame, t.end_frame) for t in spans] for spans in stream_all(streamer, audios, sizes)]
+    return frames(stream_all(streamer, audios, sizes))
+
+
+def frames(tokens: list[list[TokenSpan]]) -> list[list[tuple[int, int, int]]]:
+    """Each stream's tokens and their frames (confidences differ in the last digits between backends)."""
+    return [[(t.token_id, t.start_frame, t.end_frame) for t in spans] for spans in tokens]
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -186,6 +192,23 @@ def test_the_streaming_export_streams_the_nemo_streamers_tokens(head: str, strea
             ours = streamed(onnx, audios, sizes)
             assert any(ours), "the random model emits tokens on speech-like audio"
             assert ours == streamed(nemo, audios, sizes), (head, decoder, sizes)
+
+
+def test_paused_streams_on_the_export_hold_no_more_than_twice_their_own_caches(
+    streaming_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """As on the NeMo backend: a paused stream does not keep its last step's batch of caches alive,
+    and resumes with NeMo's tokens."""
+    export(str(streaming_models["rnnt"]), tmp_path)
+    onnx = OnnxEngine(tmp_path, model_id="rnnt").streamer(10.0)
+    nemo = load_engine(str(streaming_models["rnnt"])).streamer(10.0)
+    assert onnx is not None
+    seconds = onnx.samples_for_chunks(8) / 16000
+    audios = [speechlike(seconds, seed=20 + i)[0] for i in range(6)]
+    ours, held = paused_in_turn(onnx, audios)
+    assert held <= 2.0
+    assert any(ours)
+    assert frames(ours) == frames(paused_in_turn(nemo, audios)[0])
 
 
 def test_a_full_attention_export_streams_over_the_left_context_it_was_exported_with(

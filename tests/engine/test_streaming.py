@@ -39,6 +39,48 @@ def stream_all(streamer: Streamer, audios: list[np.ndarray], chunk_samples: list
     return tokens
 
 
+def paused_in_turn(streamer: Streamer, audios: list[np.ndarray]) -> tuple[list[list[TokenSpan]], float]:
+    """Streams that pause in turn, as with push-to-talk: all start together, at each later step one
+    more stops sending (one encoder chunk a step for those still talking), then all finish. The tokens
+    per stream, and the cache memory held while most were paused over the size of their own caches."""
+    states = [streamer.open() for _ in audios]
+    tokens: list[list[TokenSpan]] = [[] for _ in audios]
+    first = streamer.samples_for_chunks(1)
+    later = streamer.samples_for_chunks(2) - first
+
+    def send(rows: range, start: list[int], stop: list[int], last: bool = False) -> None:
+        inputs = [StreamInput(states[i], audios[i][start[i] : stop[i]], last=last) for i in rows]
+        for i, out in zip(rows, streamer.step(inputs), strict=True):
+            tokens[i].extend(out.tokens)
+
+    sent = [first] * len(audios)
+    send(range(len(audios)), [0] * len(audios), sent)
+    for k in range(1, len(audios)):  # stream k - 1 has paused
+        send(range(k, len(audios)), sent, [n + later for n in sent])
+        sent = [n + later if i >= k else n for i, n in enumerate(sent)]
+    held = held_cache_bytes(states)
+    send(range(len(audios)), sent, [len(a) for a in audios], last=True)
+    return tokens, held
+
+
+def held_cache_bytes(states: list[StreamState]) -> float:
+    """The bytes of the arrays the streams' encoder caches keep alive, over the caches' own bytes."""
+    alive: dict[int, int] = {}
+    own = 0
+    for cache in (c for st in states for c in st.caches or ()):
+        if isinstance(cache, torch.Tensor):
+            storage = cache.untyped_storage()
+            alive[storage.data_ptr()] = storage.nbytes()
+            own += cache.numel() * cache.element_size()
+        else:
+            root = cache
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            alive[id(root)] = root.nbytes
+            own += cache.nbytes
+    return sum(alive.values()) / own
+
+
 def detokenized(engine: NemoEngine, spans: list[TokenSpan]) -> str:
     return engine.detokenize([t.token_id for t in spans]).strip()
 
@@ -56,6 +98,19 @@ def test_streamed_tokens_equal_offline_for_any_chunking(streaming_models: dict[s
     for sizes in ([160, 800, 16000], [16000, 160, 800]):  # 10 ms, 50 ms and 1 s chunks, in a shared batch
         streamed = [detokenized(engine, spans) for spans in stream_all(streamer, audios, sizes)]
         assert streamed == offline
+
+
+def test_paused_streams_hold_no_more_than_twice_their_own_caches(streaming_models: dict[str, Path]) -> None:
+    """A stream's caches are slices of the batch it was last encoded in; a paused stream (push-to-talk)
+    must not keep every other stream's caches of that step alive, and resumes where it left off."""
+    engine = load_engine(str(streaming_models["rnnt"]))
+    streamer = engine.streamer(10.0)
+    seconds = streamer.samples_for_chunks(8) / engine.sample_rate
+    audios = [speechlike(seconds, seed=20 + i)[0] for i in range(6)]
+    tokens, held = paused_in_turn(streamer, audios)
+    assert held <= 2.0  # five streams, each paused at a different step, held 3.5x before copying out
+    assert [detokenized(engine, t) for t in tokens] == [t.best.text for t in engine.transcribe(audios)]
+    assert any(tokens), "the random model emits tokens on speech-like audio"
 
 
 def test_each_frame_is_encoded_once(streaming_models: dict[str, Path]) -> None:

@@ -78,6 +78,9 @@ class NemoStreamModel:
         rows = [(channel[:, r : r + 1], time[:, r : r + 1], channel_len[r : r + 1]) for r in range(len(caches))]
         return encoded, encoded_len.tolist(), rows
 
+    def own_caches(self, caches: Any) -> Any:
+        return tuple(c.clone() for c in caches)
+
     def _batched_caches(self, caches: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One batch of the rows' caches; a row without caches gets the encoder's initial ones."""
         fresh = self._encoder.get_initial_cache_state(batch_size=1, device=self._engine.device)
