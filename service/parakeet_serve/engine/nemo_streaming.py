@@ -4,6 +4,7 @@ continued from each stream's state (with its per-stream phrase boosting)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,8 @@ class NemoStreamModel:
         rows = [(channel[:, r : r + 1], time[:, r : r + 1], channel_len[r : r + 1]) for r in range(len(caches))]
         return encoded, encoded_len.tolist(), rows
 
-    def own_caches(self, caches: Any) -> Any:
-        return tuple(c.clone() for c in caches)
+    def own(self, state: StreamState) -> None:
+        state.caches, state.decoder = _copied(state.caches), _copied(state.decoder)
 
     def _batched_caches(self, caches: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One batch of the rows' caches; a row without caches gets the encoder's initial ones."""
@@ -135,6 +136,18 @@ class NemoStreamModel:
                 st.ctc_last = label
             out.append(spans)
         return out
+
+
+def _copied(value: Any) -> Any:
+    """`value` with every tensor in it copied (through lists, tuples and dataclasses: NeMo's decoder state)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, list | tuple):
+        return type(value)(_copied(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _copied(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
 
 
 def setup_streaming(encoder: Any, left_context_s: float, frame_s: float) -> None:

@@ -48,8 +48,8 @@ class OnnxStreamModel:
             None, {"audio_signal": signal, "length": lengths, **feeds})
         return encoded, encoded_len.tolist(), [(channel[r], time[r], channel_len[r]) for r in range(len(rows))]
 
-    def own_caches(self, caches: Any) -> Any:
-        return tuple(np.array(c, copy=True) for c in caches)
+    def own(self, state: StreamState) -> None:  # the decoder's states are copies already
+        state.caches = tuple(np.array(c, copy=True) for c in state.caches)
 
     def decode(self, states: list[StreamState], encoded: np.ndarray, lengths: list[int]) -> list[list[TokenSpan]]:
         offsets = [st.frames for st in states]

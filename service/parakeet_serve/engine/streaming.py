@@ -63,7 +63,7 @@ class StreamState:
     next_feature: int = 0  # absolute index of the next feature frame to compute
     pre_encode: np.ndarray | None = None  # the subsampling's context: last feature frames fed
     caches: Any = None  # the encoder's caches, the backend's own; None: as at an utterance's start
-    caches_step: _StepCaches | None = None  # the encoder step whose batch arrays `caches` are part of
+    step_rows: _StepRows | None = None  # the step whose batch arrays `caches` and `decoder` are slices of
     frames: int = 0  # encoder frames produced
     encoded_features: int = 0  # feature frames encoded (each once)
     decoder: Any = None  # the transducer's decoding state, the backend's own; None starts an utterance afresh
@@ -90,21 +90,22 @@ class StreamState:
         self.utterance_start = self.frames
         self.utterance_tokens = 0
         if restart_encoder:
-            self.caches, self.caches_step = None, None
+            self.caches = None
         self.loudness.start_utterance()
 
 
 @dataclass(eq=False)
-class _StepCaches:
-    """The rows of one encoder step, whose caches are slices of that step's batch arrays: one row
-    still in use keeps the whole batch alive (a stream paused by push-to-talk would hold every other
-    stream's caches of its last step), so once most rows have moved on the rest are copied out."""
+class _StepRows:
+    """The streams of one encoder step, whose caches and decoder states are slices of that step's
+    batch arrays: one row still in use keeps the whole batch alive (a stream paused by push-to-talk
+    would hold every other stream's state of its last step), so once most rows have moved on the rest
+    are copied out."""
 
     size: int
     rows: list[weakref.ref[StreamState]]
 
     def in_use(self) -> list[StreamState]:
-        return [st for ref in self.rows if (st := ref()) is not None and st.caches_step is self]
+        return [st for ref in self.rows if (st := ref()) is not None and st.step_rows is self]
 
 
 class StreamModel(Protocol):
@@ -130,8 +131,8 @@ class StreamModel(Protocol):
         array), how many each row has, and each row's caches after it (`caches` rows may be None)."""
         ...
 
-    def own_caches(self, caches: Any) -> Any:
-        """One row's caches copied out of the batch arrays `encode` returned them in."""
+    def own(self, state: StreamState) -> None:
+        """Give the stream copies of its caches and decoder state that share no batch arrays."""
         ...
 
     def decode(self, states: list[StreamState], encoded: Any, lengths: list[int]) -> list[list[TokenSpan]]:
@@ -279,14 +280,14 @@ class Streamer:
         signal = np.zeros((len(group), inputs[0].shape[0], int(lengths.max())), np.float32)
         for row, fed in enumerate(inputs):
             signal[row, :, : fed.shape[1]] = fed
-        left = {id(st.caches_step): st.caches_step for st in group if st.caches_step is not None}
+        left = {id(st.step_rows): st.step_rows for st in group if st.step_rows is not None}
         encoded, new_frames, caches = self.model.encode(signal, lengths, [st.caches for st in group], starting)
-        step = _StepCaches(len(group), [weakref.ref(st) for st in group])
+        step = _StepRows(len(group), [weakref.ref(st) for st in group])
         for st, cache in zip(group, caches, strict=True):
-            st.caches, st.caches_step = cache, step
+            st.caches, st.step_rows = cache, step
+        decoded = self.model.decode(group, encoded, new_frames)
         for earlier in left.values():
             self._copy_out_if_mostly_unused(earlier)
-        decoded = self.model.decode(group, encoded, new_frames)
         for st, spans, n in zip(group, decoded, new_frames, strict=True):
             st.utterance_tokens += len(spans)
             if spans:  # encoder frame f has heard feature frames up to f * subsampling
@@ -294,13 +295,14 @@ class Streamer:
             st.frames += n
         return decoded
 
-    def _copy_out_if_mostly_unused(self, step: _StepCaches) -> None:
-        """Bound the memory of paused streams to twice their caches: when at most half of an earlier
+    def _copy_out_if_mostly_unused(self, step: _StepRows) -> None:
+        """Bound the memory of paused streams to twice their own: when at most half of an earlier
         step's rows still use its batch arrays, those rows get copies of their own."""
         in_use = step.in_use()
         if len(in_use) * 2 <= step.size:
             for st in in_use:
-                st.caches, st.caches_step = self.model.own_caches(st.caches), None
+                self.model.own(st)
+                st.step_rows = None
 
     def _pre_encode_context(self, st: StreamState) -> np.ndarray:
         """The subsampling's context for the next chunk; after a first chunk shorter than it (a model
