@@ -198,7 +198,7 @@ def test_paused_streams_on_the_export_hold_no_more_than_twice_their_own_caches(
     streaming_models: dict[str, Path], tmp_path: Path
 ) -> None:
     """As on the NeMo backend: a paused stream does not keep its last step's batch of caches alive,
-    and resumes with NeMo's tokens."""
+    and resumes with NeMo's tokens, also when its encoder restarted (it then holds no caches to copy)."""
     export(str(streaming_models["rnnt"]), tmp_path)
     onnx = OnnxEngine(tmp_path, model_id="rnnt").streamer(10.0)
     nemo = load_engine(str(streaming_models["rnnt"])).streamer(10.0)
@@ -209,6 +209,8 @@ def test_paused_streams_on_the_export_hold_no_more_than_twice_their_own_caches(
     assert held["caches"] <= 2.0 and held["decoder"] <= 2.0
     assert any(ours)
     assert frames(ours) == frames(paused_in_turn(nemo, audios)[0])
+    restarted = paused_in_turn(onnx, audios, restart=True)[0]
+    assert frames(restarted) == frames(paused_in_turn(nemo, audios, restart=True)[0])
 
 
 def test_a_full_attention_export_streams_over_the_left_context_it_was_exported_with(

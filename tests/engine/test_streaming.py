@@ -41,9 +41,11 @@ def stream_all(streamer: Streamer, audios: list[np.ndarray], chunk_samples: list
     return tokens
 
 
-def paused_in_turn(streamer: Streamer, audios: list[np.ndarray]) -> tuple[list[list[TokenSpan]], dict[str, float]]:
+def paused_in_turn(streamer: Streamer, audios: list[np.ndarray],
+                   restart: bool = False) -> tuple[list[list[TokenSpan]], dict[str, float]]:
     """Streams that pause in turn, as with push-to-talk: all start together, at each later step one
-    more stops sending (one encoder chunk a step for those still talking), then all finish. The tokens
+    more stops sending (one encoder chunk a step for those still talking; with `restart`, its encoder
+    restarted as after a two-pass stream's final), then all finish. The tokens
     per stream, and for the encoder caches and the decoder states the memory held while most were
     paused over their own size."""
     states = [streamer.open() for _ in audios]
@@ -59,6 +61,8 @@ def paused_in_turn(streamer: Streamer, audios: list[np.ndarray]) -> tuple[list[l
     sent = [first] * len(audios)
     send(range(len(audios)), [0] * len(audios), sent)
     for k in range(1, len(audios)):  # stream k - 1 has paused
+        if restart:
+            states[k - 1].start_utterance(restart_encoder=True)
         send(range(k, len(audios)), sent, [n + later for n in sent])
         sent = [n + later if i >= k else n for i, n in enumerate(sent)]
     held = {part: held_over_own(states, part) for part in ("caches", "decoder")}

@@ -89,8 +89,8 @@ class StreamState:
         self.ctc_last = -1
         self.utterance_start = self.frames
         self.utterance_tokens = 0
-        if restart_encoder:
-            self.caches = None
+        if restart_encoder:  # nothing left of the last step's batch arrays
+            self.caches, self.step_rows = None, None
         self.loudness.start_utterance()
 
 
