@@ -206,7 +206,7 @@ def test_paused_streams_on_the_export_hold_no_more_than_twice_their_own_caches(
     seconds = onnx.samples_for_chunks(8) / 16000
     audios = [speechlike(seconds, seed=20 + i)[0] for i in range(6)]
     ours, held = paused_in_turn(onnx, audios)
-    assert held["caches"] <= 2.0 and held["decoder"] <= 2.0
+    assert max(held.values()) <= 2.0, held
     assert any(ours)
     assert frames(ours) == frames(paused_in_turn(nemo, audios)[0])
     restarted = paused_in_turn(onnx, audios, restart=True)[0]

@@ -44,10 +44,10 @@ def stream_all(streamer: Streamer, audios: list[np.ndarray], chunk_samples: list
 def paused_in_turn(streamer: Streamer, audios: list[np.ndarray],
                    restart: bool = False) -> tuple[list[list[TokenSpan]], dict[str, float]]:
     """Streams that pause in turn, as with push-to-talk: all start together, at each later step one
-    more stops sending (one encoder chunk a step for those still talking; with `restart`, its encoder
-    restarted as after a two-pass stream's final), then all finish. The tokens
-    per stream, and for the encoder caches and the decoder states the memory held while most were
-    paused over their own size."""
+    more stops sending (one encoder chunk a step for those still talking, half a chunk's features
+    left pending; with `restart`, its encoder restarted as after a two-pass stream's final), then
+    all finish. The tokens per stream, and for their pending features, encoder caches and decoder
+    states the memory held while most were paused over their own size."""
     states = [streamer.open() for _ in audios]
     tokens: list[list[TokenSpan]] = [[] for _ in audios]
     first = streamer.samples_for_chunks(1)
@@ -58,14 +58,14 @@ def paused_in_turn(streamer: Streamer, audios: list[np.ndarray],
         for i, out in zip(rows, streamer.step(inputs), strict=True):
             tokens[i].extend(out.tokens)
 
-    sent = [first] * len(audios)
+    sent = [first + later // 2] * len(audios)
     send(range(len(audios)), [0] * len(audios), sent)
     for k in range(1, len(audios)):  # stream k - 1 has paused
         if restart:
             states[k - 1].start_utterance(restart_encoder=True)
         send(range(k, len(audios)), sent, [n + later for n in sent])
         sent = [n + later if i >= k else n for i, n in enumerate(sent)]
-    held = {part: held_over_own(states, part) for part in ("caches", "decoder")}
+    held = {part: held_over_own(states, part) for part in ("features", "caches", "decoder")}
     send(range(len(audios)), sent, [len(a) for a in audios], last=True)
     return tokens, held
 
@@ -128,7 +128,7 @@ def test_paused_streams_hold_no_more_than_twice_their_own_caches(streaming_model
     seconds = streamer.samples_for_chunks(8) / engine.sample_rate
     audios = [speechlike(seconds, seed=20 + i)[0] for i in range(6)]
     tokens, held = paused_in_turn(streamer, audios)
-    assert held["caches"] <= 2.0 and held["decoder"] <= 2.0  # each 3.5x before copying out
+    assert max(held.values()) <= 2.0, held  # before: features 5.1x, caches and decoder states 3.5x
     assert [detokenized(engine, t) for t in tokens] == [t.best.text for t in engine.transcribe(audios)]
     assert any(tokens), "the random model emits tokens on speech-like audio"
 

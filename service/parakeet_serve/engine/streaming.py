@@ -242,7 +242,8 @@ class Streamer:
             available = min(available, (samples - half_window) // hop + 1)
         skip = st.next_feature - first_frame
         if available > skip:
-            new = features[:, skip:available].astype(np.float32, copy=False)
+            # a copy: pending in a paused stream, a slice would keep the whole batch's features alive
+            new = features[:, skip:available].astype(np.float32)
             loud = st.loudness.loud(new)
             st.loud = loud if st.loud is None else np.concatenate([st.loud, loud])
             if self.model.running_norm:
@@ -268,8 +269,9 @@ class Streamer:
         inputs = []
         for st in group:
             assert st.features is not None
-            take = st.features[:, :width]
-            st.features = st.features[:, take.shape[1] :] if st.features.shape[1] > take.shape[1] else None
+            take, rest = st.features[:, :width], st.features[:, width:]
+            # a rest shorter than the chunk is copied: as a slice it would keep the chunk alive while paused
+            st.features = None if not rest.shape[1] else rest.copy() if rest.shape[1] < width else rest
             self._mark_loud(st, take.shape[1])
             fed = take if starting else np.concatenate([self._pre_encode_context(st), take], axis=1)
             st.pre_encode = fed[:, max(fed.shape[1] - g.context, 0) :]
