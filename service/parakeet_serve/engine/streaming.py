@@ -282,14 +282,9 @@ class Streamer:
         signal = np.zeros((len(group), inputs[0].shape[0], int(lengths.max())), np.float32)
         for row, fed in enumerate(inputs):
             signal[row, :, : fed.shape[1]] = fed
-        left = {id(st.step_rows): st.step_rows for st in group if st.step_rows is not None}
         encoded, new_frames, caches = self.model.encode(signal, lengths, [st.caches for st in group], starting)
-        step = _StepRows(len(group), [weakref.ref(st) for st in group])
-        for st, cache in zip(group, caches, strict=True):
-            st.caches, st.step_rows = cache, step
+        self._keep_caches(group, caches)
         decoded = self.model.decode(group, encoded, new_frames)
-        for earlier in left.values():
-            self._copy_out_if_mostly_unused(earlier)
         for st, spans, n in zip(group, decoded, new_frames, strict=True):
             st.utterance_tokens += len(spans)
             if spans:  # encoder frame f has heard feature frames up to f * subsampling
@@ -297,14 +292,19 @@ class Streamer:
             st.frames += n
         return decoded
 
-    def _copy_out_if_mostly_unused(self, step: _StepRows) -> None:
-        """Bound the memory of paused streams to twice their own: when at most half of an earlier
-        step's rows still use its batch arrays, those rows get copies of their own."""
-        in_use = step.in_use()
-        if len(in_use) * 2 <= step.size:
-            for st in in_use:
-                self.model.own(st)
-                st.step_rows = None
+    def _keep_caches(self, group: list[StreamState], caches: list[Any]) -> None:
+        """Give each stream its caches of this step (and with them its decoder state to come), and bound
+        the memory of paused streams to twice their own: when at most half of an earlier step's rows
+        still use its batch arrays, those rows get copies of their own."""
+        earlier = {id(st.step_rows): st.step_rows for st in group if st.step_rows is not None}
+        step = _StepRows(len(group), [weakref.ref(st) for st in group])
+        for st, cache in zip(group, caches, strict=True):
+            st.caches, st.step_rows = cache, step
+        for rows in earlier.values():
+            if len(in_use := rows.in_use()) * 2 <= rows.size:
+                for st in in_use:
+                    self.model.own(st)
+                    st.step_rows = None
 
     def _pre_encode_context(self, st: StreamState) -> np.ndarray:
         """The subsampling's context for the next chunk; after a first chunk shorter than it (a model
