@@ -71,8 +71,8 @@ def paused_in_turn(streamer: Streamer, audios: list[np.ndarray],
 
 
 def held_over_own(states: list[StreamState], part: str) -> float:
-    """The bytes of the arrays a part of the streams' states (`caches`, `decoder`) keeps alive, over
-    the bytes of the part itself."""
+    """The bytes of the arrays a part of the streams' states (`features`, `caches`, `decoder`) keeps
+    alive, over the bytes of the part itself."""
     alive: dict[int, int] = {}
     own = 0
     for array in (a for st in states for a in arrays_in(getattr(st, part))):

@@ -101,7 +101,6 @@ class _StepRows:
     would hold every other stream's state of its last step), so once most rows have moved on the rest
     are copied out."""
 
-    size: int
     rows: list[weakref.ref[StreamState]]
 
     def in_use(self) -> list[StreamState]:
@@ -297,11 +296,11 @@ class Streamer:
         the memory of paused streams to twice their own: when at most half of an earlier step's rows
         still use its batch arrays, those rows get copies of their own."""
         earlier = {id(st.step_rows): st.step_rows for st in group if st.step_rows is not None}
-        step = _StepRows(len(group), [weakref.ref(st) for st in group])
+        step = _StepRows([weakref.ref(st) for st in group])
         for st, cache in zip(group, caches, strict=True):
             st.caches, st.step_rows = cache, step
-        for rows in earlier.values():
-            if len(in_use := rows.in_use()) * 2 <= rows.size:
+        for before in earlier.values():
+            if len(in_use := before.in_use()) * 2 <= len(before.rows):
                 for st in in_use:
                     self.model.own(st)
                     st.step_rows = None
