@@ -76,7 +76,7 @@ def _structural(schema: dict[str, Any]) -> dict[str, Any]:
             rest = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
             return convert({**kept, **rest, "nullable": True})
         out = {key: convert(value) for key, value in node.items()
-               if key not in ("title", "$defs") and not (key == "additionalProperties" and value is False)}
+               if key not in ("title", "$defs") and not (key == "additionalProperties" and isinstance(value, bool))}
         if out.get("default", 0) is None:
             del out["default"]
         for bound in ("Minimum", "Maximum"):  # OpenAPI 3.0: a bound plus a boolean, not JSON Schema's number

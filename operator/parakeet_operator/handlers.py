@@ -38,7 +38,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.update(*RESOURCE)  # the spec, or an annotation (the warm-up retry)
 @kopf.timer(*RESOURCE, interval=SETTINGS.reconcile_interval_s, initial_delay=SETTINGS.reconcile_interval_s)
 async def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     try:
@@ -48,8 +48,9 @@ async def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
             kopf.warn(dict(body), reason="InvalidSpec", message=str(exc))
         patch.status.update(_failed(str(exc), body))
         raise
-    if status is not None:
-        patch.status.update(status)
+    if status is not None:  # only what changed: a converged resource costs no write
+        current = body.status or {}
+        patch.status.update({key: value for key, value in status.items() if current.get(key) != value})
 
 
 def _failed(message: str, body: kopf.Body) -> dict[str, Any]:

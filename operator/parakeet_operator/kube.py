@@ -1,11 +1,12 @@
 """A small Kubernetes API client for the operator's children: JSON over aiohttp with kopf's credentials.
 
 kopf watches and patches its own resources but offers no client for others; this one does the few
-calls the operator needs (get, create, merge-patch, delete, list, discovery) and nothing else.
+calls the operator needs (get, server-side apply, delete, list, discovery) and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from typing import Any
@@ -13,7 +14,10 @@ from typing import Any
 import aiohttp
 import kopf
 
+from parakeet_operator.drift import converged
+
 USER_AGENT = "parakeet-operator/0.1.0"
+FIELD_MANAGER = "parakeet-operator"  # owner of what the operator applies, in each child's managedFields
 PLURALS = {
     "ConfigMap": "configmaps", "Deployment": "deployments", "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Job": "jobs", "PersistentVolumeClaim": "persistentvolumeclaims", "Pod": "pods",
@@ -67,9 +71,14 @@ class Kube:
         url = self._info.server.rstrip("/") + url_path
         async with self._session.request(method, url, json=body, headers=headers, params=params,
                                          ssl=self._ssl) as response:
-            data = await response.json(content_type=None) if response.content_length != 0 else None
             if response.status == 404 and missing_ok:
                 return None
+            # An API server answers an unknown path (an API group not served) in plain text, not JSON.
+            text = await response.text()
+            try:
+                data = json.loads(text) if text else None
+            except ValueError:
+                data = text
             if response.status >= 400:
                 message = data.get("message", "") if isinstance(data, dict) else str(data)
                 raise ApiError(response.status, method, url_path, message[:200])
@@ -83,21 +92,27 @@ class Kube:
         return (found or {}).get("items", [])
 
     async def apply(self, manifest: dict[str, Any]) -> str:
-        """Create `manifest`, or merge-patch the live object where it differs (drift). What was done."""
+        """Server-side apply `manifest` unless the live object already is it (`drift.converged`). What was done.
+
+        Apply lets the API server merge: it removes what the operator set before and no longer sets, and takes
+        back fields someone else changed (force); a converged child costs a read and no write."""
         meta = manifest["metadata"]
         args = (manifest["apiVersion"], manifest["kind"], meta["namespace"])
         live = await self.get(*args, meta["name"])
-        if live is None:
-            await self.request("POST", path(*args), manifest)
-            return "created"
-        if contains(live, manifest):
+        if live is not None and converged(live, manifest, FIELD_MANAGER):
             return "unchanged"
-        await self.request("PATCH", path(*args, meta["name"]), manifest, content_type="application/merge-patch+json")
-        return "patched"
+        await self.request("PATCH", path(*args, meta["name"]), manifest, content_type="application/apply-patch+yaml",
+                           params={"fieldManager": FIELD_MANAGER, "force": "true"})
+        return "created" if live is None else "patched"
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """Delete if present; whether it was."""
-        return await self.request("DELETE", path(api_version, kind, namespace, name), missing_ok=True) is not None
+        """Delete if present, its dependents after it (a Job's pod, which the API's default for Jobs would
+        orphan); whether it was."""
+        if await self.get(api_version, kind, namespace, name) is None:  # a read, not a write, when converged
+            return False
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        return await self.request("DELETE", path(api_version, kind, namespace, name), options,
+                                  missing_ok=True) is not None
 
     async def served(self, group_version: str) -> bool:
         """Whether the cluster serves this API group version, looked up again after the discovery interval."""
@@ -107,12 +122,3 @@ class Kube:
         found = await self.request("GET", f"/apis/{group_version}", missing_ok=True) is not None
         self._served[group_version] = (time.monotonic(), found)
         return found
-
-
-def contains(live: Any, desired: Any) -> bool:
-    """Whether `live` already has every field `desired` sets (fields the API server adds are ignored)."""
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
-    if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
-    return live == desired

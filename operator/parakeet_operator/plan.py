@@ -22,11 +22,15 @@ WarmupPhase = Literal["absent", "running", "succeeded", "failed"]
 
 @dataclass(frozen=True)
 class WarmupState:
-    """The warm-up Job of the spec's current warm-up key, as the cluster shows it."""
+    """The warm-up of the spec's current key: its Job as the cluster shows it, and what is remembered of it."""
 
-    phase: WarmupPhase
+    phase: WarmupPhase  # of the Job of this key
     reason: str = ""
     result: dict[str, Any] | None = None  # the JSON line of `parakeet-serve warmup` (the termination message)
+    retry: str = ""  # the resource's retry annotation, part of the key
+    # A success of this key remembered by the resource's status or the Deployment: its Job may be gone (TTL).
+    proven: dict[str, Any] | None = None
+    superseded: tuple[str, ...] = ()  # warm-up Jobs of other keys, still there
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,10 @@ def plan(spec: ParakeetASRSpec, names: Names, observed: Observed) -> Plan:
     p.conditions.append(_condition(
         "CacheReady", observed.claim_bound, "ClaimPresent" if observed.claim_bound else "ClaimMissing",
         f"model cache {claim_name}" + ("" if observed.claim_bound else " does not exist")))
-    key = builders.warmup_key(spec)
+    key = builders.warmup_key(spec, names, observed.warmup.retry)
     warmed = _warmup(spec, names, observed.warmup, key, p)
     if warmed:
-        p.apply.extend(_serving(spec, names, observed, p))
+        p.apply.extend(_serving(spec, names, observed, key if spec.warmup.enabled else "", p))
     else:  # the old pods (if any) keep serving the old model until the new one is proven
         p.conditions.append(_condition("AutoscalerReady", False, "WaitingForWarmup", "no fleet before the warm-up"))
     _fleet_status(spec, names, observed, warmed, p)
@@ -66,32 +70,38 @@ def plan(spec: ParakeetASRSpec, names: Names, observed: Observed) -> Plan:
 
 def _warmup(spec: ParakeetASRSpec, names: Names, state: WarmupState, key: str, p: Plan) -> bool:
     """Add the warm-up Job when one is due; True once the current model is proven (or warm-up is off)."""
+    # A Job cannot be changed: one of an older key is deleted (its pod with it), never patched.
+    p.delete.extend(("batch/v1", "Job", job) for job in state.superseded)
     if not spec.warmup.enabled:
+        p.status["lastFailure"] = None
         p.conditions.append(_condition("WarmedUp", True, "Disabled", "warm-up is disabled in the spec"))
         return True
     job = names.warmup_job(key)
-    if state.phase in ("absent", "running"):
-        p.apply.append(builders.warmup_job(spec, names))
-        p.conditions.append(_condition("WarmedUp", False, "Running", f"warm-up Job {job} is loading {spec.model.id}"))
-        return False
+    if state.phase == "succeeded" or state.proven:
+        proof = {"key": key, "job": job, **{k: (state.result or state.proven or {}).get(k) for k in
+                                            ("model", "device", "load_seconds", "transcript", "rtf")}}
+        p.status["warmup"] = proof
+        p.status["lastFailure"] = None  # recovered
+        p.conditions.append(_condition("WarmedUp", True, "Succeeded",
+                                       f"{spec.model.id} loaded in {proof['load_seconds'] or '?'} s and said "
+                                       f"{json.dumps(proof['transcript'] or '')}"))
+        return True
     if state.phase == "failed":
         p.conditions.append(_condition("WarmedUp", False, "Failed", f"warm-up Job {job} failed: {state.reason}"))
         p.status["lastFailure"] = f"warm-up of {spec.model.id}: {state.reason}"
         return False
-    result = state.result or {}
-    p.status["warmup"] = {"key": key, "job": job, **{k: result.get(k) for k in
-                                                     ("model", "device", "load_seconds", "transcript", "rtf")}}
-    p.conditions.append(_condition("WarmedUp", True, "Succeeded",
-                                   f"{spec.model.id} loaded in {result.get('load_seconds', '?')} s and said "
-                                   f"{json.dumps(result.get('transcript', ''))}"))
-    return True
+    if state.phase == "absent":
+        p.apply.append(builders.warmup_job(spec, names, state.retry))
+    p.conditions.append(_condition("WarmedUp", False, "Running", f"warm-up Job {job} is loading {spec.model.id}"))
+    return False
 
 
-def _serving(spec: ParakeetASRSpec, names: Names, observed: Observed, p: Plan) -> list[dict[str, Any]]:
+def _serving(spec: ParakeetASRSpec, names: Names, observed: Observed, warmed_key: str,
+             p: Plan) -> list[dict[str, Any]]:
     mode = spec.autoscaling.mode
     if mode == "auto":
         mode = "keda" if KEDA in observed.apis else "hpa" if CUSTOM_METRICS in observed.apis else "none"
-    children = [builders.deployment(spec, names, spec.fixed_replicas if mode == "none" else None),
+    children = [builders.deployment(spec, names, spec.fixed_replicas if mode == "none" else None, warmed_key),
                 *builders.services(spec, names), builders.pod_disruption_budget(spec, names)]
     missing = mode == "keda" and KEDA not in observed.apis
     if mode == "keda" and not missing:

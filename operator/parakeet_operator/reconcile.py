@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from parakeet_operator import builders
 from parakeet_operator.builders import Names
+from parakeet_operator.builders.workload import WARMUP_KEY_ANNOTATION, WARMUP_RETRY_ANNOTATION
 from parakeet_operator.kube import ApiError, Kube
 from parakeet_operator.plan import OPTIONAL_APIS, Observed, WarmupState, plan
 from parakeet_operator.spec import ParakeetASRSpec
@@ -34,7 +36,7 @@ async def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | A
         reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise kopf.PermanentError(f"invalid spec: {reason}") from None
     try:
-        observed = await observe(kube, spec, names)
+        observed = await observe(kube, spec, names, body)
         decided = plan(spec, names, observed)
         for child in decided.apply:
             if not (child["kind"] == "PersistentVolumeClaim" and spec.model_cache.retain_on_delete):
@@ -67,32 +69,41 @@ def _event(body: dict[str, Any], logger: Any, reason: str, message: str, warning
     (logger.warning if warning else logger.info)(message)
 
 
-async def observe(kube: Kube, spec: ParakeetASRSpec, names: Names) -> Observed:
+async def observe(kube: Kube, spec: ParakeetASRSpec, names: Names, body: dict[str, Any]) -> Observed:
     apis = frozenset([api for api in OPTIONAL_APIS if await kube.served(api)])
     claim = spec.model_cache.existing_claim
     claim_bound = not claim or await kube.get("v1", "PersistentVolumeClaim", names.namespace, claim) is not None
-    return Observed(apis=apis, warmup=await _warmup_state(kube, spec, names),
-                    deployment=await kube.get("apps/v1", "Deployment", names.namespace, names.name),
-                    claim_bound=claim_bound)
+    deployment = await kube.get("apps/v1", "Deployment", names.namespace, names.name)
+    return Observed(apis=apis, warmup=await _warmup_state(kube, spec, names, body, deployment),
+                    deployment=deployment, claim_bound=claim_bound)
 
 
-async def _warmup_state(kube: Kube, spec: ParakeetASRSpec, names: Names) -> WarmupState:
-    if not spec.warmup.enabled:
-        return WarmupState("succeeded")
-    job_name = names.warmup_job(builders.warmup_key(spec))
-    job = await kube.get("batch/v1", "Job", names.namespace, job_name)
-    if job is None:
-        return WarmupState("absent")
+async def _warmup_state(kube: Kube, spec: ParakeetASRSpec, names: Names, body: dict[str, Any],
+                        deployment: dict[str, Any] | None) -> WarmupState:
+    retry = (body["metadata"].get("annotations") or {}).get(WARMUP_RETRY_ANNOTATION, "")
+    key = builders.warmup_key(spec, names, retry)
+    jobs = {job["metadata"]["name"]: job for job in await kube.list("batch/v1", "Job", names.namespace,
+                                                                     builders.warmup_selector(names))}
+    job_name = names.warmup_job(key)
+    superseded = tuple(name for name, job in jobs.items()
+                       if name != job_name and not job["metadata"].get("deletionTimestamp"))
+    remembered = (body.get("status") or {}).get("warmup") or {}
+    on_fleet = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(WARMUP_KEY_ANNOTATION)
+    proven = remembered if remembered.get("key") == key else {"key": key} if on_fleet == key else None
+    found = WarmupState("absent", retry=retry, proven=proven, superseded=superseded)
+    job = jobs.get(job_name)
+    if not spec.warmup.enabled or job is None:
+        return found
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if not (status.get("succeeded") or "Complete" in conditions or "Failed" in conditions):
-        return WarmupState("running")
+        return replace(found, phase="running")
     result = await _termination_message(kube, names.namespace, job_name)
     if status.get("succeeded") or "Complete" in conditions:
-        return WarmupState("succeeded", result=result)
+        return replace(found, phase="succeeded", result=result)
     failed = conditions["Failed"]
     why = (result or {}).get("error") or failed.get("message") or "the Job failed"
-    return WarmupState("failed", reason=f"{failed.get('reason', 'Failed')}: {why}", result=result)
+    return replace(found, phase="failed", reason=f"{failed.get('reason', 'Failed')}: {why}", result=result)
 
 
 async def _termination_message(kube: Kube, namespace: str, job_name: str) -> dict[str, Any] | None:

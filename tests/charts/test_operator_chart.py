@@ -65,7 +65,7 @@ def test_the_rbac_never_reads_secrets_or_deletes_the_fleet() -> None:
     rules = [r for d in operator_render() if d["kind"] == "ClusterRole" for r in d["rules"]]
     assert not [r for r in rules if "secrets" in r["resources"]]
     deletable = {res for r in rules if "delete" in r["verbs"] for res in r["resources"]}
-    assert deletable == {"scaledobjects", "horizontalpodautoscalers"}
+    assert deletable == {"scaledobjects", "horizontalpodautoscalers", "jobs"}  # jobs: superseded warm-ups
     assert not [r for r in rules if "*" in r["verbs"] or "*" in r["resources"]]
 
 

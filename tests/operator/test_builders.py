@@ -57,7 +57,7 @@ def test_a_new_resource_gets_its_cache_and_warmup_and_no_fleet_yet() -> None:
     claim, job = p.apply
     assert claim["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}},
                              "storageClassName": "shared-nfs"}
-    assert job["metadata"]["name"] == NAMES.warmup_job(builders.warmup_key(GPU))
+    assert job["metadata"]["name"] == NAMES.warmup_job(builders.warmup_key(GPU, NAMES))
     assert condition(p, "WarmedUp")["reason"] == "Running" and p.status["phase"] == "WarmingUp"
 
 
@@ -80,14 +80,50 @@ def test_the_warmup_job_proves_the_model_on_the_serving_hardware() -> None:
     assert expected["args"] == ["warmup", "--expected-text", "the train", "--max-wer", "0.2"]
 
 
-def test_a_changed_model_needs_a_new_warmup_and_a_changed_replica_count_does_not() -> None:
-    key = builders.warmup_key(GPU)
-    other_model = GPU.model_copy(update={"model": GPU.model.model_copy(update={"id": "nvidia/parakeet-tdt-1.1b"})})
-    assert builders.warmup_key(other_model) != key
-    assert builders.warmup_key(GPU.model_copy(update={"drain_seconds": 60})) == key
-    # until the new model is proven, the plan leaves the serving fleet alone
-    p = plan(other_model, NAMES, Observed(apis=ALL_APIS, warmup=WarmupState("absent")))
-    assert "Deployment" not in by_kind(p.apply)
+def _with(spec: ParakeetASRSpec, **changes: Any) -> ParakeetASRSpec:
+    return ParakeetASRSpec.model_validate({**spec.model_dump(by_alias=True), **changes})
+
+
+@pytest.mark.parametrize("changes", [
+    {"model": {"id": "nvidia/parakeet-tdt-1.1b"}},
+    {"tolerations": []},  # what a user edits when the warm-up pod cannot schedule
+    {"nodeSelector": {"pool": "h100"}},
+    {"resources": {"limits": {"memory": "64Gi"}}},
+    {"settings": {"PARAKEET_MICROBATCH_MAX_BATCH": "32"}},
+    {"warmup": {"timeoutSeconds": 7200}},
+    {"warmup": {"backoffLimit": 0}},
+], ids=lambda c: ",".join(c))
+def test_whatever_shapes_the_warmup_job_needs_a_new_job(changes: dict[str, Any]) -> None:
+    """A Job's pod cannot be changed: a new shape is a new key, a new Job name."""
+    assert builders.warmup_key(_with(GPU, **changes), NAMES) != builders.warmup_key(GPU, NAMES)
+    assert builders.warmup_key(GPU, NAMES, retry="2026-12-06T23:00") != builders.warmup_key(GPU, NAMES)
+
+
+@pytest.mark.parametrize("changes", [{"drainSeconds": 60}, {"pod": {"annotations": {"team": "speech"}}},
+                                     {"autoscaling": {"mode": "none"}, "replicas": 3}], ids=lambda c: ",".join(c))
+def test_what_only_the_fleet_uses_needs_no_new_warmup(changes: dict[str, Any]) -> None:
+    assert builders.warmup_key(_with(GPU, **changes), NAMES) == builders.warmup_key(GPU, NAMES)
+
+
+def test_until_a_new_warmup_is_proven_the_fleet_is_left_alone_and_older_jobs_go() -> None:
+    other_model = _with(GPU, model={"id": "nvidia/parakeet-tdt-1.1b"})
+    old_job = NAMES.warmup_job(builders.warmup_key(GPU, NAMES))
+    p = plan(other_model, NAMES, Observed(apis=ALL_APIS, warmup=WarmupState("absent", superseded=(old_job,))))
+    assert "Deployment" not in by_kind(p.apply) and by_kind(p.apply)["Job"]["metadata"]["name"] != old_job
+    assert ("batch/v1", "Job", old_job) in p.delete
+    running = plan(other_model, NAMES, Observed(apis=ALL_APIS, warmup=WarmupState("running")))
+    assert "Job" not in by_kind(running.apply)  # never patched: Kubernetes refuses any change to its pod
+
+
+def test_a_proven_warmup_whose_job_is_gone_still_serves() -> None:
+    key = builders.warmup_key(GPU, NAMES)
+    remembered = {"key": key, "job": NAMES.warmup_job(key), "model": "demo", "load_seconds": 2.5,
+                  "transcript": "the train", "device": "cuda", "rtf": 0.01}
+    p = plan(GPU, NAMES, Observed(apis=ALL_APIS, warmup=WarmupState("absent", proven=remembered)))
+    assert "Job" not in by_kind(p.apply) and "Deployment" in by_kind(p.apply)
+    assert p.status["warmup"] == remembered and condition(p, "WarmedUp")["status"] == "True"
+    assert by_kind(p.apply)["Deployment"]["metadata"]["annotations"] == {builders.workload.WARMUP_KEY_ANNOTATION: key}
+    assert p.status["lastFailure"] is None  # a failure before this proof is cleared
 
 
 def test_a_proven_model_gets_its_fleet_and_the_status_shows_the_warmup() -> None:

@@ -41,7 +41,8 @@ from tests.operator.kmock_cluster import (
 
 pytestmark = pytest.mark.asyncio
 SPEC = {"model": {"id": "demo"}, "gpu": {"count": 0}, "autoscaling": {"mode": "auto"}}
-JOB = builders.Names("asr", NS).warmup_job(builders.warmup_key(ParakeetASRSpec.model_validate(SPEC)))
+JOB = builders.Names("asr", NS).warmup_job(builders.warmup_key(ParakeetASRSpec.model_validate(SPEC),
+                                                               builders.Names("asr", NS)))
 WARMED = {"ok": True, "model": "demo", "device": "cpu", "load_seconds": 4.2, "rtf": 0.02, "error": None,
           "transcript": "the train to the airport leaves at four oh five from platform twenty"}
 

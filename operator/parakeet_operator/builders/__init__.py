@@ -9,7 +9,7 @@ from parakeet_operator.builders.monitoring import otel_collector_config, service
 from parakeet_operator.builders.network import services
 from parakeet_operator.builders.scaling import horizontal_pod_autoscaler, pod_disruption_budget, scaled_object
 from parakeet_operator.builders.storage import model_cache_claim
-from parakeet_operator.builders.workload import deployment, warmup_job, warmup_key
+from parakeet_operator.builders.workload import deployment, warmup_job, warmup_key, warmup_selector
 
 __all__ = [
     "Names",
@@ -23,4 +23,5 @@ __all__ = [
     "services",
     "warmup_job",
     "warmup_key",
+    "warmup_selector",
 ]

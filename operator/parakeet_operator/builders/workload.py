@@ -14,21 +14,23 @@ CACHE_MOUNT = "/models"
 TLS_MOUNT, CLIENT_CA_MOUNT = "/etc/parakeet/tls", "/etc/parakeet/client-ca"
 PROBE_PERIOD_S = 10
 WARMUP_KEY_ANNOTATION = "asr.parakeet.dev/warmup-key"
+WARMUP_RETRY_ANNOTATION = "asr.parakeet.dev/warmup-retry"  # on a ParakeetASR: any new value runs the warm-up again
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                 "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                       "capabilities": {"drop": ["ALL"]}}
 
 
-def warmup_key(spec: ParakeetASRSpec) -> str:
-    """What a warm-up proves: this model, in this image, on this hardware. A change needs a new proof."""
-    proven = {"model": spec.model.model_dump(), "image": image(spec), "gpu": spec.gpu.model_dump(),
-              "expected": [spec.warmup.expected_text, spec.warmup.max_wer]}
-    return hashlib.sha256(json.dumps(proven, sort_keys=True).encode()).hexdigest()[:10]
+def warmup_key(spec: ParakeetASRSpec, names: Names, retry: str = "") -> str:
+    """Everything that shapes the warm-up Job (its pod, deadline and retries), and the resource's retry
+    annotation. Kubernetes refuses any change to a Job's pod, so a new key is a new Job."""
+    shape = {"job": _warmup_spec(spec, names), "retry": retry}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def deployment(spec: ParakeetASRSpec, names: Names, replicas: int | None) -> dict[str, Any]:
-    """The server fleet; `replicas` None leaves the count to an autoscaler."""
+def deployment(spec: ParakeetASRSpec, names: Names, replicas: int | None, warmed_key: str = "") -> dict[str, Any]:
+    """The server fleet; `replicas` None leaves the count to an autoscaler. `warmed_key` is the warm-up that
+    proved this model, recorded on the Deployment (not its pods: a new proof of the same pods rolls nothing)."""
     pod = _pod(spec, names)
     pod["terminationGracePeriodSeconds"] = spec.pre_stop_seconds + spec.drain_seconds + 15
     pod["containers"] = [_server(spec, names)]
@@ -56,39 +58,46 @@ def deployment(spec: ParakeetASRSpec, names: Names, replicas: int | None) -> dic
             "metadata": {
                 "labels": {**labels(names), **spec.pod.labels},
                 "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.service.metrics_port),
-                                "prometheus.io/path": "/metrics", WARMUP_KEY_ANNOTATION: warmup_key(spec),
-                                **spec.pod.annotations},
+                                "prometheus.io/path": "/metrics", **spec.pod.annotations},
             },
             "spec": pod,
         },
     }
     if replicas is not None:
         body = {"replicas": replicas, **body}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(names), "spec": body}
+    meta = metadata(names, annotations={WARMUP_KEY_ANNOTATION: warmed_key}) if warmed_key else metadata(names)
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": body}
 
 
-def warmup_job(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
+def warmup_job(spec: ParakeetASRSpec, names: Names, retry: str = "") -> dict[str, Any]:
     """`parakeet-serve warmup` on the cache, on the serving hardware; its JSON line is the termination message."""
+    key = warmup_key(spec, names, retry)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": metadata(names, names.warmup_job(key), "warmup", annotations={WARMUP_KEY_ANNOTATION: key}),
+            "spec": _warmup_spec(spec, names)}
+
+
+def warmup_selector(names: Names) -> str:
+    """The warm-up Jobs of one resource, whatever their key."""
+    return ",".join(f"{k}={v}" for k, v in labels(names, "warmup").items())
+
+
+def _warmup_spec(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
     args = ["warmup"]
     if spec.warmup.expected_text:
         args += ["--expected-text", spec.warmup.expected_text, "--max-wer", f"{spec.warmup.max_wer:g}"]
     container = {
         "name": "warmup", "image": image(spec), "imagePullPolicy": spec.image.pull_policy, "args": args,
-        "env": [*_model_env(spec), {"name": "PARAKEET_HUB_OFFLINE", "value": _bool(spec.model.offline)}],
+        "env": _unique([*_model_env(spec), {"name": "PARAKEET_HUB_OFFLINE", "value": _bool(spec.model.offline)}]),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": _resources(spec), "securityContext": CONTAINER_SECURITY, "volumeMounts": _mounts(),
     }
-    pod = {**_pod(spec, names), "restartPolicy": "Never", "containers": [container]}
-    key = warmup_key(spec)
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": metadata(names, names.warmup_job(key), "warmup", annotations={WARMUP_KEY_ANNOTATION: key}),
-        "spec": {
-            "backoffLimit": spec.warmup.backoff_limit,
-            "activeDeadlineSeconds": spec.warmup.timeout_seconds,
-            "ttlSecondsAfterFinished": spec.warmup.ttl_seconds_after_finished,
-            "template": {"metadata": {"labels": labels(names, "warmup")}, "spec": pod},
-        },
+        "backoffLimit": spec.warmup.backoff_limit,
+        "activeDeadlineSeconds": spec.warmup.timeout_seconds,
+        "ttlSecondsAfterFinished": spec.warmup.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": labels(names, "warmup")},
+                     "spec": {**_pod(spec, names), "restartPolicy": "Never", "containers": [container]}},
     }
 
 
@@ -108,7 +117,7 @@ def _server(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
     return {
         "name": "server", "image": image(spec), "imagePullPolicy": spec.image.pull_policy, "args": ["serve"],
         "ports": ports,
-        "env": [*_model_env(spec), *_server_env(spec, names), *spec.pod.env],
+        "env": _unique([*_model_env(spec), *_server_env(spec, names), *spec.pod.env]),
         # Liveness and readiness wait for the startup probe: a cold model load is not a hung server.
         "startupProbe": _probe(probe_port, math.ceil(spec.startup_budget_seconds / PROBE_PERIOD_S)),
         "readinessProbe": _probe(probe_port, 2),
@@ -198,6 +207,12 @@ def _resources(spec: ParakeetASRSpec) -> dict[str, Any]:
     if spec.gpu.count:
         resources.setdefault("limits", {})[spec.gpu.resource_name] = spec.gpu.count
     return resources
+
+
+def _unique(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per name, the last one given winning (spec.pod.env over the operator's): server-side apply
+    refuses a list with two entries of one name."""
+    return list({entry["name"]: entry for entry in env}.values())
 
 
 def _bool(value: bool) -> str:
