@@ -47,8 +47,29 @@ def helm_on(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]
     return helm(*args, "--kubeconfig", str(plane.kubeconfig()))
 
 
+# APIs that KEDA, the Prometheus operator and cert-manager install, as CRDs that keep whatever they are given
+# (the charts' objects of these kinds are checked against the projects' own schemas in tests/charts).
+THIRD_PARTY = [("keda.sh", "v1alpha1", "ScaledObject"), ("monitoring.coreos.com", "v1", "ServiceMonitor"),
+               ("monitoring.coreos.com", "v1", "PrometheusRule"), ("cert-manager.io", "v1", "Certificate")]
+
+
 @pytest.fixture(scope="session")
-def operator_identity(control_plane: ControlPlane, admin: Api) -> OperatorIdentity:
+def third_party_apis(admin: Api) -> None:
+    for group, version, kind in THIRD_PARTY:
+        plural = f"{kind.lower()}s"
+        admin.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                     "versions": [{"name": version, "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}})
+    for group, version, kind in THIRD_PARTY:
+        eventually(lambda g=group, v=version: admin.get(f"/apis/{g}/{v}"), f"{kind} served")
+
+
+@pytest.fixture(scope="session")
+def operator_identity(control_plane: ControlPlane, admin: Api, third_party_apis: None) -> OperatorIdentity:
     """The operator chart installed with its defaults (CRD included); a token of its ServiceAccount."""
     installed = helm_on(control_plane, "install", OPERATOR_RELEASE, str(OPERATOR_CHART), "--namespace",
                         OPERATOR_NAMESPACE, "--create-namespace", "--wait-for-jobs=false")

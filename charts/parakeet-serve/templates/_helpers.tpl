@@ -63,26 +63,20 @@ app.kubernetes.io/part-of: parakeet-serve
 {{- if and .Values.modelCache.enabled (or .Values.modelCache.offline .Values.cacheFill.enabled) -}}true{{- else -}}false{{- end -}}
 {{- end -}}
 
-{{/* Settings shared by the server and the warm-up Job: the same model, loaded the same way. */}}
+{{/* Settings shared by the server and the warm-up Job: the same model, loaded the same way. A key of
+.Values.settings replaces the chart's default of the same name (each variable once: Helm's server-side
+apply refuses a list with two entries of one name). */}}
 {{- define "parakeet.modelEnv" -}}
-{{- with .Values.model.id }}
-- name: PARAKEET_MODEL_ID
-  value: {{ . | quote }}
-{{- end }}
-- name: PARAKEET_DECODER
-  value: {{ .Values.model.decoder | quote }}
-- name: PARAKEET_DEVICE
-  value: {{ ternary "cpu" .Values.model.device (eq (int .Values.gpu.count) 0) | quote }}
-- name: PARAKEET_PRECISION
-  value: {{ .Values.model.precision | quote }}
-- name: PARAKEET_LANGUAGE_CODE
-  value: {{ .Values.model.languageCode | quote }}
 {{- /* Hub downloads go to the cache volume, or without one to scratch space (the root is read-only). */}}
-- name: HF_HOME
-  value: {{ printf "%s/huggingface" (ternary .Values.modelCache.mountPath "/tmp" .Values.modelCache.enabled) | quote }}
-- name: PARAKEET_LOG_LEVEL
-  value: INFO
-{{- range $name, $value := .Values.settings }}
+{{- $env := dict
+  "PARAKEET_DECODER" .Values.model.decoder
+  "PARAKEET_DEVICE" (ternary "cpu" .Values.model.device (eq (int .Values.gpu.count) 0))
+  "PARAKEET_PRECISION" .Values.model.precision
+  "PARAKEET_LANGUAGE_CODE" .Values.model.languageCode
+  "HF_HOME" (printf "%s/huggingface" (ternary .Values.modelCache.mountPath "/tmp" .Values.modelCache.enabled))
+  "PARAKEET_LOG_LEVEL" "INFO" }}
+{{- with .Values.model.id }}{{ $_ := set $env "PARAKEET_MODEL_ID" . }}{{ end }}
+{{- range $name, $value := merge (deepCopy .Values.settings) $env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
