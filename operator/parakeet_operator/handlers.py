@@ -20,6 +20,9 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/operator"
     settings.posting.level = logging.INFO  # what reconcile does to a resource shows up as its Events
+    # Watching one namespace, there is nothing to scan for: listing namespaces needs cluster-wide rights that
+    # the chart's namespaced install does not grant (kopf would retry for a minute before it falls back).
+    settings.scanning.disabled = bool(SETTINGS.namespace)
     memo.kube = Kube(SETTINGS.discovery_interval_s)
 
 

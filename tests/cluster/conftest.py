@@ -19,7 +19,6 @@ import parakeet_operator.handlers
 from tests.charts.render import OPERATOR_CHART, helm
 from tests.cluster.api import Api, eventually
 from tests.cluster.control_plane import ControlPlane, start
-from tests.operator.kmock_cluster import kopf_settings
 
 OPERATOR_NAMESPACE, OPERATOR_RELEASE = "parakeet-system", "parakeet-operator"
 _names = itertools.count(1)
@@ -91,6 +90,22 @@ def _established(admin: Api) -> bool:
 def namespace(admin: Api, request: pytest.FixtureRequest) -> str:
     """A fresh namespace per test (this control plane has no namespace controller to empty a deleted one)."""
     return admin.namespace(f"t{next(_names)}-{request.node.name[:40].lower().replace('_', '-').strip('-')}")
+
+
+def kopf_settings(events: bool) -> kopf.OperatorSettings:
+    """Short timeouts and back-offs, so that a test takes seconds; Events only where a test reads them."""
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = events
+    settings.watching.connect_timeout = 1
+    settings.watching.server_timeout = 5
+    settings.watching.client_timeout = 6
+    settings.networking.request_timeout = 5
+    settings.networking.error_backoffs = [0.1, 0.2, 0.3]
+    settings.queueing.idle_timeout = 0.5
+    settings.queueing.exit_timeout = 0.5
+    settings.background.cancellation_polling = 0.1
+    settings.execution.default_backoff = 0.1
+    return settings
 
 
 @contextlib.contextmanager

@@ -56,6 +56,12 @@ class Cluster:
         return eventually(lambda: len(jobs := self.jobs()) == 1 and (name := next(iter(jobs))) != other_than
                           and name, f"one warm-up Job other than {other_than!r}")
 
+    def events(self, name: str = "asr") -> list[tuple[str, str, str]]:
+        """What `kubectl describe` shows of the resource: (type, reason, message), oldest first."""
+        found = self.api.call("GET", f"/api/v1/namespaces/{self.ns}/events")["items"]
+        return [(e["type"], e["reason"], e["message"]) for e in sorted(found, key=lambda e: e["metadata"]["name"])
+                if e["involvedObject"]["kind"] == "ParakeetASR" and e["involvedObject"]["name"] == name]
+
     def deployment(self, name: str = "asr") -> dict[str, Any] | None:
         return self.api.get(f"{DEPLOYMENTS.format(ns=self.ns)}/{name}")
 
@@ -174,7 +180,13 @@ def test_a_failed_warmup_runs_again_after_an_edit_or_a_retry_annotation_and_its_
     first = cluster.one_job()
     cluster.api.finish_job(cluster.ns, first, "model not loaded in time", succeeded=False, reason="DeadlineExceeded")
     eventually(lambda: "DeadlineExceeded" in cluster.resource()["status"]["lastFailure"], "lastFailure")
-    assert cluster.condition("Degraded")["status"] == "True"
+    degraded = cluster.condition("Degraded")
+    assert degraded["status"] == "True"
+    warnings = eventually(lambda: [e for e in cluster.events() if e[0] == "Warning"], "a Warning Event")
+    time.sleep(3 * INTERVAL_S)  # later reconciles say nothing new
+    assert [e for e in cluster.events() if e[0] == "Warning"] == warnings == [
+        ("Warning", "Failed", degraded["message"])]
+    assert ("Normal", "Created", f"created Job {first}") in cluster.events()
 
     cluster.edit({"spec": {"warmup": {"timeoutSeconds": 7200}}})
     second = cluster.one_job(other_than=first)
