@@ -1,5 +1,5 @@
-"""One level-based reconcile of a `ParakeetASR`: observe the cluster, plan (pure, `plan.py`), create or
-patch every child, delete the ones the plan drops, and return the status to write."""
+"""One level-based reconcile of a `ParakeetASR`: observe the cluster, plan (pure, `plan.py`), apply every
+child that is not already as planned, delete the ones the plan drops, and return the status to write."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from parakeet_operator import builders
 from parakeet_operator.builders import Names
-from parakeet_operator.builders.workload import WARMUP_KEY_ANNOTATION, WARMUP_RETRY_ANNOTATION
+from parakeet_operator.builders.workload import WARMUP_KEY_ANNOTATION
 from parakeet_operator.kube import ApiError, Kube
 from parakeet_operator.plan import OPTIONAL_APIS, Observed, WarmupState, plan
-from parakeet_operator.spec import ParakeetASRSpec
+from parakeet_operator.spec import WARMUP_RETRY_ANNOTATION, ParakeetASRSpec
 
 
 async def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | Any,

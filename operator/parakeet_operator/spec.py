@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 GROUP, VERSION, KIND, PLURAL = "asr.parakeet.dev", "v1alpha1", "ParakeetASR", "parakeetasrs"
+WARMUP_RETRY_ANNOTATION = f"{GROUP}/warmup-retry"  # on a ParakeetASR: a new value runs the warm-up again
 Quantity = str  # a Kubernetes quantity ("50Gi", "500m"); the API server checks the format of those it stores
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from parakeet_operator.builders.workload import WARMUP_RETRY_ANNOTATION
+from parakeet_operator.spec import WARMUP_RETRY_ANNOTATION
 from tests.cluster.api import ASRS, DEPLOYMENTS, JOBS, Api, eventually
 from tests.cluster.conftest import OperatorIdentity, running_operator, writes_by
 from tests.cluster.control_plane import ControlPlane

@@ -14,7 +14,6 @@ CACHE_MOUNT = "/models"
 TLS_MOUNT, CLIENT_CA_MOUNT = "/etc/parakeet/tls", "/etc/parakeet/client-ca"
 PROBE_PERIOD_S = 10
 WARMUP_KEY_ANNOTATION = "asr.parakeet.dev/warmup-key"
-WARMUP_RETRY_ANNOTATION = "asr.parakeet.dev/warmup-retry"  # on a ParakeetASR: any new value runs the warm-up again
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                 "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
@@ -23,7 +22,8 @@ CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem
 
 def warmup_key(spec: ParakeetASRSpec, names: Names, retry: str = "") -> str:
     """Everything that shapes the warm-up Job (its pod, deadline and retries), and the resource's retry
-    annotation. Kubernetes refuses any change to a Job's pod, so a new key is a new Job."""
+    annotation (`spec.WARMUP_RETRY_ANNOTATION`). Kubernetes refuses any change to a Job's pod, so a new key is a
+    new Job."""
     shape = {"job": _warmup_spec(spec, names), "retry": retry}
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:10]
 
