@@ -174,6 +174,12 @@ def test_the_cache_fill_hook_warms_the_same_model_into_the_claim_before_the_roll
     assert int(claim_hook["helm.sh/hook-weight"]) < int(job_hook["helm.sh/hook-weight"])  # the claim exists first
     assert claim_hook["helm.sh/resource-policy"] == "keep"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    # the Service and the budget select the server's pods, not this one (it serves nothing)
+    pod_labels = job["spec"]["template"]["metadata"]["labels"].items()
+    server_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    for selector in (one(docs, "Service")["spec"]["selector"],
+                     one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= server_labels and not selector.items() <= pod_labels
 
     warmup, server = job["spec"]["template"]["spec"]["containers"][0], server_container(docs)
     assert warmup["args"] == ["warmup"]

@@ -115,6 +115,20 @@ def test_until_a_new_warmup_is_proven_the_fleet_is_left_alone_and_older_jobs_go(
     assert "Job" not in by_kind(running.apply)  # never patched: Kubernetes refuses any change to its pod
 
 
+def _selects(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    return selector.items() <= pod_labels.items()
+
+
+def test_the_services_and_the_budget_select_the_servers_pods_and_not_the_warmups() -> None:
+    p = plan(GPU, NAMES, Observed(apis=ALL_APIS, warmup=SUCCEEDED))
+    server = by_kind(p.apply)["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    warmup = builders.warmup_job(GPU, NAMES)["spec"]["template"]["metadata"]["labels"]
+    selectors = [m["spec"]["selector"] for m in p.apply if m["kind"] == "Service"]
+    selectors.append(by_kind(p.apply)["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"])
+    assert len(selectors) == 3
+    assert all(_selects(s, server) and not _selects(s, warmup) for s in selectors)
+
+
 def test_a_proven_warmup_whose_job_is_gone_still_serves() -> None:
     key = builders.warmup_key(GPU, NAMES)
     remembered = {"key": key, "job": NAMES.warmup_job(key), "model": "demo", "load_seconds": 2.5,

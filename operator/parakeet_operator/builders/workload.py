@@ -96,7 +96,9 @@ def _warmup_spec(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
         "backoffLimit": spec.warmup.backoff_limit,
         "activeDeadlineSeconds": spec.warmup.timeout_seconds,
         "ttlSecondsAfterFinished": spec.warmup.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": labels(names, "warmup")},
+        # Not the server's selector labels: its Services and PodDisruptionBudget must not pick this pod up (it
+        # serves nothing, and a Job has no scale for the budget to count against).
+        "template": {"metadata": {"labels": {**labels(names, "warmup"), "app.kubernetes.io/name": "parakeet-warmup"}},
                      "spec": {**_pod(spec, names), "restartPolicy": "Never", "containers": [container]}},
     }
 
