@@ -90,8 +90,32 @@ class Gpu(Model):
     resource_name: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource of the GPU.")
 
 
+# A made claim's class and access mode are fixed and its size only grows (Kubernetes refuses the rest): refused
+# when the edit is made, rather than as a claim the operator can never update. Transition rules (oldSelf) have
+# no twin in the operator, which never sees the old spec; has() because the server also checks them on defaults.
+_MADE = "(!has(self.existingClaim) || self.existingClaim == '') && (!has(oldSelf.existingClaim) || " \
+        "oldSelf.existingClaim == '')"
+
+
+def _claim_rule(field: str, holds: str, message: str) -> dict[str, str]:
+    return {"rule": f"!({_MADE} && has(self.{field}) && has(oldSelf.{field})) || {holds}", "message": message}
+
+
+CLAIM_RULES = [
+    *(_claim_rule(field, f"self.{field} == oldSelf.{field}",
+                  f"modelCache.{field} cannot change once the claim is made: name a new claim in "
+                  "modelCache.existingClaim instead") for field in ("storageClass", "accessMode")),
+    _claim_rule("size", "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+                "modelCache.size cannot shrink: Kubernetes only grows a claim"),
+]
+
+
 class ModelCache(Model):
-    size: Quantity = Field("50Gi", description="Size of the claim the operator makes.")
+    model_config = ConfigDict(**Model.model_config, json_schema_extra={"x-kubernetes-validations": CLAIM_RULES})
+
+    size: Quantity = Field("50Gi", description="Size of the claim the operator makes.", json_schema_extra={
+        "x-kubernetes-validations": [{"rule": "isQuantity(self)", "message": "modelCache.size is not a quantity "
+                                                                             "(e.g. 50Gi)"}]})
     storage_class: str = Field("", description="StorageClass of the claim; empty: the cluster's default.")
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
         "ReadWriteOnce", description="ReadWriteMany lets pods on several nodes share the cache.")

@@ -78,6 +78,25 @@ def test_a_bad_spec_is_refused_by_the_api_server_with_one_clear_message(admin: A
     assert refused.value.status in (400, 422) and message in refused.value.message, refused.value.message
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"size": "5Gi"}, "modelCache.size cannot shrink"),
+    ({"storageClass": "fast-ssd"}, "modelCache.storageClass cannot change once the claim is made"),
+    ({"accessMode": "ReadWriteMany"}, "modelCache.accessMode cannot change once the claim is made"),
+    ({"size": "lots"}, "modelCache.size is not a quantity"),
+], ids=["shrink", "class", "access-mode", "not-a-quantity"])
+def test_an_edit_the_claim_cannot_take_is_refused_when_it_is_made(admin: Api, namespace: str, edit: dict[str, Any],
+                                                                  message: str) -> None:
+    """Kubernetes fixes a claim's class and access mode and only grows it: an edit it would refuse the operator
+    later is refused here, with the way out."""
+    admit(admin, namespace, {"model": {"id": "demo"}, "modelCache": {"size": "10Gi", "storageClass": "standard"}})
+    with pytest.raises(Refused) as refused:
+        admin.merge(f"{ASRS.format(ns=namespace)}/asr", {"spec": {"modelCache": edit}})
+    assert refused.value.status == 422 and message in refused.value.message, refused.value.message
+    admin.merge(f"{ASRS.format(ns=namespace)}/asr", {"spec": {"modelCache": {"size": "20Gi"}}})  # growing is fine
+    if edit.get("size") != "lots":  # naming another claim, the made one's limits no longer apply
+        admin.merge(f"{ASRS.format(ns=namespace)}/asr", {"spec": {"modelCache": {"existingClaim": "shared", **edit}}})
+
+
 def test_kubectl_get_shows_model_ready_phase_and_endpoint(admin: Api, namespace: str) -> None:
     admit(admin, namespace, {"model": {"id": "demo"}})
     table = admin.client.get(ASRS.format(ns=namespace),
