@@ -31,7 +31,7 @@ class ApiError(Exception):
 
     def __init__(self, status: int, method: str, path: str, message: str) -> None:
         super().__init__(f"{method} {path}: {status} {message}")
-        self.status = status
+        self.status, self.message = status, message
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:

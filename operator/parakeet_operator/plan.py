@@ -153,5 +153,13 @@ def _fleet_status(spec: ParakeetASRSpec, names: Names, observed: Observed, warme
     })
 
 
+def refused(p: Plan, refusals: list[str]) -> None:
+    """The plan as it went: children the API server refused as invalid make the resource Degraded and Failed."""
+    message = "the API server refused " + "; ".join(refusals)
+    p.conditions = [c for c in p.conditions if c["type"] != "Degraded"]
+    p.conditions.append(_condition("Degraded", True, "Refused", message))
+    p.status.update(phase="Failed", lastFailure=message)
+
+
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}

@@ -16,7 +16,7 @@ from parakeet_operator import builders
 from parakeet_operator.builders import Names
 from parakeet_operator.builders.workload import WARMUP_KEY_ANNOTATION
 from parakeet_operator.kube import ApiError, Kube
-from parakeet_operator.plan import OPTIONAL_APIS, Observed, WarmupState, plan
+from parakeet_operator.plan import OPTIONAL_APIS, Observed, WarmupState, plan, refused
 from parakeet_operator.spec import WARMUP_RETRY_ANNOTATION, ParakeetASRSpec
 
 
@@ -38,12 +38,23 @@ async def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | A
     try:
         observed = await observe(kube, spec, names, body)
         decided = plan(spec, names, observed)
+        refusals = []
         for child in decided.apply:
             if not (child["kind"] == "PersistentVolumeClaim" and spec.model_cache.retain_on_delete):
                 kopf.append_owner_reference(child, owner=body)  # garbage-collected with the resource
-            done = await kube.apply(child)
+            try:
+                done = await kube.apply(child)
+            except ApiError as exc:
+                if exc.status != 422:
+                    raise
+                # Not valid Kubernetes (e.g. an affinity the schema passes through): a spec to fix, reported;
+                # the other children are still applied.
+                refusals.append(f"{child['kind']} {child['metadata']['name']}: {exc.message}")
+                continue
             if done != "unchanged":
                 _event(body, logger, done.capitalize(), f"{done} {child['kind']} {child['metadata']['name']}")
+        if refusals:
+            refused(decided, refusals)
         for api_version, kind, name in decided.delete:
             if await kube.delete(api_version, kind, names.namespace, name):
                 _event(body, logger, "Deleted", f"deleted {kind} {name}")

@@ -89,6 +89,23 @@ def test_refused_writes_are_retried_and_the_operator_carries_on(
     assert refused == [500, 409, 403]
 
 
+def test_a_child_kubernetes_refuses_as_invalid_is_reported_and_the_fix_goes_through(
+        admin: Api, namespace: str, operator_identity: OperatorIdentity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CRD passes `affinity` through as given; a Job with an empty node selector term list is not valid."""
+    cluster = Cluster(admin, namespace)
+    bad = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    with running_operator(operator_identity, monkeypatch, INTERVAL_S):
+        cluster.create({**SPEC, "affinity": bad})
+        degraded = eventually(lambda: (c := cluster.condition("Degraded"))["reason"] == "Refused" and c, "Refused")
+        assert "the API server refused Job asr-warmup-" in degraded["message"]
+        assert "nodeSelectorTerms: Required value" in degraded["message"]
+        assert cluster.resource()["status"]["phase"] == "Failed"
+        assert ("Warning", "Refused", degraded["message"]) in cluster.events()
+        cluster.edit({"spec": {"affinity": None}})
+        cluster.one_job()
+        eventually(lambda: cluster.condition("Degraded")["status"] == "False", "no longer Degraded")
+
+
 def test_a_child_edited_or_deleted_by_hand_is_repaired(admin: Api, namespace: str,
                                                        operator_identity: OperatorIdentity,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
