@@ -103,7 +103,7 @@ async def _warmup_state(kube: Kube, spec: ParakeetASRSpec, names: Names, body: d
     proven = remembered if remembered.get("key") == key else {"key": key} if on_fleet == key else None
     found = WarmupState("absent", retry=retry, proven=proven, superseded=superseded)
     job = jobs.get(job_name)
-    if not spec.warmup.enabled or job is None:
+    if not spec.warmup.enabled or job is None or proven:  # a remembered proof needs no pod read again
         return found
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
