@@ -48,7 +48,9 @@ class Cluster:
         return next(c for c in self.resource(name)["status"]["conditions"] if c["type"] == kind)
 
     def jobs(self) -> dict[str, dict[str, Any]]:
-        """The warm-up Jobs that exist (a Job being deleted still counts: it would never go here)."""
+        """The warm-up Jobs the server holds. One deleted without Background propagation would stay, held by
+        the orphan finalizer that only the garbage collector (absent here) removes, as it holds the pod on a
+        real cluster."""
         return {j["metadata"]["name"]: j for j in self.api.call("GET", JOBS.format(ns=self.ns))["items"]}
 
     def one_job(self, other_than: str = "") -> str:
@@ -96,7 +98,7 @@ def operator(operator_identity: OperatorIdentity, control_plane: ControlPlane,
         yield
     refused = [(e["verb"], e["requestURI"], e["responseStatus"]) for e in control_plane.audit()[since:]
                if e["user"]["username"] == operator_identity.username and e["responseStatus"]["code"] >= 400
-               and e["responseStatus"]["code"] != 404  # a child not there yet
+               and e["responseStatus"]["code"] not in (404, 429)  # a child not there yet; a CRD's storage starting
                and "context canceled" not in e["responseStatus"].get("message", "")]  # kopf stopped mid-call
     assert refused == [], "the API server refused the operator's calls"
 
@@ -241,7 +243,8 @@ def test_resources_in_two_namespaces_are_reconciled_apart(admin: Api, cluster: C
 @pytest.mark.usefixtures("operator")
 def test_a_deleted_resource_goes_and_leaves_children_the_garbage_collector_would_take(
         cluster: Cluster, control_plane: ControlPlane, operator_identity: OperatorIdentity) -> None:
-    created = cluster.warm_up(SPEC) and cluster.resource()
+    cluster.warm_up(SPEC)
+    created = cluster.resource()
     cluster.api.delete(f"{ASRS.format(ns=cluster.ns)}/asr")
     eventually(lambda: cluster.api.get(f"{ASRS.format(ns=cluster.ns)}/asr") is None, "the finalizer released")
     assert [w for w in quiet_writes(control_plane, operator_identity, cluster.ns, 4) if "/events" not in w[1]] == []
