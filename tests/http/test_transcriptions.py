@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+import select
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,6 +177,28 @@ def test_an_upload_over_the_limit_is_413(demo: Served) -> None:
     with pytest.raises(openai.APIStatusError) as refused:
         client(demo).audio.transcriptions.create(model="demo", file=("big.wav", big))
     assert refused.value.status_code == 413 and "at most 4 MiB" in refused.value.body["message"]
+
+
+def test_a_chunked_upload_is_refused_as_soon_as_it_passes_the_limit(demo: Served) -> None:
+    """No Content-Length to check first: the body is counted as it arrives, and the 413 comes at the limit, not
+    after the whole body (200 MiB here) has been read and spooled."""
+    def chunk(data: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(data), data)
+
+    with socket.create_connection(("127.0.0.1", demo.app.http.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+        sock.sendall(chunk(b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'))
+        sent_mib = 0
+        while sent_mib < 200 and not select.select([sock], [], [], 0)[0]:  # until the server answers
+            try:
+                sock.sendall(chunk(b"\x00" * 2**20))
+            except (TimeoutError, OSError):  # it stopped reading
+                break
+            sent_mib += 1
+        answer = sock.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert "at most 4 MiB" in answer and sent_mib < 50, sent_mib
 
 
 def test_translations_are_refused_clearly(demo: Served) -> None:

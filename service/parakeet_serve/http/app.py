@@ -208,15 +208,37 @@ class _Api:
     async def _form(self, request: Request) -> FormData:
         declared = int(request.headers.get("content-length") or 0)
         if declared > self._max_upload_bytes:
-            raise HttpError(413, f"The upload is {declared / 2**20:.1f} MiB; this server takes at most "
-                                 f"{self._max_upload_bytes / 2**20:.0f} MiB (PARAKEET_MAX_UPLOAD_MB).")
+            raise self._too_large(f"{declared / 2**20:.1f} MiB")
         try:
-            return await request.form(max_files=1, max_fields=32, max_part_size=self._max_upload_bytes)
+            return await _limited(request, self._max_upload_bytes, self._too_large).form(
+                max_files=1, max_fields=32, max_part_size=self._max_upload_bytes)
+        except HttpError:
+            raise
         except Exception as exc:  # starlette raises its own kinds for malformed multipart bodies
             raise HttpError(400, f"The body is not a valid multipart form: {str(exc)[:80]}") from None
 
+    def _too_large(self, size: str) -> HttpError:
+        return HttpError(413, f"The upload is {size}; this server takes at most "
+                              f"{self._max_upload_bytes / 2**20:.0f} MiB (PARAKEET_MAX_UPLOAD_MB).")
+
     def _model_card(self) -> dict[str, Any]:
         return {"id": self._recognizer().model_name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
+
+
+def _limited(request: Request, limit: int, too_large: Callable[[str], HttpError]) -> Request:
+    """`request` whose body reads stop with a 413 once past `limit` bytes, whatever the headers said (a chunked
+    upload declares no length, and a declared one can lie)."""
+    received = 0
+
+    async def receive() -> Any:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise too_large("over that")
+        return message
+
+    return Request(request.scope, receive)
 
 
 def _check_model(recognizer: Recognizer, model: str) -> None:
