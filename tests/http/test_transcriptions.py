@@ -201,6 +201,17 @@ def test_a_chunked_upload_is_refused_as_soon_as_it_passes_the_limit(demo: Served
     assert "at most 4 MiB" in answer and sent_mib < 50, sent_mib
 
 
+@pytest.mark.parametrize(("method", "path", "status", "code", "says"), [
+    ("GET", "/v1/audio/transcriptions", 405, "method_not_allowed", "does not take GET; it takes POST"),
+    ("POST", "/v1/audio/speech", 404, "not_found", "There is no '/v1/audio/speech' here."),
+])
+def test_a_path_or_method_no_route_takes_gets_openais_envelope(demo: Served, method: str, path: str, status: int,
+                                                               code: str, says: str) -> None:
+    response = httpx.request(method, f"http://127.0.0.1:{demo.app.http.port}{path}")
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code and says in response.json()["error"]["message"]
+
+
 def test_translations_are_refused_clearly(demo: Served) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client(demo).audio.translations.create(model="demo", file=SAMPLE.open("rb"))

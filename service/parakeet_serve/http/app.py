@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -60,7 +61,19 @@ def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, ma
         # The browser page (no build step, nothing fetched from elsewhere).
         Route("/", lambda request: FileResponse(STATIC / "index.html")),
         Mount("/static", StaticFiles(directory=STATIC)),
-    ])
+    ], exception_handlers={HTTPException: _routing_error})
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """A path or method no route takes, in OpenAI's envelope like every other refusal (not Starlette's text)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        message = f"{request.url.path} does not take {request.method}; it takes {exc.headers['Allow']}."
+        return envelope(405, message, "invalid_request_error", code="method_not_allowed", headers=exc.headers)
+    if exc.status_code == 404:
+        return envelope(404, f"There is no {quote(request.url.path)} here.", "invalid_request_error",
+                        code="not_found")
+    return envelope(exc.status_code, exc.detail, "invalid_request_error")
 
 
 class _Api:
