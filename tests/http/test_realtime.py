@@ -161,6 +161,38 @@ def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served) -
     assert error_counts(TEXTS[1], completed["transcript"])[0] <= 1
 
 
+def test_a_commit_always_gets_an_answer_an_error_under_100_ms_and_an_empty_item_for_silence(demo: Served) -> None:
+    """As OpenAI's API: a client waiting for `committed` is never left hanging."""
+    ws = Socket(demo)
+    try:
+        ws.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
+        ws.until("session.updated")
+        ws.append(b"\x00\x00" * 24, chunk=48)  # 1 ms at 24 kHz
+        ws.send(type="input_audio_buffer.commit", event_id="evt_1")
+        (refused,) = ws.until("error")
+        ws.append(b"\x00\x00" * 12000, chunk=4800)  # then 0.5 s of silence
+        ws.send(type="input_audio_buffer.commit")
+        (committed,) = ws.until("input_audio_buffer.committed")
+        (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
+    finally:
+        ws.close()
+    assert refused["error"]["code"] == "input_audio_buffer_commit_empty" and refused["error"]["event_id"] == "evt_1"
+    assert "holds 1 ms of audio; a commit needs at least 100 ms" in refused["error"]["message"]
+    assert completed["item_id"] == committed["item_id"] and completed["transcript"] == ""
+
+
+def test_a_socket_past_the_stream_limit_is_told_it_is_a_rate_limit(demo: Served) -> None:
+    sockets = [Socket(demo) for _ in range(5)]  # the server takes 4 streams
+    try:
+        for ws in sockets:
+            ws.append(b"\x00\x00" * 2400, chunk=4800)
+        (refused,) = [e for ws in sockets[-1:] for e in ws.until("error")]
+    finally:
+        for ws in sockets:
+            ws.close()
+    assert refused["error"]["type"] == "rate_limit_error" and "stream" in refused["error"]["message"]
+
+
 def test_a_token_is_required_when_configured(loop_thread: LoopThread, engine: NemoEngine) -> None:
     served = start_server(loop_thread, engine, http_port=free_port(), auth_token="s3cret")
     try:

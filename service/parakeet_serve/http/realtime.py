@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parakeet_serve.audio import AudioFormat, Encoding
 from parakeet_serve.errors import ParakeetError
+from parakeet_serve.http.errors import describe
 from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
 from parakeet_serve.streaming import StreamEvent, StreamOptions, StreamSession
@@ -33,6 +34,7 @@ FORMATS = {
     "audio/pcma": (Encoding.ALAW, 8000), "g711_alaw": (Encoding.ALAW, 8000),
 }
 DEFAULT_SILENCE_MS = 500
+MIN_COMMIT_S = 0.1  # as OpenAI's API: a shorter buffer is refused as empty
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RealtimeTranscription:
         self._item: str | None = None  # the utterance being heard
         self._previous_item: str | None = None
         self._said = ""  # what the deltas of the current item have added up to
+        self._buffered_s = 0.0  # audio appended to the current stream
 
     async def run(self) -> None:
         await self._send("session.created", session=self._config.session(self._recognizer.model_name))
@@ -100,8 +103,8 @@ class RealtimeTranscription:
                                                       "session.", event.get("event_id"))
         try:
             await handler(event)
-        except ParakeetError as exc:
-            await self._error("invalid_request", str(exc), event.get("event_id"))
+        except ParakeetError as exc:  # the HTTP API's table: a full server is a rate limit, not a bad request
+            await self._send("error", error={**describe(exc)[1]["error"], "event_id": event.get("event_id")})
 
     async def _update(self, event: dict[str, Any]) -> None:
         legacy = event["type"] == "transcription_session.update"
@@ -137,16 +140,22 @@ class RealtimeTranscription:
             return await self._error("invalid_audio", "input_audio_buffer.append needs base64 'audio'.",
                                      event.get("event_id"))
         session = self._session or self._open_stream()
+        encoding, rate = FORMATS[self._config.format]
+        self._buffered_s += len(audio) / (rate * (2 if encoding is Encoding.LINEAR_PCM else 1))
         await self._emit(await session.push(audio))
 
     async def _commit(self, event: dict[str, Any]) -> None:
-        if self._session is None:
-            return await self._error("input_audio_buffer_commit_empty", "There is no audio to commit.",
-                                     event.get("event_id"))
+        if self._session is None or self._buffered_s < MIN_COMMIT_S:
+            return await self._error("input_audio_buffer_commit_empty",
+                                     f"The buffer holds {self._buffered_s * 1000:.0f} ms of audio; a commit needs at "
+                                     f"least {MIN_COMMIT_S * 1000:.0f} ms.", event.get("event_id"))
         session, self._session = self._session, None
         events = await session.finish()
         self._close_stream()
+        before = self._previous_item
         await self._emit(events)
+        if self._previous_item == before:  # only silence: the client waiting for its item still gets one
+            await self._conclude(self._item or f"item_{next(self._items):04d}", "")
 
     async def _clear(self, event: dict[str, Any]) -> None:
         self._close_stream()
@@ -168,7 +177,7 @@ class RealtimeTranscription:
     def _close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
-        self._stream, self._session = None, None
+        self._stream, self._session, self._buffered_s = None, None, 0.0
 
     async def _emit(self, events: list[StreamEvent]) -> None:
         for event in events:
@@ -189,9 +198,13 @@ class RealtimeTranscription:
                 self._said = text
 
     async def _finish_item(self, event: StreamEvent) -> None:
-        item, text = self._item, event.hypothesis.text
+        assert self._item is not None
         end_ms = round(event.audio_processed_s * 1000)
-        await self._send("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item)
+        await self._send("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=self._item)
+        await self._conclude(self._item, event.hypothesis.text)
+
+    async def _conclude(self, item: str, text: str) -> None:
+        """An utterance's item committed, added and transcribed; the next one starts afresh."""
         await self._send("input_audio_buffer.committed", item_id=item, previous_item_id=self._previous_item)
         added = "conversation.item.created" if self._config.legacy else "conversation.item.added"
         await self._send(added, previous_item_id=self._previous_item, item={
