@@ -161,6 +161,34 @@ def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served) -
     assert error_counts(TEXTS[1], completed["transcript"])[0] <= 1
 
 
+@pytest.mark.parametrize(("sent", "code", "param"), [
+    ("[1, 2, 3]", "invalid_json", None),
+    ("42", "invalid_json", None),
+    ("null", "invalid_json", None),
+    ('{"type": ["session.update"]}', "invalid_json", None),
+    ("[" * 100_000, "invalid_json", None),  # deeper than the parser goes
+    ('{"type": "input_audio_buffer.append", "audio": 12345}', "invalid_value", "audio"),
+    ('{"type": "session.update", "session": "transcription"}', "invalid_value", "session"),
+    ('{"type": "session.update", "session": {"audio": {"input": {"format": 7}}}}', "invalid_value",
+     "session.audio.input.format"),
+    ('{"type": "transcription_session.update", "session": {"turn_detection": {"silence_duration_ms": "abc"}}}',
+     "invalid_value", "session.turn_detection.silence_duration_ms"),
+], ids=["list", "number", "null", "typed-type", "deep", "audio-number", "session-string", "format-number",
+        "silence-string"])
+def test_a_malformed_event_gets_an_error_naming_the_field_and_the_socket_stays_usable(
+        demo: Served, sent: str, code: str, param: str | None) -> None:
+    ws = Socket(demo)
+    try:
+        ws._ws.send(sent)
+        (error,) = ws.until("error")
+        ws.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
+        ws.until("session.updated")  # still usable
+    finally:
+        ws.close()
+    assert (error["error"]["code"], error["error"]["param"]) == (code, param), error
+    assert len(error["error"]["message"]) < 200
+
+
 def test_a_commit_always_gets_an_answer_an_error_under_100_ms_and_an_empty_item_for_silence(demo: Served) -> None:
     """As OpenAI's API: a client waiting for `committed` is never left hanging."""
     ws = Socket(demo)

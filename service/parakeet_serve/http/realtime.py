@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parakeet_serve.audio import AudioFormat, Encoding
 from parakeet_serve.errors import ParakeetError
+from parakeet_serve.http import realtime_events as events
 from parakeet_serve.http.errors import describe
 from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
@@ -33,7 +34,6 @@ FORMATS = {
     "audio/pcmu": (Encoding.MULAW, 8000), "g711_ulaw": (Encoding.MULAW, 8000),
     "audio/pcma": (Encoding.ALAW, 8000), "g711_alaw": (Encoding.ALAW, 8000),
 }
-DEFAULT_SILENCE_MS = 500
 MIN_COMMIT_S = 0.1  # as OpenAI's API: a shorter buffer is refused as empty
 
 
@@ -41,7 +41,7 @@ MIN_COMMIT_S = 0.1  # as OpenAI's API: a shorter buffer is refused as empty
 class _Config:
     format: str = "pcm16"
     server_vad: bool = True
-    silence_ms: float = DEFAULT_SILENCE_MS
+    silence_ms: float = events.DEFAULT_SILENCE_MS
     legacy: bool = False  # the earlier `transcription_session.*` dialect
     prompt: str = ""  # the transcription's prompt: its phrases are boosted
 
@@ -89,66 +89,60 @@ class RealtimeTranscription:
 
     async def _handle(self, text: str) -> None:
         try:
-            event = json.loads(text)
-            kind = event["type"] if isinstance(event, dict) else None
-        except (ValueError, KeyError):
-            return await self._error("invalid_json", "The event is not a JSON object with a 'type'.")
-        handler = {
-            "session.update": self._update, "transcription_session.update": self._update,
-            "input_audio_buffer.append": self._append, "input_audio_buffer.commit": self._commit,
-            "input_audio_buffer.clear": self._clear,
-        }.get(kind)
-        if handler is None:
-            return await self._error("unknown_event", f"Unknown event type {str(kind)[:40]!r} for a transcription "
-                                                      "session.", event.get("event_id"))
+            event = events.parse(text)
+        except events.BadEvent as bad:
+            return await self._error(bad.code, str(bad), bad.event_id, bad.param)
+        handler = {events.SessionUpdate: self._update, events.LegacySessionUpdate: self._update,
+                   events.Append: self._append, events.Commit: self._commit, events.Clear: self._clear}[type(event)]
         try:
             await handler(event)
         except ParakeetError as exc:  # the HTTP API's table: a full server is a rate limit, not a bad request
-            await self._send("error", error={**describe(exc)[1]["error"], "event_id": event.get("event_id")})
+            await self._send("error", error={**describe(exc)[1]["error"], "event_id": event.event_id})
 
-    async def _update(self, event: dict[str, Any]) -> None:
-        legacy = event["type"] == "transcription_session.update"
-        session = event.get("session") or {}
-        if legacy:
-            fmt, turn = session.get("input_audio_format", self._config.format), session.get("turn_detection", ...)
-            transcription = session.get("input_audio_transcription") or {}
+    async def _update(self, event: events.SessionUpdate | events.LegacySessionUpdate) -> None:
+        legacy = isinstance(event, events.LegacySessionUpdate)
+        if isinstance(event, events.LegacySessionUpdate):
+            fmt = event.session.input_audio_format or self._config.format
+            turn_given, turn = "turn_detection" in event.session.model_fields_set, event.session.turn_detection
+            transcription = event.session.input_audio_transcription
         else:
-            audio = (session.get("audio") or {}).get("input") or {}
-            fmt = (audio.get("format") or {}).get("type", self._config.format)
-            turn = audio.get("turn_detection", ...)
-            transcription = audio.get("transcription") or {}
+            audio = event.session.audio.input
+            fmt = audio.format.type if audio.format else self._config.format
+            turn_given, turn = "turn_detection" in audio.model_fields_set, audio.turn_detection
+            transcription = audio.transcription
         if fmt not in FORMATS:
-            return await self._error("invalid_format", f"Audio format {str(fmt)[:40]!r} is not one of "
-                                                       f"{', '.join(FORMATS)}.", event.get("event_id"))
+            return await self._error("invalid_format", f"Audio format {fmt[:40]!r} is not one of "
+                                                       f"{', '.join(FORMATS)}.", event.event_id)
         if self._session is not None and fmt != self._config.format:
             self._close_stream()  # the next audio starts a stream in the new format
-        prompt = str(transcription.get("prompt", self._config.prompt) or "")
+        given = transcription is not None and "prompt" in transcription.model_fields_set
+        prompt = (transcription.prompt or "") if given and transcription else self._config.prompt
         if self._session is not None and prompt != self._config.prompt:
             self._close_stream()  # the next audio starts a stream with the new boost
         self._config.format, self._config.legacy, self._config.prompt = fmt, legacy, prompt
-        if turn is not ...:
+        if turn_given:
             self._config.server_vad = turn is not None
-            if turn:
-                self._config.silence_ms = float(turn.get("silence_duration_ms") or DEFAULT_SILENCE_MS)
+            if turn is not None:
+                self._config.silence_ms = turn.silence_duration_ms
         name = "transcription_session.updated" if legacy else "session.updated"
         await self._send(name, session=self._config.session(self._recognizer.model_name))
 
-    async def _append(self, event: dict[str, Any]) -> None:
+    async def _append(self, event: events.Append) -> None:
         try:
-            audio = base64.b64decode(event.get("audio", ""), validate=True)
+            audio = base64.b64decode(event.audio, validate=True)
         except (binascii.Error, ValueError):
             return await self._error("invalid_audio", "input_audio_buffer.append needs base64 'audio'.",
-                                     event.get("event_id"))
+                                     event.event_id, "audio")
         session = self._session or self._open_stream()
         encoding, rate = FORMATS[self._config.format]
         self._buffered_s += len(audio) / (rate * (2 if encoding is Encoding.LINEAR_PCM else 1))
         await self._emit(await session.push(audio))
 
-    async def _commit(self, event: dict[str, Any]) -> None:
+    async def _commit(self, event: events.Commit) -> None:
         if self._session is None or self._buffered_s < MIN_COMMIT_S:
             return await self._error("input_audio_buffer_commit_empty",
                                      f"The buffer holds {self._buffered_s * 1000:.0f} ms of audio; a commit needs at "
-                                     f"least {MIN_COMMIT_S * 1000:.0f} ms.", event.get("event_id"))
+                                     f"least {MIN_COMMIT_S * 1000:.0f} ms.", event.event_id)
         session, self._session = self._session, None
         events = await session.finish()
         self._close_stream()
@@ -157,7 +151,7 @@ class RealtimeTranscription:
         if self._previous_item == before:  # only silence: the client waiting for its item still gets one
             await self._conclude(self._item or f"item_{next(self._items):04d}", "")
 
-    async def _clear(self, event: dict[str, Any]) -> None:
+    async def _clear(self, event: events.Clear) -> None:
         self._close_stream()
         self._item, self._said = None, ""
         await self._send("input_audio_buffer.cleared")
@@ -214,9 +208,9 @@ class RealtimeTranscription:
                          transcript=text)
         self._previous_item, self._item, self._said = item, None, ""
 
-    async def _error(self, code: str, message: str, event_id: str | None = None) -> None:
+    async def _error(self, code: str, message: str, event_id: str | None = None, param: str | None = None) -> None:
         await self._send("error", error={"type": "invalid_request_error", "code": code, "message": message,
-                                         "param": None, "event_id": event_id})
+                                         "param": param, "event_id": event_id})
 
     async def _send(self, kind: str, **fields: Any) -> None:
         await self._ws.send_text(json.dumps({"type": kind, "event_id": f"event_{next(self._events)}", **fields}))
