@@ -149,8 +149,8 @@ class Recognizer:
         boost = self.word_boost(options)
         tracer = self._telemetry.tracer
         with self._scheduler.arriving() as queued:
-            audio = await self._decode(data, fmt, boost)
-            tracks = list(audio.samples) if options.separate_channels else [audio.mono()]
+            audio = await self._decode(data, fmt, boost, mix_down=not options.separate_channels)
+            tracks = list(audio.samples)
             wanted = max(1, min(options.max_alternatives, MAX_ALTERNATIVES))
             timings = [Timing("offline") for _ in tracks]
             try:
@@ -209,10 +209,11 @@ class Recognizer:
                 for _, _, work, _ in pending:  # a caller that left frees the queue at once
                     work.cancel()
 
-    async def _decode(self, data: bytes, fmt: AudioFormat, boost: WordBoost | None) -> Audio:
+    async def _decode(self, data: bytes, fmt: AudioFormat, boost: WordBoost | None, mix_down: bool = True) -> Audio:
         """The audio, and the boost's tree built (or found cached) on the same worker thread."""
         def work() -> Audio:
-            audio = decode_audio(data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds)
+            audio = decode_audio(data, fmt, target_rate=self.info.sample_rate, max_seconds=self.max_audio_seconds,
+                                 mix_down=mix_down)
             if boost is not None:  # only when the engine can boost (`word_boost`)
                 self._booster.prepare(boost)
             return audio

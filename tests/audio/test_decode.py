@@ -75,15 +75,16 @@ def test_ogg_opus_decodes(rate: int) -> None:
     assert peak_hz(audio.mono(), TARGET) == pytest.approx(440, abs=5)
 
 
-def test_stereo_keeps_both_channels_and_downmixes() -> None:
+def test_stereo_keeps_both_channels_when_asked_and_mixes_down_otherwise() -> None:
     stereo = tone(300, 44100, channels=2)  # left 300 Hz, right 500 Hz
-    audio = decode_audio(pcm16(stereo), AudioFormat(Encoding.LINEAR_PCM, 44100, 2), target_rate=TARGET, max_seconds=60)
-    assert audio.channels == 2
-    assert peak_hz(audio.samples[0], TARGET) == pytest.approx(300, abs=3)
-    assert peak_hz(audio.samples[1], TARGET) == pytest.approx(500, abs=3)
-    mono = audio.mono()
-    assert mono.shape == (audio.samples.shape[1],)
-    assert np.allclose(mono, audio.samples.mean(axis=0), atol=1e-6)
+    fmt = AudioFormat(Encoding.LINEAR_PCM, 44100, 2)
+    kept = decode_audio(pcm16(stereo), fmt, target_rate=TARGET, max_seconds=60, mix_down=False)
+    assert kept.channels == 2
+    assert peak_hz(kept.samples[0], TARGET) == pytest.approx(300, abs=3)
+    assert peak_hz(kept.samples[1], TARGET) == pytest.approx(500, abs=3)
+    mixed = decode_audio(pcm16(stereo), fmt, target_rate=TARGET, max_seconds=60)
+    assert mixed.channels == 1 and mixed.mono().shape == (kept.samples.shape[1],)
+    assert np.allclose(mixed.mono(), kept.samples.mean(axis=0), atol=1e-5)  # mixed, then resampled: the same
 
 
 def test_container_rate_wins_over_declared_rate() -> None:
@@ -155,3 +156,31 @@ def test_declared_pcm_that_looks_like_an_mp3_frame_is_still_pcm() -> None:
     data = b"\xff\xff" * 8000  # 16-bit samples of -1: the bytes of an MPEG frame sync
     audio = decode_audio(data, AudioFormat(Encoding.LINEAR_PCM, 16000), target_rate=16000, max_seconds=60)
     assert audio.duration_s == pytest.approx(0.5)
+
+
+def flac_bomb(seconds: float, rate: int = 192000, channels: int = 8) -> bytes:
+    """Silence at the highest rate and channel count accepted: a few KB a minute of FLAC."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", rate, channels, format="FLAC", subtype="PCM_16") as f:
+        block = np.zeros((rate, channels), np.float32)
+        for _ in range(int(seconds)):
+            f.write(block)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mix_down", [True, False], ids=["mixed-down", "channels-kept"])
+def test_a_decompression_bomb_costs_memory_in_proportion_to_the_output_not_the_input(mix_down: bool) -> None:
+    """8 channels at 192 kHz are 96 times the 16 kHz mono the model reads: decoded, mixed down and resampled a
+    block at a time, the peak of what decoding allocates stays a small multiple of what it returns."""
+    import tracemalloc
+
+    data = flac_bomb(20)
+    assert len(data) < 200_000  # 20 s of 8 x 192 kHz in this little
+    tracemalloc.start()
+    try:
+        audio = decode_audio(data, AudioFormat(), target_rate=TARGET, max_seconds=60, mix_down=mix_down)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert audio.channels == (1 if mix_down else 8) and audio.duration_s == pytest.approx(20, abs=0.01)
+    assert peak < 4 * audio.samples.nbytes + 4 * 2**20, f"{peak / 2**20:.0f} MiB for {audio.samples.nbytes / 2**20:.0f}"

@@ -21,6 +21,7 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 MAX_CHANNELS = 8
 
+BLOCK_FRAMES = 1 << 16  # decoded, mixed down and resampled this many frames at a time
 # Headerless 16-bit PCM at the wanted rate is only reinterpreted: 15 us for 90 KB, 0.27 ms for 1 MB.
 CHEAP_DECODE_BYTES = 1 << 20
 _RAW_SUBTYPES = {Encoding.MULAW: "ULAW", Encoding.ALAW: "ALAW"}
@@ -33,8 +34,10 @@ _CONTAINER_ENCODINGS = {
 }
 
 
-def decode_audio(data: bytes, fmt: AudioFormat, *, target_rate: int, max_seconds: float) -> Audio:
-    """Decode `data` as declared by `fmt` (or as its sniffed container) and resample to `target_rate`.
+def decode_audio(data: bytes, fmt: AudioFormat, *, target_rate: int, max_seconds: float,
+                 mix_down: bool = True) -> Audio:
+    """Decode `data` as declared by `fmt` (or as its sniffed container), mixed down to one channel unless
+    `mix_down` is False, and resampled to `target_rate`.
 
     Raises `InvalidAudio` or `AudioTooLong` with a sentence that names the problem.
     """
@@ -43,14 +46,12 @@ def decode_audio(data: bytes, fmt: AudioFormat, *, target_rate: int, max_seconds
     container = sniff_container(data)
     if container is Container.MP3 and not data.startswith(b"ID3") and fmt.encoding is not Encoding.UNSPECIFIED:
         container = None  # a bare MP3 frame sync is also what declared 16-bit PCM near zero looks like
-    if container is not None:
-        if fmt.encoding not in _CONTAINER_ENCODINGS[container]:
-            raise InvalidAudio(f"The audio is a {container} file but the request declares {fmt.encoding.name}.")
-        read = _read_compressed if container in COMPRESSED else _read_container
-        samples, rate = read(data, container, max_seconds)
-    else:
-        samples, rate = _read_raw(data, fmt, max_seconds)
-    return Audio(_resample(samples, rate, target_rate), target_rate)
+    if container is None:
+        return _read_raw(data, fmt, _Output(target_rate, mix_down, max_seconds, fmt.encoding.name))
+    if fmt.encoding not in _CONTAINER_ENCODINGS[container]:
+        raise InvalidAudio(f"The audio is a {container} file but the request declares {fmt.encoding.name}.")
+    read = _read_compressed if container in COMPRESSED else _read_container
+    return read(data, container, _Output(target_rate, mix_down, max_seconds, str(container)))
 
 
 def decodes_cheaply(data: bytes, fmt: AudioFormat, target_rate: int) -> bool:
@@ -60,54 +61,78 @@ def decodes_cheaply(data: bytes, fmt: AudioFormat, target_rate: int) -> bool:
             and len(data) <= CHEAP_DECODE_BYTES and sniff_container(data) is None)
 
 
-def _read_container(data: bytes, container: Container, max_seconds: float) -> tuple[np.ndarray, int]:
+class _Output:
+    """Decoded blocks in, the audio at the target rate out. Each block is checked, mixed down (unless the
+    channels are kept) and resampled as it arrives, so memory follows the output, not the input: 8 channels
+    at 192 kHz, a few KB of FLAC a minute, would otherwise be 96 times the 16 kHz mono the model reads."""
+
+    def __init__(self, target_rate: int, mix_down: bool, max_seconds: float, what: str) -> None:
+        self._target_rate, self._mix_down, self._max_seconds, self._what = target_rate, mix_down, max_seconds, what
+        self._rate = self._channels = self._frames = 0
+        self._blocks: list[np.ndarray] = []
+        self._resampler: soxr.ResampleStream | None = None
+
+    def open(self, rate: int, channels: int, frames: int = 0) -> None:
+        """The stream's shape, refused at once if absurd; `frames` when its header says how long it is."""
+        check_shape(rate, channels)
+        if frames > 0:
+            _check_duration(frames / rate, self._max_seconds)
+        self._rate, self._channels = rate, channels
+        if rate != self._target_rate:
+            kept = 1 if self._mix_down else channels
+            self._resampler = soxr.ResampleStream(rate, self._target_rate, kept, dtype="float32", quality="HQ")
+
+    def add(self, block: np.ndarray) -> None:
+        """A block of float32 samples, shape (frames, channels)."""
+        self._frames += block.shape[0]
+        _check_duration(self._frames / self._rate, self._max_seconds)  # stop early rather than decode hours
+        if not np.isfinite(block).all():
+            raise InvalidAudio(f"The {self._what} audio holds NaN or infinite samples.")
+        if self._mix_down and self._channels > 1:
+            block = block.mean(axis=1, keepdims=True, dtype=np.float32)
+        block = np.clip(block, -1, 1, dtype=np.float32)  # a new array: the decoder may reuse its buffer
+        self._blocks.append(block if self._resampler is None else self._resampler.resample_chunk(block))
+
+    def audio(self) -> Audio:
+        if self._frames == 0:
+            raise InvalidAudio(f"The {self._what} audio holds no samples.")
+        if self._resampler is not None:
+            kept = self._blocks[0].shape[1]
+            self._blocks.append(self._resampler.resample_chunk(np.zeros((0, kept), np.float32), last=True))
+        return Audio(np.ascontiguousarray(np.concatenate(self._blocks).T), self._target_rate)
+
+
+def _read_container(data: bytes, container: Container, out: _Output) -> Audio:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            check_shape(f.samplerate, f.channels)
-            if f.frames > 0:
-                _check_duration(f.frames / f.samplerate, max_seconds)
-            samples = f.read(dtype="float32", always_2d=True)
-            rate = f.samplerate
+            out.open(f.samplerate, f.channels, f.frames)
+            for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+                out.add(block)
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
         raise InvalidAudio(f"The {container} audio is corrupt or truncated ({_first_line(exc)}).") from None
-    if samples.shape[0] == 0:
-        raise InvalidAudio(f"The {container} audio holds no samples.")
-    _check_duration(samples.shape[0] / rate, max_seconds)
-    if not np.isfinite(samples).all():
-        raise InvalidAudio(f"The {container} audio holds NaN or infinite samples.")
-    return np.ascontiguousarray(samples.T), rate
+    return out.audio()
 
 
-def _read_compressed(data: bytes, container: Container, max_seconds: float) -> tuple[np.ndarray, int]:
+def _read_compressed(data: bytes, container: Container, out: _Output) -> Audio:
     import av  # FFmpeg is loaded only when such a file arrives
 
-    chunks: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(data), mode="r") as source:
             if not source.streams.audio:
                 raise InvalidAudio(f"The {container} file holds no audio stream.")
             stream = source.streams.audio[0]
-            rate, channels = stream.rate, stream.channels
-            check_shape(rate, channels)
-            planar = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
-            decoded = 0
+            out.open(stream.rate, stream.channels)
+            planar = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
             for frame in source.decode(stream):
                 for converted in planar.resample(frame):
-                    chunks.append(converted.to_ndarray())
-                    decoded += converted.samples
-                _check_duration(decoded / rate, max_seconds)  # stop early rather than decode hours
+                    out.add(converted.to_ndarray().T)
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or _first_line(exc)
         raise InvalidAudio(f"The {container} audio is corrupt or truncated ({reason}).") from None
-    if not chunks:
-        raise InvalidAudio(f"The {container} audio holds no samples.")
-    samples = np.concatenate(chunks, axis=1).astype(np.float32)
-    if not np.isfinite(samples).all():
-        raise InvalidAudio(f"The {container} audio holds NaN or infinite samples.")
-    return np.clip(samples, -1, 1), rate
+    return out.audio()
 
 
-def _read_raw(data: bytes, fmt: AudioFormat, max_seconds: float) -> tuple[np.ndarray, int]:
+def _read_raw(data: bytes, fmt: AudioFormat, out: _Output) -> Audio:
     encoding = fmt.encoding
     if encoding in (Encoding.UNSPECIFIED, Encoding.FLAC, Encoding.OGGOPUS):
         expected = {"unspecified": "a WAV, FLAC or Ogg header", "flac": "a FLAC header", "oggopus": "an Ogg header"}
@@ -118,30 +143,24 @@ def _read_raw(data: bytes, fmt: AudioFormat, max_seconds: float) -> tuple[np.nda
     channels = fmt.channels or 1
     if fmt.sample_rate <= 0:
         raise InvalidAudio(f"Headerless {encoding.name} audio needs sample_rate_hertz.")
-    check_shape(fmt.sample_rate, channels)
     width = 2 if encoding is Encoding.LINEAR_PCM else 1
+    check_shape(fmt.sample_rate, channels)
     if len(data) % (width * channels):
         raise InvalidAudio(
             f"{encoding.name} audio of {len(data)} bytes is not a whole number of "
             f"{channels}-channel frames of {width * channels} bytes; it is truncated."
         )
-    _check_duration(len(data) / (width * channels) / fmt.sample_rate, max_seconds)
+    out.open(fmt.sample_rate, channels, len(data) // (width * channels))
     if encoding is Encoding.LINEAR_PCM:
         pcm = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
-        samples = pcm.astype(np.float32) / 32768.0
+        for start in range(0, pcm.shape[0], BLOCK_FRAMES):
+            out.add(pcm[start:start + BLOCK_FRAMES].astype(np.float32) / 32768.0)
     else:
-        samples, _ = sf.read(
-            io.BytesIO(data), format="RAW", subtype=_RAW_SUBTYPES[encoding],
-            samplerate=fmt.sample_rate, channels=channels, dtype="float32", always_2d=True,
-        )
-    return np.ascontiguousarray(samples.T), fmt.sample_rate
-
-
-def _resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    if rate == target_rate:
-        return samples.astype(np.float32, copy=False)
-    out = soxr.resample(samples.T, rate, target_rate, quality="HQ")
-    return np.ascontiguousarray(out.T, dtype=np.float32)
+        with sf.SoundFile(io.BytesIO(data), format="RAW", subtype=_RAW_SUBTYPES[encoding],
+                          samplerate=fmt.sample_rate, channels=channels) as f:
+            for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+                out.add(block)
+    return out.audio()
 
 
 def check_shape(rate: int, channels: int) -> None:
