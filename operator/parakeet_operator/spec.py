@@ -204,6 +204,8 @@ class ParakeetASRSpec(Model):
     auth: Auth = Field(default_factory=Auth, description="Bearer-token authentication.")
     observability: Observability = Field(default_factory=Observability, description="Metrics and traces.")
     drain_seconds: int = Field(600, ge=0, le=86400, description="How long open streams are served after SIGTERM.")
+    stream_idle_timeout_seconds: int = Field(60, ge=0, le=86400, description="A stream that sends nothing this "
+                                             "long is ended, freeing its slot; 0 never ends one.")
     pre_stop_seconds: int = Field(10, ge=0, le=300, description="Wait before SIGTERM so endpoints drop the pod.")
     startup_budget_seconds: int = Field(1800, ge=30, le=86400, description="Longest cold start before a restart.")
     rollout: Rollout = Field(default_factory=Rollout, description="Rolling updates.")

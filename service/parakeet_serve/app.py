@@ -224,7 +224,8 @@ def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: T
 
     token = s.auth_token.get_secret_value() if s.auth_token else None
     origins = [origin.strip() for origin in s.http_cors_origins.split(",") if origin.strip()]
-    app = create_app(recognizer, telemetry, max_upload_bytes=s.max_message_bytes, token=token, cors_origins=origins)
+    app = create_app(recognizer, telemetry, max_upload_bytes=s.max_message_bytes, token=token, cors_origins=origins,
+                     stream_idle_s=s.stream_idle_timeout_s)
     return HttpServer(app, s.http_host, s.http_port)
 
 

@@ -58,6 +58,14 @@ class StreamLimit(QueueFull):
     """The server holds as many streams as it can keep in real time."""
 
 
+class StreamIdle(ParakeetError):
+    """A stream sent nothing for longer than the idle timeout: it is ended to free its slot."""
+
+    def __init__(self, idle_s: float) -> None:
+        super().__init__(f"Nothing arrived on the stream for {idle_s:g} s, so it was ended to free its slot "
+                         "(PARAKEET_STREAM_IDLE_TIMEOUT_S).")
+
+
 class QueueTimeout(ParakeetError):
     """The work waited in the queue past its time-to-live."""
 

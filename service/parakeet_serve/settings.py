@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     """Most streams open at once; more are refused. 0 measures what the device holds in real time at warm-up."""
     stop_history_ms: float = Field(800.0, ge=80, le=10000)
     """Silence that ends an utterance when the client's `endpointing_config.stop_history` is unset."""
+    stream_idle_timeout_s: float = Field(60.0, ge=0, le=86400)
+    """A stream (gRPC or realtime WebSocket) that sends nothing for this long is ended, freeing its slot
+    (gRPC OUT_OF_RANGE, an `error` event on the socket); 0 never ends one."""
 
     # --- gRPC server ----------------------------------------------------------------------
     host: str = "[::]"

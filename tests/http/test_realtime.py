@@ -221,6 +221,27 @@ def test_a_socket_past_the_stream_limit_is_told_it_is_a_rate_limit(demo: Served)
     assert refused["error"]["type"] == "rate_limit_error" and "stream" in refused["error"]["message"]
 
 
+def test_a_socket_that_stops_sending_has_its_stream_ended_and_keeps_the_socket(loop_thread: LoopThread,
+                                                                                demo_engine: NemoEngine) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(), max_streams=1,
+                          stream_idle_timeout_s=0.5)
+    try:
+        ws = Socket(served)
+        try:
+            ws.append(b"\x00\x00" * 2400, chunk=4800)
+            poll(lambda: served.app._scheduler.active_streams == 1)
+            (idle,) = ws.until("error")  # then nothing for longer than the timeout
+            poll(lambda: served.app._scheduler.active_streams == 0)
+            ws.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
+            ws.until("session.updated")  # the socket is still usable
+        finally:
+            ws.close()
+    finally:
+        served.stop()
+    assert idle["error"]["code"] == "idle_timeout" and idle["error"]["type"] == "timeout_error"
+    assert "Nothing arrived on the stream for 0.5 s" in idle["error"]["message"]
+
+
 def test_a_token_is_required_when_configured(loop_thread: LoopThread, engine: NemoEngine) -> None:
     served = start_server(loop_thread, engine, http_port=free_port(), auth_token="s3cret")
     try:

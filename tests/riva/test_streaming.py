@@ -198,6 +198,31 @@ def test_clients_that_vanish_mid_stream_leave_nothing_behind(demo: Served) -> No
     assert finals(stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=3200))  # and it still serves
 
 
+def test_a_stream_that_stops_sending_is_ended_and_frees_its_slot(loop_thread: LoopThread,
+                                                                  demo_engine: NemoEngine) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", max_streams=1, stream_idle_timeout_s=0.5)
+    try:
+        chunk = as_bytes(pcm_of(SAMPLE))[:6400]
+        gone = threading.Event()
+
+        def stalled() -> Iterator[riva_asr_pb2.StreamingRecognizeRequest]:
+            yield riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config())
+            yield riva_asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
+            gone.wait(30)  # then nothing, and no half-close: a client that hung
+
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            list(served.asr().stub.StreamingRecognize(stalled()))
+        gone.set()
+        assert ended.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "Nothing arrived on the stream for 0.5 s" in ended.value.details()
+        assert time.monotonic() - started < 10
+        poll(lambda: served.app._scheduler.active_streams == 0)
+        assert finals(stream(served, as_bytes(pcm_of(SAMPLE)), chunk_bytes=3200))  # its one slot is free again
+    finally:
+        served.stop()
+
+
 # 20 minutes keeps CI within its time on 2 cores (each 320 ms chunk is one encoder call); memory is
 # compared between the 10th minute and the end, so growth per minute would show.
 STREAM_SECONDS = 1200

@@ -162,6 +162,7 @@ def _server_env(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
         {"name": "PARAKEET_METRICS_PORT", "value": str(service.metrics_port)},
         *([{"name": "PARAKEET_HTTP_PORT", "value": str(service.http_port)}] if service.http_port else []),
         {"name": "PARAKEET_SHUTDOWN_GRACE_S", "value": str(spec.drain_seconds)},
+        {"name": "PARAKEET_STREAM_IDLE_TIMEOUT_S", "value": str(spec.stream_idle_timeout_seconds)},
         {"name": "PARAKEET_MAX_CONNECTION_AGE_S", "value": str(service.max_connection_age_seconds)},
         {"name": "PARAKEET_MAX_CONNECTION_AGE_GRACE_S", "value": str(service.max_connection_age_grace_seconds)},
     ]

@@ -45,9 +45,9 @@ STATIC = Path(__file__).with_name("static")
 
 
 def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, max_upload_bytes: int,
-               token: str | None, cors_origins: Sequence[str] = ()) -> Starlette:
+               token: str | None, cors_origins: Sequence[str] = (), stream_idle_s: float = 0.0) -> Starlette:
     """The ASGI app; `recognizer` returns the ready core or raises `NotReady`."""
-    api = _Api(recognizer, telemetry, max_upload_bytes, token)
+    api = _Api(recognizer, telemetry, max_upload_bytes, token, stream_idle_s)
     cors = [Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type"])] if cors_origins else []
     return Starlette(middleware=cors, routes=[
@@ -78,8 +78,9 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 
 class _Api:
     def __init__(self, recognizer: Callable[[], Recognizer], telemetry: Telemetry, max_upload_bytes: int,
-                 token: str | None) -> None:
+                 token: str | None, stream_idle_s: float) -> None:
         self._recognizer = recognizer
+        self._stream_idle_s = stream_idle_s
         self._telemetry = telemetry
         self._max_upload_bytes = max_upload_bytes
         self._expected = f"Bearer {token}".encode() if token else None
@@ -142,7 +143,7 @@ class _Api:
             await websocket.close(code=1008 if isinstance(exc, Unauthenticated) else 1013)
             return
         self._telemetry.metrics.http_requests.labels("/v1/realtime", "101").inc()
-        await RealtimeTranscription(websocket, recognizer).run()
+        await RealtimeTranscription(websocket, recognizer, self._stream_idle_s).run()
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

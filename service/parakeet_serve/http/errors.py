@@ -12,6 +12,7 @@ from parakeet_serve.errors import (
     ParakeetError,
     QueueFull,
     QueueTimeout,
+    StreamIdle,
     Unauthenticated,
     UnknownModel,
 )
@@ -21,6 +22,7 @@ _STATUSES: tuple[tuple[type[ParakeetError], int, str, str | None], ...] = (
     (InvalidRequest, 400, "invalid_request_error", None),
     (QueueFull, 429, "rate_limit_error", None),
     (QueueTimeout, 504, "timeout_error", None),
+    (StreamIdle, 408, "timeout_error", None),
     (NotReady, 503, "service_unavailable_error", None),
     (Unauthenticated, 401, "authentication_error", None),
 )

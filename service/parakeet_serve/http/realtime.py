@@ -10,6 +10,7 @@ dropped socket.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -21,7 +22,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parakeet_serve.audio import AudioFormat, Encoding
-from parakeet_serve.errors import ParakeetError
+from parakeet_serve.errors import ParakeetError, StreamIdle
 from parakeet_serve.http import realtime_events as events
 from parakeet_serve.http.errors import describe
 from parakeet_serve.http.prompt import prompt_contexts
@@ -62,8 +63,8 @@ class _Config:
 class RealtimeTranscription:
     """One socket: its settings, its current stream and its items."""
 
-    def __init__(self, websocket: WebSocket, recognizer: Recognizer) -> None:
-        self._ws, self._recognizer = websocket, recognizer
+    def __init__(self, websocket: WebSocket, recognizer: Recognizer, idle_s: float = 0.0) -> None:
+        self._ws, self._recognizer, self._idle_s = websocket, recognizer, idle_s
         self._config = _Config()
         self._stream: contextlib.ExitStack | None = None
         self._session: StreamSession | None = None
@@ -77,7 +78,7 @@ class RealtimeTranscription:
     async def run(self) -> None:
         await self._send("session.created", session=self._config.session(self._recognizer.model_name))
         try:
-            while (message := await self._ws.receive())["type"] != "websocket.disconnect":
+            while (message := await self._receive())["type"] != "websocket.disconnect":
                 if message.get("text") is None:
                     await self._error("invalid_json", "Events are JSON text frames, not binary ones.")
                 else:
@@ -86,6 +87,20 @@ class RealtimeTranscription:
             pass
         finally:
             self._close_stream()
+
+    async def _receive(self) -> dict[str, Any]:
+        """The next message; a stream that gets none for the idle timeout is ended, freeing its slot (the
+        socket stays open, and its next audio starts a new stream)."""
+        if self._session is None or not self._idle_s:
+            return await self._ws.receive()
+        try:
+            return await asyncio.wait_for(self._ws.receive(), self._idle_s)
+        except TimeoutError:
+            self._close_stream()
+            self._item, self._said = None, ""
+            idle = describe(StreamIdle(self._idle_s))[1]["error"]
+            await self._send("error", error={**idle, "code": "idle_timeout", "event_id": None})
+            return await self._ws.receive()
 
     async def _handle(self, text: str) -> None:
         try:

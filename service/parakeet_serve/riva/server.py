@@ -36,7 +36,8 @@ class RivaServer:
         telemetry: Telemetry,
     ) -> None:
         self._settings = settings
-        self._servicer = RivaAsrServicer(recognizer, model_parameters, closing, settings.stop_history_ms, telemetry)
+        self._servicer = RivaAsrServicer(recognizer, model_parameters, closing, settings.stop_history_ms, telemetry,
+                                         settings.stream_idle_timeout_s)
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None

@@ -15,7 +15,7 @@ import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
-from parakeet_serve.errors import InvalidRequest, NotReady, ParakeetError
+from parakeet_serve.errors import InvalidRequest, NotReady, ParakeetError, StreamIdle
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva import convert
 from parakeet_serve.riva.status import status_for, trailers_for
@@ -50,12 +50,14 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         closing: asyncio.Event,
         stop_history_ms: float,
         telemetry: Telemetry,
+        idle_s: float = 0.0,
     ) -> None:
         self._telemetry = telemetry
         self._recognizer = recognizer
         self._model_parameters = model_parameters
         self._closing = closing  # set when open streams must wrap up (the drain's grace is ending)
         self._stop_history_ms = stop_history_ms
+        self._idle_s = idle_s  # a stream that sends nothing this long is ended (0: never)
 
     async def Recognize(
         self, request: riva_asr_pb2.RecognizeRequest, context: grpc.aio.ServicerContext
@@ -71,7 +73,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[riva_asr_pb2.StreamingRecognizeResponse]:
-        messages = contextlib.aclosing(_until(request_iterator, self._closing))  # closed even on errors
+        messages = contextlib.aclosing(_until(request_iterator, self._closing, self._idle_s))  # closed on errors
         async with _scope(context, self._telemetry, "StreamingRecognize", "") as call, messages as requests:
             recognizer = self._recognizer()
             first = await anext(requests, None)
@@ -171,17 +173,20 @@ def _finish(telemetry: Telemetry, span: Any, call: _Call, code: grpc.StatusCode,
     )
 
 
-async def _until(messages: AsyncIterator[Any], closing: asyncio.Event) -> AsyncIterator[Any]:
-    """The client's messages until it half-closes, or until `closing` is set (the stream then ends cleanly)."""
+async def _until(messages: AsyncIterator[Any], closing: asyncio.Event, idle_s: float) -> AsyncIterator[Any]:
+    """The client's messages until it half-closes, or until `closing` is set (the stream then ends cleanly);
+    `StreamIdle` when none comes for `idle_s` (0: no limit)."""
     stop = asyncio.ensure_future(closing.wait())
     iterator = aiter(messages)
     message: asyncio.Future[Any] | None = None
     try:
         while True:
             message = asyncio.ensure_future(anext(iterator))
-            await asyncio.wait((message, stop), return_when=asyncio.FIRST_COMPLETED)
-            if not message.done():
+            await asyncio.wait((message, stop), timeout=idle_s or None, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
                 return
+            if not message.done():
+                raise StreamIdle(idle_s)
             try:
                 item = message.result()
             except StopAsyncIteration:

@@ -10,6 +10,7 @@ from parakeet_serve.errors import (
     ParakeetError,
     QueueFull,
     QueueTimeout,
+    StreamIdle,
     Unauthenticated,
 )
 
@@ -17,6 +18,7 @@ _CODES: tuple[tuple[type[ParakeetError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QueueTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (StreamIdle, grpc.StatusCode.OUT_OF_RANGE),  # as Google's speech API answers an audio timeout
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
