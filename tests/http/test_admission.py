@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import openai
 import pytest
@@ -51,6 +53,31 @@ def test_a_draining_server_refuses_new_http_work_with_503_and_finishes_what_it_h
         held.gate.set()
         assert first.result(60).results  # the request it held still gets its transcript
         draining.result(60)
+    finally:
+        held.gate.set()
+        served.stop()
+
+
+def test_an_http_client_that_hangs_up_has_its_queued_work_dropped_before_compute(loop_thread: LoopThread,
+                                                                                 engine: NemoEngine) -> None:
+    """As a cancelled gRPC call's: the worker never sees the audio of a client that left."""
+    held = HeldEngine(engine)
+    served, first = busy_server(loop_thread, held, http_port=free_port())
+    audio = sample_path().read_bytes()
+    body = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n' + audio +
+            b"\r\n--x--\r\n")
+    try:
+        with socket.create_connection(("127.0.0.1", served.app.http.port)) as sock:
+            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\n"
+                         b"Content-Type: multipart/form-data; boundary=x\r\n"
+                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            poll(lambda: served.app.queue_depth == 1)  # queued behind the held work
+        # hung up: its job is given up while still queued (the batcher skips it)
+        poll(lambda: all(job.reply.cancelled() for job in served.app._scheduler._queue))
+        held.gate.set()
+        assert first.result(60).results
+        assert served.asr().offline_recognize(WAV, CONFIG).results
+        assert held.batches == [1, 1]  # the abandoned request never reached the model
     finally:
         held.gate.set()
         served.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -10,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 GRANULARITIES = ("word", "segment")
 TRANSCRIPTIONS_ROUTE = "/v1/audio/transcriptions"
 STATIC = Path(__file__).with_name("static")
+T = TypeVar("T")
 
 
 def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, max_upload_bytes: int,
@@ -204,7 +206,8 @@ class _Api:
             pieces = recognizer.recognize_progressively(data, AudioFormat(), options, usage, TRANSCRIPTIONS)
             first = await anext(pieces)  # refusals (bad audio, a full queue) come as statuses, before any event
             return StreamingResponse(_events(first, pieces, logprobs), media_type="text/event-stream")
-        results = await recognizer.recognize(data, AudioFormat(), options, usage, TRANSCRIPTIONS)
+        results = await _unless_gone(request, recognizer.recognize(data, AudioFormat(), options, usage,
+                                                                   TRANSCRIPTIONS))
         best, duration_s = results[0].hypotheses[0], results[0].audio_processed_s
         if response_format == "json":
             billed = {"type": "duration", "seconds": max(1, round(duration_s))}
@@ -237,6 +240,28 @@ class _Api:
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self._recognizer().model_name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
+
+
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled when the client hangs up first, so its queued audio is dropped before compute (as a
+    cancelled gRPC call's is). Only once the body is read: the watch takes the request's next message."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done():
+            raise  # this request itself was cancelled (the server is stopping)
+        raise HttpError(499, "The client closed the request before its result.",
+                        code="client_closed_request") from None
+    finally:
+        watcher.cancel()
 
 
 def _limited(request: Request, limit: int, too_large: Callable[[str], HttpError]) -> Request:
