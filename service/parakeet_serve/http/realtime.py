@@ -96,8 +96,7 @@ class RealtimeTranscription:
         try:
             return await asyncio.wait_for(self._ws.receive(), self._idle_s)
         except TimeoutError:
-            self._close_stream()
-            self._item, self._said = None, ""
+            self._drop_utterance()
             idle = describe(StreamIdle(self._idle_s))[1]["error"]
             await self._send("error", error={**idle, "code": "idle_timeout", "event_id": None})
             return await self._ws.receive()
@@ -130,8 +129,9 @@ class RealtimeTranscription:
                                                        f"{', '.join(FORMATS)}.", event.event_id)
         if self._session is not None and fmt != self._config.format:
             self._close_stream()  # the next audio starts a stream in the new format
-        given = transcription is not None and "prompt" in transcription.model_fields_set
-        prompt = (transcription.prompt or "") if given and transcription else self._config.prompt
+        prompt = self._config.prompt
+        if transcription is not None and "prompt" in transcription.model_fields_set:
+            prompt = transcription.prompt or ""
         if self._session is not None and prompt != self._config.prompt:
             self._close_stream()  # the next audio starts a stream with the new boost
         self._config.format, self._config.legacy, self._config.prompt = fmt, legacy, prompt
@@ -167,9 +167,13 @@ class RealtimeTranscription:
             await self._conclude(self._item or f"item_{next(self._items):04d}", "")
 
     async def _clear(self, event: events.Clear) -> None:
+        self._drop_utterance()
+        await self._send("input_audio_buffer.cleared")
+
+    def _drop_utterance(self) -> None:
+        """The audio so far and the utterance it began, gone (its slot freed)."""
         self._close_stream()
         self._item, self._said = None, ""
-        await self._send("input_audio_buffer.cleared")
 
     def _open_stream(self) -> StreamSession:
         encoding, rate = FORMATS[self._config.format]
