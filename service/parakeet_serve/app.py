@@ -220,13 +220,19 @@ def stream_mode(setting: str, trained_for_streaming: bool) -> str:
 
 
 def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: Telemetry) -> HttpServer:
-    from parakeet_serve.http.app import create_app
+    from parakeet_serve.http.app import UploadLimits, create_app
+    from parakeet_serve.http.realtime import RealtimeLimits
 
     token = s.auth_token.get_secret_value() if s.auth_token else None
     origins = [origin.strip() for origin in s.http_cors_origins.split(",") if origin.strip()]
-    app = create_app(recognizer, telemetry, max_upload_bytes=s.max_message_bytes, token=token, cors_origins=origins,
-                     stream_idle_s=s.stream_idle_timeout_s)
-    return HttpServer(app, s.http_host, s.http_port)
+    upload = UploadLimits(s.max_message_bytes, s.http_body_timeout_s)
+    realtime = RealtimeLimits(s.stream_idle_timeout_s, s.realtime_max_buffer_bytes)
+    app = create_app(recognizer, telemetry, upload=upload, realtime=realtime, token=token, cors_origins=origins)
+    # an append over the buffer's limit is refused with an error event; only a message of over 16 MiB, or a
+    # little more than the limit's base64, is refused by closing the socket
+    ws_max_bytes = max(16 * 1024 * 1024, realtime.buffer_bytes * 4 // 3 + 64 * 1024)
+    return HttpServer(app, s.http_host, s.http_port, header_timeout_s=s.http_header_timeout_s,
+                      ws_max_bytes=ws_max_bytes)
 
 
 def _telemetry(s: Settings) -> Telemetry:

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(60.0, ge=0, le=86400)
     """A stream (gRPC or realtime WebSocket) that sends nothing for this long is ended, freeing its slot
     (gRPC OUT_OF_RANGE, an `error` event on the socket); 0 never ends one."""
+    realtime_max_buffer_mib: float = Field(15.0, gt=0, le=1024)
+    """Audio one realtime socket may hold not yet transcribed, in MiB (OpenAI's limit for one append: 327 s of
+    24 kHz PCM); an append past it is refused with an `input_audio_buffer_full` error event."""
 
     # --- gRPC server ----------------------------------------------------------------------
     host: str = "[::]"
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
     """Port of the OpenAI-compatible HTTP API (`/v1/audio/transcriptions`); 0 serves none."""
     http_host: str = "0.0.0.0"
     """Address the HTTP API binds."""
+    http_header_timeout_s: float = Field(20.0, gt=0, le=3600)
+    """A request's headers must arrive within this long of the connection opening (or of the last response on
+    it); a slower client (slowloris) is answered 408 and closed."""
+    http_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """An upload whose body stalls for this long is refused with 408."""
     http_cors_origins: str = ""
     """Comma-separated origins browsers may call the HTTP API from (`*` for any); empty: no CORS headers."""
     health_port: int = Field(0, ge=0, le=65535)
@@ -194,6 +202,10 @@ class Settings(BaseSettings):
     @property
     def max_message_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def realtime_max_buffer_bytes(self) -> int:
+        return round(self.realtime_max_buffer_mib * 1024 * 1024)
 
     @property
     def queue_capacity(self) -> int:

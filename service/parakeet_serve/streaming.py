@@ -21,7 +21,7 @@ import asyncio
 import bisect
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,9 @@ _ARRIVALS_KEPT = 8192  # arrival times of recent chunks, to date the end of spee
 # Silence kept before an utterance's first token for its second pass: as much as the demo models'
 # training clips have; more would only cost compute and shift per-utterance feature statistics.
 LEAD_S = 1.5
+# Audio bytes decoded at a time (0.13 s of 16 kHz 16-bit PCM, 0.5 s of 8 kHz mu-law): a step runs on at
+# most this much audio past its boundary, however much a client sends at once.
+PIECE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,17 @@ class StreamSession:
         """Audio-seconds fed to the encoder per audio-second of the stream."""
         return round(self.encoder_input_s / self.audio_s, 3) if self.audio_s else 0.0
 
-    async def push(self, data: bytes) -> list[StreamEvent]:
-        """Take an audio chunk; once the audio completes a step, run the step and return its results."""
-        audio = self._decoder.feed(data)
+    async def push(self, data: bytes) -> AsyncIterator[StreamEvent]:
+        """Take an audio chunk and run the steps it completes, giving their results as they come. A long chunk
+        is taken a piece at a time, so minutes of audio sent at once cost the memory and the steps a real-time
+        client's would, each step queued behind other streams' and requests' work rather than holding the
+        model for all of it."""
+        for start in range(0, max(len(data), 1), PIECE_BYTES):
+            for event in await self._take(self._decoder.feed(data[start : start + PIECE_BYTES])):
+                yield event
+
+    async def _take(self, audio: np.ndarray) -> list[StreamEvent]:
+        """Once the audio so far completes a step, run the step and return its results."""
         now = time.monotonic()
         if len(audio):
             self._receive(audio)

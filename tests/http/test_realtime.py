@@ -4,8 +4,11 @@ dialects, against a live server on the demo model."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,12 +18,14 @@ import riva.client
 import soundfile as sf
 import soxr
 from riva.client.proto import riva_asr_pb2
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from parakeet_serve.engine import NemoEngine
-from parakeet_serve.evaluation import error_counts
+from parakeet_serve.evaluation import corpus_wer, error_counts
 from parakeet_serve.warmup import sample_path
 from tests.conftest import MISHEARD, LoopThread, Served, start_server
+from tests.http.test_transcriptions import client as http_client
 from tests.riva.test_admission import poll
 from tests.riva.test_streaming import as_bytes
 from tests.telemetry.scrape import Scrape
@@ -67,10 +72,10 @@ def grpc_finals(served: Served, audio: np.ndarray, stop_history_ms: int) -> list
 class Socket:
     """A realtime connection: send events, read events until one of a type arrives."""
 
-    def __init__(self, served: Served, token: str | None = None) -> None:
+    def __init__(self, served: Served, token: str | None = None, **options: Any) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._ws = connect(f"ws://127.0.0.1:{served.app.http.port}/v1/realtime?intent=transcription",
-                           additional_headers=headers, open_timeout=10)
+                           additional_headers=headers, open_timeout=10, **options)
         self.received: list[dict[str, Any]] = []
 
     def send(self, **event: Any) -> None:
@@ -88,6 +93,11 @@ class Socket:
 
     def close(self) -> None:
         self._ws.close()
+
+
+def long_speech(repeats: int, rate: int) -> np.ndarray:
+    """`speech` over and over: two utterances each time."""
+    return np.tile(speech(rate), repeats)
 
 
 def test_server_vad_gives_one_completed_transcript_per_utterance_with_deltas_before(demo: Served) -> None:
@@ -289,3 +299,70 @@ def test_the_transcription_prompt_boosts_its_phrases(demo: Served) -> None:
     finally:
         ws.close()
     assert MISHEARD.which(completed["transcript"]) == MISHEARD.said  # unboosted, the model says MISHEARD.heard
+
+
+def test_a_large_append_is_transcribed_in_steps_that_other_clients_work_runs_between(demo: Served) -> None:
+    """Minutes of audio in one append hold the model a step at a time: a transcription asked for once the
+    append's first item is done is answered while most of the append is still to come."""
+    repeats = 5
+    ws = Socket(demo)
+    arrivals: list[tuple[float, str]] = []  # when each event came, read as it comes
+
+    def listen() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                arrivals.append((time.monotonic(), json.loads(ws._ws.recv())["type"]))
+
+    try:
+        ws.append(as_bytes(long_speech(repeats, 24000)), chunk=10**9)  # about a minute in one event
+        listener = threading.Thread(target=listen)
+        listener.start()
+        poll(lambda: any(kind.endswith("transcription.completed") for _, kind in arrivals), timeout=120)
+        with SAMPLES[1].open("rb") as audio:
+            text = http_client(demo).audio.transcriptions.create(model="demo", file=audio, response_format="text")
+        answered = time.monotonic()
+        poll(lambda: sum(kind.endswith("transcription.completed") for _, kind in arrivals) == 2 * repeats, 120)
+    finally:
+        ws.close()
+    listener.join()
+    assert error_counts(TEXTS[1], text)[0] <= 1
+    before = [t for t, kind in arrivals if kind.endswith("transcription.completed") and t < answered]
+    assert len(before) < repeats, f"the transcription waited for {len(before)} of the append's {2 * repeats} items"
+
+
+def test_the_socket_is_read_and_its_pings_answered_while_a_backlog_is_transcribed(demo: Served) -> None:
+    repeats = 4
+    ws = Socket(demo, ping_interval=0.2, ping_timeout=1.0)  # the client closes a socket whose pongs stop
+    try:
+        ws.append(as_bytes(long_speech(repeats, 24000)), chunk=12000)  # 250 ms each, far faster than real time
+        ws.send(type="input_audio_buffer.commit")
+        completed = ws.until("conversation.item.input_audio_transcription.completed", 2 * repeats, timeout=120)
+    finally:
+        ws.close()
+    wer = corpus_wer(TEXTS * repeats, [e["transcript"] for e in completed])
+    assert wer <= 0.1, [e["transcript"] for e in completed]  # no audio lost or repeated
+
+
+def test_an_append_past_the_buffer_limit_is_refused_and_the_socket_stays_usable(loop_thread: LoopThread,
+                                                                                 demo_engine: NemoEngine) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(),
+                          realtime_max_buffer_mib=0.5)  # 10.9 s of 24 kHz PCM
+    audio, rate = sf.read(SAMPLES[1], dtype="float32")
+    try:
+        ws = Socket(served)
+        try:
+            ws.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
+            ws.until("session.updated")
+            ws.send(type="input_audio_buffer.append", event_id="evt_big",
+                    audio=base64.b64encode(as_bytes(speech(24000, pause_s=6.0))).decode())
+            (refused,) = ws.until("error")
+            ws.append(as_bytes(soxr.resample(audio, rate, 24000)), chunk=10**9)  # under the limit: taken
+            ws.send(type="input_audio_buffer.commit")
+            (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
+        finally:
+            ws.close()
+    finally:
+        served.stop()
+    assert refused["error"]["code"] == "input_audio_buffer_full" and refused["error"]["event_id"] == "evt_big"
+    assert "past its 0.5 MiB of audio not yet transcribed" in refused["error"]["message"]
+    assert error_counts(TEXTS[1], completed["transcript"])[0] <= 1

@@ -3,6 +3,7 @@ demo model: every response format agrees with Riva's `Recognize`, and every refu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import select
@@ -322,3 +323,45 @@ def test_the_prompts_short_phrases_are_boosted_words(demo: Served) -> None:
     assert MISHEARD.corrects(plain, text(prompt=f"{MISHEARD.said.title()}, Rachel Young"))
     # A sentence of context is not vocabulary: nothing in it is boosted.
     assert text(prompt=f"This is a voicemail where {MISHEARD.said} says when she will call") == plain
+
+
+def test_slow_clients_are_cut_off_and_others_are_served_meanwhile(loop_thread: LoopThread,
+                                                                   demo_engine: NemoEngine) -> None:
+    """Slowloris: 40 connections sending their headers a byte at a time, one sending nothing, and one whose
+    body stalls, each answered 408 (or closed) at its deadline, while a transcription goes through."""
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(),
+                          http_header_timeout_s=1.0, http_body_timeout_s=1.0)
+    address = ("127.0.0.1", served.app.http.port)
+    head = b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"a" * 1000
+    try:
+        slow = [socket.create_connection(address, timeout=10) for _ in range(40)]
+        silent = socket.create_connection(address, timeout=10)
+        stalled = socket.create_connection(address, timeout=10)
+        stalled.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n"
+                        b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n")
+        started = time.monotonic()
+        with SAMPLE.open("rb") as audio:
+            text = client(served).audio.transcriptions.create(model="demo", file=audio, response_format="text")
+        answers = [b""] * len(slow)
+        for i in range(len(head)):  # a byte per socket every 50 ms, until each is answered
+            for n, sock in enumerate(slow):
+                if not answers[n]:
+                    with contextlib.suppress(OSError):
+                        sock.sendall(head[i : i + 1])
+                    if select.select([sock], [], [], 0)[0]:
+                        answers[n] = sock.recv(65536)
+            if all(answers) or time.monotonic() - started > 15:
+                break
+            time.sleep(0.05)
+        cut_off_after = time.monotonic() - started
+        body_refused = stalled.recv(65536).decode(errors="replace")
+        silent_closed = silent.recv(65536)
+    finally:
+        for sock in (*slow, silent, stalled):
+            sock.close()
+        served.stop()
+    assert error_counts(SAMPLE.with_suffix(".txt").read_text(), text)[0] <= 1
+    assert all(a.startswith(b"HTTP/1.1 408") and b"header_timeout" in a for a in answers), answers[:1]
+    assert cut_off_after < 10, cut_off_after
+    assert body_refused.startswith("HTTP/1.1 408") and "No part of the body arrived for 1 s" in body_refused
+    assert silent_closed == b""

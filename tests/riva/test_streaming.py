@@ -357,3 +357,29 @@ def test_bad_streams_get_invalid_argument_and_the_server_goes_on(demo: Served, r
     assert message in info.value.details()
     assert finals(stream(demo, as_bytes(pcm_of(SAMPLE)), chunk_bytes=16000))
 
+
+
+def test_minutes_of_audio_in_one_message_hold_the_model_a_step_at_a_time(demo: Served) -> None:
+    """A client that sends a minute in one message gets its results as they come, and a Recognize asked
+    for once its first final is in is answered while most of the minute is still to come."""
+    sample = as_bytes(pcm_of(SAMPLE))
+    pause = as_bytes(np.zeros(RATE, np.float32))
+    repeats = 8
+    finals_at: list[float] = []
+
+    def listen() -> None:
+        requests = iter([riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(interim=False)),
+                         riva_asr_pb2.StreamingRecognizeRequest(audio_content=(sample + pause) * repeats)])
+        for response in demo.asr().stub.StreamingRecognize(requests):
+            finals_at.extend(time.monotonic() for r in response.results if r.is_final)
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    poll(lambda: bool(finals_at), timeout=120)
+    response = demo.asr().offline_recognize(SAMPLE.read_bytes(), riva.client.RecognitionConfig(language_code="en-US"))
+    answered = time.monotonic()
+    listener.join(120)
+    before = sum(t < answered for t in finals_at)
+    assert before < repeats / 2, f"Recognize waited for {before} of the stream's {len(finals_at)} finals"
+    assert len(finals_at) == repeats
+    assert error_counts(SAMPLE.with_suffix(".txt").read_text(), response.results[0].alternatives[0].transcript)[0] <= 1

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +34,7 @@ from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel, 
 from parakeet_serve.http import formats
 from parakeet_serve.http.errors import HttpError, describe, envelope, error_response
 from parakeet_serve.http.prompt import prompt_contexts
-from parakeet_serve.http.realtime import RealtimeTranscription
+from parakeet_serve.http.realtime import RealtimeLimits, RealtimeTranscription
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.metrics import TRANSCRIPTIONS
@@ -46,10 +47,16 @@ STATIC = Path(__file__).with_name("static")
 T = TypeVar("T")
 
 
-def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, max_upload_bytes: int,
-               token: str | None, cors_origins: Sequence[str] = (), stream_idle_s: float = 0.0) -> Starlette:
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int  # a body past this is refused (413) as it arrives
+    body_timeout_s: float  # a body with no bytes for this long is refused (408)
+
+
+def create_app(recognizer: Callable[[], Recognizer], telemetry: Telemetry, *, upload: UploadLimits,
+               realtime: RealtimeLimits, token: str | None, cors_origins: Sequence[str] = ()) -> Starlette:
     """The ASGI app; `recognizer` returns the ready core or raises `NotReady`."""
-    api = _Api(recognizer, telemetry, max_upload_bytes, token, stream_idle_s)
+    api = _Api(recognizer, telemetry, upload, token, realtime)
     cors = [Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type"])] if cors_origins else []
     return Starlette(middleware=cors, routes=[
@@ -79,12 +86,12 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 
 
 class _Api:
-    def __init__(self, recognizer: Callable[[], Recognizer], telemetry: Telemetry, max_upload_bytes: int,
-                 token: str | None, stream_idle_s: float) -> None:
+    def __init__(self, recognizer: Callable[[], Recognizer], telemetry: Telemetry, upload: UploadLimits,
+                 token: str | None, realtime: RealtimeLimits) -> None:
         self._recognizer = recognizer
-        self._stream_idle_s = stream_idle_s
+        self._realtime = realtime
         self._telemetry = telemetry
-        self._max_upload_bytes = max_upload_bytes
+        self._upload = upload
         self._expected = f"Bearer {token}".encode() if token else None
 
     def guarded(self, path: str, route: Callable[[Request, Usage], Awaitable[Response]]
@@ -145,7 +152,7 @@ class _Api:
             await websocket.close(code=1008 if isinstance(exc, Unauthenticated) else 1013)
             return
         self._telemetry.metrics.http_requests.labels("/v1/realtime", "101").inc()
-        await RealtimeTranscription(websocket, recognizer, self._stream_idle_s).run()
+        await RealtimeTranscription(websocket, recognizer, self._realtime).run()
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -224,11 +231,10 @@ class _Api:
 
     async def _form(self, request: Request) -> FormData:
         declared = int(request.headers.get("content-length") or 0)
-        if declared > self._max_upload_bytes:
+        if declared > self._upload.max_bytes:
             raise self._too_large(f"{declared / 2**20:.1f} MiB")
         try:
-            return await _limited(request, self._max_upload_bytes, self._too_large).form(
-                max_files=1, max_fields=32, max_part_size=self._max_upload_bytes)
+            return await self._limited(request).form(max_files=1, max_fields=32, max_part_size=self._upload.max_bytes)
         except HttpError:
             raise
         except Exception as exc:  # starlette raises its own kinds for malformed multipart bodies
@@ -236,7 +242,27 @@ class _Api:
 
     def _too_large(self, size: str) -> HttpError:
         return HttpError(413, f"The upload is {size}; this server takes at most "
-                              f"{self._max_upload_bytes / 2**20:.0f} MiB (PARAKEET_MAX_UPLOAD_MB).")
+                              f"{self._upload.max_bytes / 2**20:.0f} MiB (PARAKEET_MAX_UPLOAD_MB).")
+
+    def _limited(self, request: Request) -> Request:
+        """`request` whose body reads stop with a 413 once past the limit, whatever the headers said (a chunked
+        upload declares no length, and a declared one can lie), and with a 408 when the body stalls (a client
+        trickling its body, or gone without closing, would hold its connection and its memory forever)."""
+        received, limits = 0, self._upload
+
+        async def receive() -> Any:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(request.receive(), limits.body_timeout_s)
+            except TimeoutError:
+                raise HttpError(408, f"No part of the body arrived for {limits.body_timeout_s:g} s "
+                                     "(PARAKEET_HTTP_BODY_TIMEOUT_S).", code="body_timeout") from None
+            received += len(message.get("body", b""))
+            if received > limits.max_bytes:
+                raise self._too_large("over that")
+            return message
+
+        return Request(request.scope, receive)
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self._recognizer().model_name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
@@ -262,22 +288,6 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
                         code="client_closed_request") from None
     finally:
         watcher.cancel()
-
-
-def _limited(request: Request, limit: int, too_large: Callable[[str], HttpError]) -> Request:
-    """`request` whose body reads stop with a 413 once past `limit` bytes, whatever the headers said (a chunked
-    upload declares no length, and a declared one can lie)."""
-    received = 0
-
-    async def receive() -> Any:
-        nonlocal received
-        message = await request.receive()
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise too_large("over that")
-        return message
-
-    return Request(request.scope, receive)
 
 
 def _check_model(recognizer: Recognizer, model: str) -> None:

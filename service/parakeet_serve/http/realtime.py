@@ -36,6 +36,8 @@ FORMATS = {
     "audio/pcma": (Encoding.ALAW, 8000), "g711_alaw": (Encoding.ALAW, 8000),
 }
 MIN_COMMIT_S = 0.1  # as OpenAI's API: a shorter buffer is refused as empty
+MIB = 1024 * 1024
+MAX_QUEUED = 1024  # events read and not yet handled; the reader waits for room past this
 
 
 @dataclass
@@ -60,11 +62,25 @@ class _Config:
                                     "turn_detection": turn}}}
 
 
-class RealtimeTranscription:
-    """One socket: its settings, its current stream and its items."""
+@dataclass(frozen=True)
+class RealtimeLimits:
+    idle_s: float = 0.0  # a stream that hears nothing this long is ended; 0 never
+    buffer_bytes: int = 15 * MIB  # audio one socket holds not yet transcribed (OpenAI's limit for one append)
 
-    def __init__(self, websocket: WebSocket, recognizer: Recognizer, idle_s: float = 0.0) -> None:
-        self._ws, self._recognizer, self._idle_s = websocket, recognizer, idle_s
+
+class _Idle:
+    """The socket heard nothing for the idle timeout while its stream had nothing left to do."""
+
+
+class RealtimeTranscription:
+    """One socket: its settings, its current stream and its items.
+
+    A reader takes the socket's events as they come (so pings are answered and the socket never stalls while
+    audio is transcribed) and queues them, bounded by the audio they carry; a worker handles them in order.
+    """
+
+    def __init__(self, websocket: WebSocket, recognizer: Recognizer, limits: RealtimeLimits) -> None:
+        self._ws, self._recognizer, self._limits = websocket, recognizer, limits
         self._config = _Config()
         self._stream: contextlib.ExitStack | None = None
         self._session: StreamSession | None = None
@@ -74,44 +90,82 @@ class RealtimeTranscription:
         self._previous_item: str | None = None
         self._said = ""  # what the deltas of the current item have added up to
         self._buffered_s = 0.0  # audio appended to the current stream
+        self._inbox: asyncio.Queue[events.ClientEvent | events.BadEvent | _Idle] = asyncio.Queue(MAX_QUEUED)
+        self._backlog = 0  # bytes of appended audio queued or being transcribed
+        self._busy = False  # the worker is handling an event
 
     async def run(self) -> None:
         await self._send("session.created", session=self._config.session(self._recognizer.model_name))
+        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._work())]
         try:
-            while (message := await self._receive())["type"] != "websocket.disconnect":
-                if message.get("text") is None:
-                    await self._error("invalid_json", "Events are JSON text frames, not binary ones.")
-                else:
-                    await self._handle(message["text"])
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the worker fails only with the socket
         except WebSocketDisconnect:
             pass
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._close_stream()
 
-    async def _receive(self) -> dict[str, Any]:
-        """The next message; a stream that gets none for the idle timeout is ended, freeing its slot (the
-        socket stays open, and its next audio starts a new stream)."""
-        if self._session is None or not self._idle_s:
-            return await self._ws.receive()
-        try:
-            return await asyncio.wait_for(self._ws.receive(), self._idle_s)
-        except TimeoutError:
-            self._drop_utterance()
-            idle = describe(StreamIdle(self._idle_s))[1]["error"]
-            await self._send("error", error={**idle, "code": "idle_timeout", "event_id": None})
-            return await self._ws.receive()
+    async def _read(self) -> None:
+        """Queue each event as it arrives; an append past the buffer's limit is refused here, at once."""
+        while (message := await self._receive())["type"] != "websocket.disconnect":
+            if message.get("text") is None:
+                await self._inbox.put(events.BadEvent("invalid_json", "Events are JSON text frames, not binary."))
+                continue
+            try:
+                event: events.ClientEvent | events.BadEvent = events.parse(message["text"])
+            except events.BadEvent as bad:
+                event = bad
+            if isinstance(event, events.Append):
+                size = _decoded_size(event)
+                if self._backlog + size > self._limits.buffer_bytes:
+                    event = events.BadEvent("input_audio_buffer_full", (
+                        f"This append's {size / MIB:.1f} MiB of audio would take the socket past its "
+                        f"{self._limits.buffer_bytes / MIB:g} MiB of audio not yet transcribed; send less at once."),
+                        event.event_id, "audio")
+                else:
+                    self._backlog += size
+            await self._inbox.put(event)
 
-    async def _handle(self, text: str) -> None:
-        try:
-            event = events.parse(text)
-        except events.BadEvent as bad:
-            return await self._error(bad.code, str(bad), bad.event_id, bad.param)
+    async def _receive(self) -> dict[str, Any]:
+        """The next message. A stream that gets none for the idle timeout, with all it was sent handled, is
+        ended, freeing its slot (the socket stays open, and its next audio starts a new stream)."""
+        while True:
+            try:
+                return await asyncio.wait_for(self._ws.receive(), self._limits.idle_s or None)
+            except TimeoutError:
+                if self._session is not None and self._inbox.empty() and not self._busy:
+                    await self._inbox.put(_Idle())
+
+    async def _work(self) -> None:
+        while True:
+            event = await self._inbox.get()
+            self._busy = True
+            try:
+                await self._handle(event)
+            finally:
+                self._busy = False
+
+    async def _handle(self, event: events.ClientEvent | events.BadEvent | _Idle) -> None:
+        if isinstance(event, _Idle):
+            return await self._idle()
+        if isinstance(event, events.BadEvent):
+            return await self._error(event.code, str(event), event.event_id, event.param)
         handler = {events.SessionUpdate: self._update, events.LegacySessionUpdate: self._update,
                    events.Append: self._append, events.Commit: self._commit, events.Clear: self._clear}[type(event)]
         try:
             await handler(event)
         except ParakeetError as exc:  # the HTTP API's table: a full server is a rate limit, not a bad request
             await self._send("error", error={**describe(exc)[1]["error"], "event_id": event.event_id})
+
+    async def _idle(self) -> None:
+        if self._session is not None:
+            self._drop_utterance()
+            idle = describe(StreamIdle(self._limits.idle_s))[1]["error"]
+            await self._send("error", error={**idle, "code": "idle_timeout", "event_id": None})
 
     async def _update(self, event: events.SessionUpdate | events.LegacySessionUpdate) -> None:
         legacy = isinstance(event, events.LegacySessionUpdate)
@@ -144,6 +198,12 @@ class RealtimeTranscription:
 
     async def _append(self, event: events.Append) -> None:
         try:
+            await self._transcribe(event)
+        finally:
+            self._backlog -= _decoded_size(event)
+
+    async def _transcribe(self, event: events.Append) -> None:
+        try:
             audio = base64.b64decode(event.audio, validate=True)
         except (binascii.Error, ValueError):
             return await self._error("invalid_audio", "input_audio_buffer.append needs base64 'audio'.",
@@ -151,7 +211,8 @@ class RealtimeTranscription:
         session = self._session or self._open_stream()
         encoding, rate = FORMATS[self._config.format]
         self._buffered_s += len(audio) / (rate * (2 if encoding is Encoding.LINEAR_PCM else 1))
-        await self._emit(await session.push(audio))
+        async for result in session.push(audio):
+            await self._emit([result])
 
     async def _commit(self, event: events.Commit) -> None:
         if self._session is None or self._buffered_s < MIN_COMMIT_S:
@@ -233,3 +294,8 @@ class RealtimeTranscription:
 
     async def _send(self, kind: str, **fields: Any) -> None:
         await self._ws.send_text(json.dumps({"type": kind, "event_id": f"event_{next(self._events)}", **fields}))
+
+
+def _decoded_size(event: events.Append) -> int:
+    """The bytes of audio an append's base64 carries."""
+    return len(event.audio) * 3 // 4

@@ -88,12 +88,12 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             with recognizer.stream(fmt, convert.recognition_options(config.config), options) as session:
                 call.usage = session.usage
                 if first.audio_content:
-                    for event in await session.push(first.audio_content):
+                    async for event in session.push(first.audio_content):
                         yield convert.streaming_response(event)
                 async for request in requests:
                     if request.HasField("streaming_config"):
                         raise InvalidRequest("streaming_config may only come in the first message of a stream.")
-                    for event in await session.push(request.audio_content):
+                    async for event in session.push(request.audio_content):
                         yield convert.streaming_response(event)
                 for event in await session.finish():
                     yield convert.streaming_response(event)
