@@ -172,6 +172,18 @@ class ServiceSpec(Model):
     max_connection_age_grace_seconds: int = Field(3600, ge=0, description="Then the grace of their calls.")
 
 
+class Limits(Model):
+    max_upload_mib: int = Field(64, ge=1, le=2047, alias="maxUploadMiB",
+                                 description="Largest HTTP upload or gRPC message, MiB.")
+    max_audio_seconds: float = Field(600, gt=0, le=36000, description="Longest audio of one request.")
+    realtime_buffer_mib: float = Field(15, gt=0, le=1024, alias="realtimeBufferMiB", description=(
+        "Audio one realtime WebSocket may hold not yet transcribed, MiB; an append past it gets an error event."))
+    http_header_timeout_seconds: float = Field(20, gt=0, le=3600, description=(
+        "An HTTP request's headers must arrive within this, or it is answered 408 and closed."))
+    http_body_timeout_seconds: float = Field(30, gt=0, le=3600, description=(
+        "An upload whose body stalls this long is refused with 408."))
+
+
 class PodOverrides(Model):
     env: list[dict[str, Any]] = Field(default_factory=list, description="Extra container env entries.",
                                       json_schema_extra={"items": OPAQUE_OBJECT})
@@ -206,6 +218,7 @@ class ParakeetASRSpec(Model):
     drain_seconds: int = Field(600, ge=0, le=86400, description="How long open streams are served after SIGTERM.")
     stream_idle_timeout_seconds: int = Field(60, ge=0, le=86400, description="A stream that sends nothing this "
                                              "long is ended, freeing its slot; 0 never ends one.")
+    limits: Limits = Field(default_factory=Limits, description="What one client may send; more is refused.")
     pre_stop_seconds: int = Field(10, ge=0, le=300, description="Wait before SIGTERM so endpoints drop the pod.")
     startup_budget_seconds: int = Field(1800, ge=30, le=86400, description="Longest cold start before a restart.")
     rollout: Rollout = Field(default_factory=Rollout, description="Rolling updates.")

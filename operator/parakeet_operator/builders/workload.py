@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from parakeet_operator.builders.common import Names, image, labels, metadata, selector_labels
-from parakeet_operator.spec import ParakeetASRSpec
+from parakeet_operator.spec import Limits, ParakeetASRSpec
 
 CACHE_MOUNT = "/models"
 TLS_MOUNT, CLIENT_CA_MOUNT = "/etc/parakeet/tls", "/etc/parakeet/client-ca"
@@ -163,6 +163,7 @@ def _server_env(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
         *([{"name": "PARAKEET_HTTP_PORT", "value": str(service.http_port)}] if service.http_port else []),
         {"name": "PARAKEET_SHUTDOWN_GRACE_S", "value": str(spec.drain_seconds)},
         {"name": "PARAKEET_STREAM_IDLE_TIMEOUT_S", "value": str(spec.stream_idle_timeout_seconds)},
+        *_limits_env(spec.limits),
         {"name": "PARAKEET_MAX_CONNECTION_AGE_S", "value": str(service.max_connection_age_seconds)},
         {"name": "PARAKEET_MAX_CONNECTION_AGE_GRACE_S", "value": str(service.max_connection_age_grace_seconds)},
     ]
@@ -181,6 +182,16 @@ def _server_env(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
     if endpoint:
         env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint})
     return [*env, {"name": "OTEL_SERVICE_NAME", "value": names.name}]
+
+
+def _limits_env(limits: Limits) -> list[dict[str, Any]]:
+    return [{"name": name, "value": f"{value:g}"} for name, value in (
+        ("PARAKEET_MAX_UPLOAD_MB", limits.max_upload_mib),
+        ("PARAKEET_MAX_AUDIO_SECONDS", limits.max_audio_seconds),
+        ("PARAKEET_REALTIME_MAX_BUFFER_MIB", limits.realtime_buffer_mib),
+        ("PARAKEET_HTTP_HEADER_TIMEOUT_S", limits.http_header_timeout_seconds),
+        ("PARAKEET_HTTP_BODY_TIMEOUT_S", limits.http_body_timeout_seconds),
+    )]
 
 
 def _pod(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
