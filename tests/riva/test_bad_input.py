@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -153,3 +154,94 @@ def test_a_huge_language_code_is_quoted_only_in_part(serve_module: Served) -> No
         serve_module.asr().offline_recognize(WAV, config)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert len(refused.value.details()) < 200 and "(10000 characters)" in refused.value.details()
+
+
+def stream_cfg(encoding: int = PCM, rate: int = 16000, channels: int = 1, **extra
+               ) -> riva_asr_pb2.StreamingRecognizeRequest:
+    config = riva_asr_pb2.StreamingRecognitionConfig(config=cfg(encoding, rate, channels, **extra))
+    return riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config)
+
+
+def audio(data: bytes) -> riva_asr_pb2.StreamingRecognizeRequest:
+    return riva_asr_pb2.StreamingRecognizeRequest(audio_content=data)
+
+
+STREAM_CASES = [
+    ("no streaming_config first", [audio(pcm16(SPEECH))]),
+    ("streaming_config twice", [stream_cfg(), stream_cfg()]),
+    ("FLAC in a stream", [stream_cfg(FLAC), audio(FLAC_FILE)]),
+    ("unknown encoding value", [stream_cfg(7), audio(pcm16(SPEECH))]),
+    ("pcm at 1 MHz", [stream_cfg(rate=1_000_000), audio(pcm16(SPEECH))]),
+    ("pcm at 4 kHz", [stream_cfg(rate=4000), audio(pcm16(SPEECH))]),
+    ("nine channels", [stream_cfg(channels=9), audio(pcm16(np.repeat(SPEECH, 9, axis=0)))]),
+    ("negative sample rate", [stream_cfg(rate=-16000), audio(pcm16(SPEECH))]),
+    ("pcm without sample rate", [stream_cfg(rate=0), audio(pcm16(SPEECH))]),
+    ("random bytes unspecified", [stream_cfg(UNSPEC, 0, 0), audio(NOISE)]),
+    ("truncated wav header", [stream_cfg(UNSPEC, 0, 0), audio(WAV[:20])]),
+    ("wav with zero channels", [stream_cfg(UNSPEC, 0, 0), audio(wav_header(channels=0, data_bytes=64))]),
+    ("wav at 4 kHz", [stream_cfg(UNSPEC, 0, 0), audio(file_bytes(SPEECH, 4000, "WAV", "PCM_16"))]),
+    ("a PCM wav header where MULAW is declared", [stream_cfg(MULAW, 16000), audio(WAV)]),
+    ("unknown language", [stream_cfg(language_code="fr-FR"), audio(pcm16(SPEECH))]),
+    ("unknown model", [stream_cfg(model="nemo-xl"), audio(pcm16(SPEECH))]),
+]
+
+
+@pytest.fixture(scope="module")
+def busy(engine: NemoEngine, loop_thread: LoopThread) -> Iterator[Served]:
+    """A server whose one inference thread is held by a Recognize, with a stream open and its steps waiting."""
+    from tests.riva.test_admission import HeldEngine, poll  # it imports this module's WAV
+
+    held = HeldEngine(engine)
+    served = start_server(loop_thread, held, max_streams=2, max_upload_mb=1)
+    first = served.asr().offline_recognize(WAV, cfg(), future=True)
+    poll(lambda: held.entered == 1)
+    release = threading.Event()
+
+    def waiting() -> Iterator[riva_asr_pb2.StreamingRecognizeRequest]:
+        yield stream_cfg()
+        yield audio(pcm16(speechlike(2.0)))
+        release.wait(120)
+
+    stream = served.asr().stub.StreamingRecognize(waiting())
+    poll(lambda: served.app._scheduler.active_streams == 1)
+    yield served
+    release.set()
+    held.gate.set()
+    first.result(60)
+    list(stream)
+    served.stop()
+
+
+@pytest.mark.parametrize(("name", "requests"), STREAM_CASES, ids=[c[0] for c in STREAM_CASES])
+def test_a_malformed_stream_is_refused_at_once_while_the_model_is_busy(busy: Served, name: str,
+                                                                        requests: list) -> None:
+    """Refused before any of its audio is queued, so however long the model is busy (here: held), the answer
+    comes at once; and it never takes the last stream slot from a good stream."""
+    with pytest.raises(grpc.RpcError) as refused:
+        list(busy.asr().stub.StreamingRecognize(iter(requests), timeout=10))
+    assert refused.value.code() == BAD, refused.value.details()
+    assert "\n" not in refused.value.details() and len(refused.value.details()) < 300
+    assert busy.app._scheduler.active_streams == 1
+
+
+def test_a_stream_with_a_bad_config_is_refused_as_bad_even_when_no_stream_slot_is_free(busy: Served) -> None:
+    """Its config is checked before it asks for a slot: a client is told to fix it, not to retry later."""
+    release = threading.Event()
+
+    def waiting() -> Iterator[riva_asr_pb2.StreamingRecognizeRequest]:
+        yield stream_cfg()
+        release.wait(60)
+
+    second = busy.asr().stub.StreamingRecognize(waiting())
+    try:
+        from tests.riva.test_admission import poll
+
+        poll(lambda: busy.app._scheduler.active_streams == 2)
+        for name, requests in STREAM_CASES:
+            if name in ("pcm at 1 MHz", "pcm at 4 kHz", "nine channels", "FLAC in a stream", "unknown language"):
+                with pytest.raises(grpc.RpcError) as refused:
+                    list(busy.asr().stub.StreamingRecognize(iter(requests), timeout=10))
+                assert refused.value.code() == BAD, (name, refused.value.details())
+    finally:
+        second.cancel()  # its finish would wait for the held model
+        release.set()

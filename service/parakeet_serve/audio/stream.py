@@ -33,6 +33,9 @@ class StreamDecoder:
                 f"Streaming takes LINEAR_PCM, MULAW or ALAW audio (or a WAV stream), not {fmt.encoding.name}; "
                 "send whole FLAC or Ogg/Opus files to Recognize."
             )
+        # a declared rate or channel count is checked now, before the stream takes a slot (a WAV header may
+        # still replace a valid one)
+        check_shape(fmt.sample_rate or target_rate, fmt.channels or 1)
         self._target_rate = target_rate
         self._pending = b""
         self._header_done = False
