@@ -354,3 +354,18 @@ def test_bf16_weights_stream_as_they_transcribe_offline(streaming_models: dict[s
     streamed = [detokenized(engine, spans) for spans in stream_all(engine.streamer(10.0), audios, [800, 1600, 16000])]
     assert any(offline), "random weights that emit nothing would prove nothing"
     assert streamed == offline
+
+
+def test_a_new_stream_starts_with_caches_in_the_encoders_dtype(streaming_models: dict[str, Path]) -> None:
+    """A stream joining a batch of bf16 streams: fp32 initial caches would promote the whole step (every stream's
+    caches and its attention) to fp32, doubling the memory and time bf16 saves on a GPU."""
+    engine = load_engine(str(streaming_models["rnnt"]), device="cpu", precision="bf16")
+    streamer = engine.streamer(10.0)
+    audio = clips()[0]
+    first, second = streamer.open(), streamer.open()
+    one = streamer.samples_for_chunks(1)
+    streamer.step([StreamInput(first, audio[:one], last=False)])
+    streamer.step([StreamInput(first, audio[one : 2 * one], last=False), StreamInput(second, audio[:one], last=False)])
+    dtypes = {t.dtype for state in (first, second) for t in arrays_in(state.caches)
+              if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    assert dtypes == {torch.bfloat16}

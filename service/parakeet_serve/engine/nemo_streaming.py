@@ -83,8 +83,10 @@ class NemoStreamModel:
         state.caches, state.decoder = _copied(state.caches), _copied(state.decoder)
 
     def _batched_caches(self, caches: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batch of the rows' caches; a row without caches gets the encoder's initial ones."""
-        fresh = self._encoder.get_initial_cache_state(batch_size=1, device=self._engine.device)
+        """One batch of the rows' caches; a row without caches gets the encoder's initial ones, in the dtype
+        the others' are (or the encoder's weights'): fp32 ones would promote a bf16 batch's step to fp32."""
+        dtype = next((c[0].dtype for c in caches if c is not None), next(self._encoder.parameters()).dtype)
+        fresh = self._encoder.get_initial_cache_state(batch_size=1, dtype=dtype, device=self._engine.device)
         rows = [fresh if c is None else c for c in caches]
         return (torch.cat([r[0] for r in rows], dim=1), torch.cat([r[1] for r in rows], dim=1),
                 torch.cat([r[2] for r in rows]))
