@@ -25,11 +25,7 @@ def transducer_spans(
     gives each item's boosting model (-1: none); `previous` is a batched state to continue from."""
     hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous,
                            multi_biasing_ids=boost_ids)
-    # Host lists once: reading a GPU tensor element by element syncs the device each time. With CUDA
-    # graphs the computer keeps the batch size it allocated for: ours are its first rows.
-    counts, labels, times, durations, confidence = (
-        None if x is None else x.tolist() for x in hyps.get_data_without_blank()
-    )
+    counts, labels, times, durations, confidence = _host_lists(hyps.get_data_without_blank(), len(starts))
     out = []
     for row, origin in enumerate(starts):
         spans = []
@@ -40,3 +36,13 @@ def transducer_spans(
             spans.append(TokenSpan(labels[row][k], piece(labels[row][k]), start, start + max(width, 1), conf))
         out.append(spans)
     return out, state
+
+
+def _host_lists(data: tuple[torch.Tensor | None, ...], rows: int) -> tuple[list | None, ...]:
+    """The decoder's results as host lists, read once per field and only where in use: with CUDA graphs its
+    buffers keep the largest batch it was captured for, thousands of columns wide (converting them whole cost
+    ~50 ms a 128-row batch), and reading a GPU tensor element by element would sync the device each time."""
+    lengths, *fields = data
+    counts = lengths[:rows].tolist()
+    used = max(counts, default=0)
+    return (counts, *(None if x is None else x[:rows, :used].tolist() for x in fields))
