@@ -110,7 +110,8 @@ class RealtimeTranscription:
             self._close_stream()
 
     async def _read(self) -> None:
-        """Queue each event as it arrives; an append past the buffer's limit is refused here, at once."""
+        """Queue each event as it arrives; an append past the buffer's limit is queued as its refusal instead,
+        so its audio is never held (the refusal is sent in its turn, after the events before it)."""
         while (message := await self._receive())["type"] != "websocket.disconnect":
             if message.get("text") is None:
                 await self._inbox.put(events.BadEvent("invalid_json", "Events are JSON text frames, not binary."))
