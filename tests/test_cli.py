@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 import riva.client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -140,3 +141,38 @@ def test_bad_settings_and_missing_model_end_start_up_with_one_line(tmp_path: Pat
     last = offline.stderr.strip().splitlines()[-1]
     assert last.startswith("parakeet-serve: Model nvidia/parakeet-tdt-0.6b-v2 is not in the cache")
     assert str(tmp_path) in last and "fix:" in last
+
+
+@pytest.mark.parametrize(("flag", "setting", "what"), [
+    ("--port", "PARAKEET_PORT", "gRPC"),
+    ("--metrics-port", "PARAKEET_METRICS_PORT", "metrics"),
+    ("--http-port", "PARAKEET_HTTP_PORT", "the HTTP API"),
+])
+def test_a_taken_port_ends_start_up_with_one_sentence_naming_it(flag: str, setting: str, what: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--port": "0", "--metrics-port": "0", "--http-port": "0", flag: str(port)}
+        hosts = ["--host", "127.0.0.1", "--metrics-host", "127.0.0.1", "--http-host", "127.0.0.1"]
+        started = subprocess.run([*CLI, "serve", "--model", "demo", *hosts, *(x for kv in ports.items() for x in kv)],
+                                 capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2, started.stderr[-2000:]
+    assert "Traceback" not in started.stderr and "never awaited" not in started.stderr, started.stderr[-2000:]
+    last = started.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"parakeet-serve: Cannot listen on 127.0.0.1:{port} for {what} ({setting}):"), last
+
+
+def test_ctrl_c_during_transcribe_exits_quietly_with_130(tmp_path: Path) -> None:
+    audio = tmp_path / "speech.raw"
+    audio.write_bytes(pcm16(speechlike(1.0)))
+    with socket.socket() as silent:  # a server that accepts and never answers: the client waits
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        process = subprocess.Popen([*CLI, "transcribe", str(audio), "--server", f"127.0.0.1:{silent.getsockname()[1]}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
@@ -14,7 +15,7 @@ from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.base import Engine
 from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
 from parakeet_serve.engine.loader import onnx_directory
-from parakeet_serve.errors import NotReady
+from parakeet_serve.errors import NotReady, PortUnavailable
 from parakeet_serve.http.server import HttpServer
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva.server import RivaServer
@@ -115,10 +116,18 @@ class Application:
 
     async def start(self) -> None:
         s = self.settings
-        self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
-        await self.server.start()
-        if self.http is not None:
-            await self.http.start()
+        with _listening("metrics", s.metrics_host, s.metrics_port, "PARAKEET_METRICS_PORT"):
+            self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
+        try:
+            with _listening("gRPC", s.host, s.port, "PARAKEET_PORT"):
+                await self.server.start()
+            if self.http is not None:
+                with _listening("the HTTP API", s.http_host, s.http_port, "PARAKEET_HTTP_PORT"):
+                    await self.http.start()
+        except PortUnavailable:  # what did start stops, so the process ends with the one sentence
+            await self.server.stop(0)
+            self.telemetry.close()
+            raise
         log.info("grpc server listening",
                  extra={"port": self.port, "tls": s.grpc_tls, "metrics_port": self.metrics_port,
                         "http_port": self.http.port if self.http else 0})
@@ -209,6 +218,17 @@ class Application:
         memory = engine.gpu_memory()
         if memory is not None:
             metrics.watch_gpu_memory(*memory)
+
+
+@contextlib.contextmanager
+def _listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
+    """A port that cannot be bound ends start-up with one sentence naming it and its setting (gRPC raises
+    RuntimeError, the others OSError)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise PortUnavailable(f"Cannot listen on {host}:{port} for {what} ({setting}): {reason}.") from None
 
 
 def stream_mode(setting: str, trained_for_streaming: bool) -> str:

@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ParakeetError as exc:
         print(f"parakeet-serve: {exc}", file=sys.stderr)
         raise SystemExit(2 if args.command == "serve" else 1) from None
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, with the shell's code for it
+        raise SystemExit(130) from None
 
 
 def _parser() -> argparse.ArgumentParser:

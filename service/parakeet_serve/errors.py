@@ -5,6 +5,7 @@ The core raises only these; each front end maps them to its own status codes in 
 
     ParakeetError
     ├── SettingsError          bad configuration at start-up
+    │   └── PortUnavailable    a port the settings name cannot be listened on
     ├── ModelLoadError         the model cannot be found or loaded
     ├── InvalidRequest         the request itself is wrong
     │   ├── InvalidAudio       empty, corrupt, truncated or undecodable audio
@@ -24,6 +25,10 @@ class ParakeetError(Exception):
 
 class SettingsError(ParakeetError):
     """The configuration is invalid."""
+
+
+class PortUnavailable(SettingsError):
+    """A port the settings name is taken or not allowed."""
 
 
 class ModelLoadError(ParakeetError):

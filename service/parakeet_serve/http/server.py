@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Iterator
 
 import h11
@@ -82,7 +83,16 @@ class HttpServer:
         self.port = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
+        """Bind here, so a taken port is an OSError to report (inside uvicorn it would exit the process)."""
+        config = self._server.config
+        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError:
+            sock.close()
+            raise
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # a bind failure ends start-up with its reason
