@@ -95,7 +95,7 @@ class HttpServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
-                self._task.result()  # a bind failure ends start-up with its reason
+                self._task.result()  # any other start-up failure ends start-up with its reason
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
