@@ -248,11 +248,8 @@ def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: T
     upload = UploadLimits(s.max_message_bytes, s.http_body_timeout_s)
     realtime = RealtimeLimits(s.stream_idle_timeout_s, s.realtime_max_buffer_bytes)
     app = create_app(recognizer, telemetry, upload=upload, realtime=realtime, token=token, cors_origins=origins)
-    # an append over the buffer's limit is refused with an error event; only a message of over 16 MiB, or a
-    # little more than the limit's base64, is refused by closing the socket
-    ws_max_bytes = max(16 * 1024 * 1024, realtime.buffer_bytes * 4 // 3 + 64 * 1024)
     return HttpServer(app, s.http_host, s.http_port, header_timeout_s=s.http_header_timeout_s,
-                      ws_max_bytes=ws_max_bytes)
+                      ws_max_bytes=realtime.max_message_bytes)
 
 
 def _telemetry(s: Settings) -> Telemetry:

@@ -38,7 +38,7 @@ class HttpError(Exception):
 
 def envelope(status: int, message: str, kind: str, param: str | None = None, code: str | None = None,
              headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(_body(message, kind, param, code), status_code=status, headers=headers)
+    return JSONResponse(error_body(message, kind, param, code), status_code=status, headers=headers)
 
 
 def error_response(exc: Exception) -> JSONResponse:
@@ -51,12 +51,12 @@ def error_response(exc: Exception) -> JSONResponse:
 def describe(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The HTTP status and OpenAI's error body for `exc` (the body is also a stream's error event)."""
     if isinstance(exc, HttpError):  # the front end's own refusals are all about the request
-        return exc.status, _body(str(exc), "invalid_request_error", exc.param, exc.code)
+        return exc.status, error_body(str(exc), "invalid_request_error", exc.param, exc.code)
     for error, status, kind, param in _STATUSES:
         if isinstance(exc, error):
-            return status, _body(str(exc), kind, param)
-    return 500, _body("Recognition failed inside the server; the failure is logged.", "server_error")
+            return status, error_body(str(exc), kind, param)
+    return 500, error_body("Recognition failed inside the server; the failure is logged.", "server_error")
 
 
-def _body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}

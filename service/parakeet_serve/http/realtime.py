@@ -64,8 +64,14 @@ class _Config:
 
 @dataclass(frozen=True)
 class RealtimeLimits:
-    idle_s: float = 0.0  # a stream that hears nothing this long is ended; 0 never
-    buffer_bytes: int = 15 * MIB  # audio one socket holds not yet transcribed (OpenAI's limit for one append)
+    idle_s: float  # a stream that hears nothing this long is ended; 0 never
+    buffer_bytes: int  # audio one socket holds not yet transcribed
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The socket's own limit on a message: an append over the buffer's limit is refused with an error
+        event, so only a message of over 16 MiB, or a little more than that limit's base64, closes the socket."""
+        return max(16 * MIB, self.buffer_bytes * 4 // 3 + 64 * 1024)
 
 
 class _Idle:

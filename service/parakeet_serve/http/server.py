@@ -13,6 +13,8 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from parakeet_serve.http.errors import error_body
+
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
@@ -21,9 +23,9 @@ class _Server(uvicorn.Server):
 
 
 def _timed_out(seconds: float) -> bytes:
-    body = json.dumps({"error": {
-        "message": f"The request's headers did not arrive within {seconds:g} s (PARAKEET_HTTP_HEADER_TIMEOUT_S).",
-        "type": "invalid_request_error", "param": None, "code": "header_timeout"}}).encode()
+    body = json.dumps(error_body(f"The request's headers did not arrive within {seconds:g} s "
+                                 "(PARAKEET_HTTP_HEADER_TIMEOUT_S).", "invalid_request_error",
+                                 code="header_timeout")).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
@@ -75,7 +77,7 @@ def header_deadline(seconds: float) -> type[H11Protocol]:
 
 class HttpServer:
     def __init__(self, app: Starlette, host: str, port: int, *, header_timeout_s: float,
-                 ws_max_bytes: int = 16 * 1024 * 1024) -> None:
+                 ws_max_bytes: int) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                                 ws_max_size=ws_max_bytes, http=header_deadline(header_timeout_s))
         self._server = _Server(config)
