@@ -11,7 +11,13 @@ import pytest
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.warmup import sample_path
 from tests.conftest import LoopThread
-from tests.riva.test_admission import CONFIG, HeldEngine, busy_server, poll
+from tests.riva.test_admission import (
+    CONFIG,
+    HeldEngine,
+    assert_abandoned_work_never_reached_the_model,
+    busy_server,
+    poll,
+)
 from tests.riva.test_bad_input import WAV
 from tests.test_cli import free_port
 
@@ -74,10 +80,7 @@ def test_an_http_client_that_hangs_up_has_its_queued_work_dropped_before_compute
             poll(lambda: served.app.queue_depth == 1)  # queued behind the held work
         # hung up: its job is given up while still queued (the batcher skips it)
         poll(lambda: all(job.reply.cancelled() for job in served.app._scheduler._queue))
-        held.gate.set()
-        assert first.result(60).results
-        assert served.asr().offline_recognize(WAV, CONFIG).results
-        assert held.batches == [1, 1]  # the abandoned request never reached the model
+        assert_abandoned_work_never_reached_the_model(served, held, first)
     finally:
         held.gate.set()
         served.stop()

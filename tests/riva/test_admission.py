@@ -54,6 +54,14 @@ def poll(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
+def assert_abandoned_work_never_reached_the_model(served: Served, held: HeldEngine, first: object) -> None:
+    """Once the held work is let go, it and a new request are answered, and nothing else reached the model."""
+    held.gate.set()
+    assert first.result(60).results
+    assert served.asr().offline_recognize(WAV, CONFIG).results
+    assert held.batches == [1, 1]
+
+
 @pytest.fixture
 def held(engine: NemoEngine) -> HeldEngine:
     return HeldEngine(engine)
@@ -112,10 +120,7 @@ def test_client_deadline_frees_the_slot_before_compute(loop_thread: LoopThread, 
         with pytest.raises(grpc.RpcError) as info:
             stub.Recognize(riva_asr_pb2.RecognizeRequest(config=CONFIG, audio=WAV), timeout=0.3)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        held.gate.set()
-        assert first.result(60).results
-        assert served.asr().offline_recognize(WAV, CONFIG).results
-        assert held.batches == [1, 1]  # the abandoned request never reached the model
+        assert_abandoned_work_never_reached_the_model(served, held, first)
     finally:
         held.gate.set()
         served.stop()
