@@ -167,6 +167,9 @@ def test_the_fleet_is_untouched_until_a_changed_warmup_succeeds(cluster: Cluster
     assert cluster.pod_spec() == served and cluster.condition("Available")["status"] == "True"
     cluster.api.finish_job(cluster.ns, second, WARMED)
     eventually(lambda: cluster.pod_spec().get("nodeSelector") == {"pool": "h100"}, "the rollout to the new pods")
+    # The proof is recorded just after the rollout; an edit back to the first spec before that may reuse the
+    # first spec's proof, which is right, but not what this test follows.
+    eventually(lambda: second.endswith(cluster.resource()["status"]["warmup"]["key"]), "the new proof recorded")
 
     # a field taken out of the spec goes from the fleet too (after its own warm-up)
     cluster.edit({"spec": {"nodeSelector": None}})
