@@ -28,13 +28,14 @@ MODELS_LOADED = 64  # unused models kept in the decoder before the least recentl
 
 
 class PhraseBooster:
-    """Boosting trees for a transducer's greedy label-looping decoder. `prepare` and `release` may be
-    called from any thread; `acquire` only on the inference thread."""
+    """Boosting trees for a transducer's greedy label-looping decoder with per-item biasing (`greedy`, NeMo's
+    batched greedy decoding of the model). `prepare` and `release` may be called from any thread; `acquire`
+    only on the inference thread."""
 
     logprob_per_unit = SCORE_PER_BOOST
 
-    def __init__(self, model: Any) -> None:
-        self._model = model
+    def __init__(self, model: Any, greedy: Any) -> None:
+        self.computer = greedy.decoding_computer
         self._tokenizer = model.tokenizer
         pieces = (self._tokenizer.ids_to_tokens([i])[0] for i in range(self._tokenizer.vocab_size))
         self._cased = any(c.isupper() for piece in pieces for c in piece)
@@ -42,10 +43,6 @@ class PhraseBooster:
         self._trees: BuiltCache[Any] = BuiltCache(self._build)
         self._loaded: OrderedDict[WordBoost, int] = OrderedDict()
         self._pins: Counter[WordBoost] = Counter()
-
-    @property
-    def _greedy(self) -> Any:
-        return self._model.decoding.decoding
 
     def prepare(self, boost: WordBoost) -> None:
         """Build `boost`'s tree unless it is cached (a few ms per hundred phrases)."""
@@ -76,7 +73,7 @@ class PhraseBooster:
 
     @property
     def _multi_model(self) -> Any:
-        return self._greedy.decoding_computer.biasing_multi_model
+        return self.computer.biasing_multi_model
 
     def _tree(self, boost: WordBoost) -> Any:
         return self._trees.get(boost)

@@ -71,8 +71,10 @@ class NemoEngine:
         self._configure_featurizer()
         self._configure_decoding()
         lookahead = _serve_lookahead(self.model.encoder, lookahead_ms, self.frame_shift_s)
-        # Word boosting needs a transducer's label-looping decoder and a tokenizer to spell phrases.
-        self.booster = PhraseBooster(model) if self._head != "ctc" and hasattr(model, "tokenizer") else None
+        # Word boosting needs a transducer's label-looping decoder and a tokenizer to spell phrases; it has a
+        # decoder of its own, so batches without a boost run the plain one (no fusion at every step).
+        self.booster = (PhraseBooster(model, self._decoding(_biasing(self._greedy_cfg)).decoding)
+                        if self._head != "ctc" and hasattr(model, "tokenizer") else None)
         self.info = ModelInfo(
             model_id=model_id,
             architecture=type(model).__name__,
@@ -168,7 +170,7 @@ class NemoEngine:
     def _decoding_mode(self) -> str:
         if self._head == "ctc":
             return "ctc greedy_batch"
-        computer = self.model.decoding.decoding.decoding_computer
+        computer = self.greedy_computer
         graphs = getattr(computer, "cuda_graphs_mode", None) if self.device.type == "cuda" else None
         return f"{type(computer).__name__}, cuda_graphs={graphs or 'off'}"
 
@@ -213,15 +215,21 @@ class NemoEngine:
             hyps = self._ctc_decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=lengths,
                                                                      return_hypotheses=True)
             return [Transcript((self._ctc_hypothesis(h),)) for h in hyps]
-        boosted = self.booster is not None and any(boosts)
-        ids = torch.tensor(self.booster.acquire(boosts), device=encoded.device) if boosted else None
-        try:
-            spans, _ = transducer_spans(self.model.decoding.decoding.decoding_computer, encoded, lengths, self.piece,
-                                        [0] * len(boosts), boost_ids=ids)
-        finally:
-            if boosted:
+        if self.booster is None or not any(boosts):
+            spans, _ = transducer_spans(self.greedy_computer, encoded, lengths, self.piece, [0] * len(boosts))
+        else:
+            ids = torch.tensor(self.booster.acquire(boosts), device=encoded.device)
+            try:
+                spans, _ = transducer_spans(self.booster.computer, encoded, lengths, self.piece, [0] * len(boosts),
+                                            boost_ids=ids)
+            finally:
                 self.booster.release(boosts)
         return [PendingTranscript(s, self.detokenize, self.frame_shift_s) for s in spans]
+
+    @property
+    def greedy_computer(self) -> Any:
+        """NeMo's label-looping computer for unboosted transducer decoding."""
+        return self.model.decoding.decoding.decoding_computer
 
     def _alternatives(self, encoded: torch.Tensor, lengths: torch.Tensor, best: Hypothesis, n: int) -> list[Hypothesis]:
         """Other hypotheses from a transducer beam search; the greedy one stays first."""
@@ -240,13 +248,16 @@ class NemoEngine:
                 cfg.compute_timestamps = False
                 cfg.confidence_cfg = {"preserve_frame_confidence": False}
                 cfg.beam = {"beam_size": size, "return_best_hypothesis": False, "score_norm": True}
-            source = {"tokenizer": self.model.tokenizer} if hasattr(self.model, "tokenizer") else {
-                "vocabulary": self.model.joint.vocabulary
-            }
-            self._beam_decoding = type(self.model.decoding)(
-                decoding_cfg=cfg, decoder=self.model.decoder, joint=self.model.joint, **source
-            )
+            self._beam_decoding = self._decoding(cfg)
         return self._beam_decoding
+
+    def _decoding(self, cfg: DictConfig) -> Any:
+        """A transducer decoding of this model's networks, apart from the one the model holds."""
+        source = {"tokenizer": self.model.tokenizer} if hasattr(self.model, "tokenizer") else {
+            "vocabulary": self.model.joint.vocabulary
+        }
+        return type(self.model.decoding)(decoding_cfg=cfg, decoder=self.model.decoder, joint=self.model.joint,
+                                         **source)
 
     # --- hypotheses -> plain data -----------------------------------------------------------
 
@@ -304,6 +315,7 @@ class NemoEngine:
             cfg = copy.deepcopy(self.model.cfg.decoding)
             _set_greedy(cfg, "rnnt")
             self._change_decoding(cfg, "rnnt")
+            self._greedy_cfg = cfg
             self._vocabulary = list(getattr(self.model.joint, "vocabulary", []))
             self.blank_id = int(self.model.decoding.blank_id)
         self._pieces = self._piece_table()
@@ -358,14 +370,22 @@ class NemoEngine:
 def _set_greedy(cfg: DictConfig, head: str) -> None:
     with open_dict(cfg):
         cfg.strategy = "greedy_batch"
-        if head != "ctc":  # label looping, with per-item phrase boosting (unboosted items decode as without)
+        if head != "ctc":
             cfg.greedy.loop_labels = True
-            cfg.greedy.enable_per_stream_biasing = True
+            cfg.greedy.enable_per_stream_biasing = False
         # CTC's words come from NeMo's character offsets; a transducer's from the computer's own
         # alignment (`nemo_greedy`), which keeps a TDT's durations only with timestamps on.
         cfg.compute_timestamps = True
         cfg[f"{head}_timestamp_type"] = "char"
         cfg.confidence_cfg = dict(_CONFIDENCE)
+
+
+def _biasing(cfg: DictConfig) -> DictConfig:
+    """The greedy decoding `cfg` with per-item phrase boosting (unboosted items in its batches decode as without)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.greedy.enable_per_stream_biasing = True
+    return cfg
 
 
 def _serve_lookahead(encoder: Any, lookahead_ms: float | None, frame_s: float) -> dict[str, str]:

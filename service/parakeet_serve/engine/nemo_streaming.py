@@ -40,7 +40,7 @@ class NemoStreamModel:
         self.geometry = ChunkGeometry(first, later, context, drop, smallest_tail(self._encoder, later, context, drop),
                                       int(cfg.valid_out_len))
         self._keep_all = self._encoder.att_context_style != "regular"
-        self._computer = None if engine.info.decoder == "ctc" else model.decoding.decoding.decoding_computer
+        self._transducer = engine.info.decoder != "ctc"
         self.booster = engine.booster
 
     def recognise(self, audios: list[np.ndarray]) -> None:
@@ -93,33 +93,44 @@ class NemoStreamModel:
 
     def decode(self, states: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
         with torch.inference_mode(), self._engine.autocast():
-            if self._computer is None:
+            if not self._transducer:
                 return self._decode_ctc(states, encoded, lengths)
-            return self._decode_transducer(states, encoded, lengths)
+            plain = [r for r, st in enumerate(states) if st.boost is None]
+            if len(plain) == len(states):
+                return self._decode_transducer(states, encoded, lengths)
+            # Boosted streams decode apart, with the biasing decoder: the others skip its fusion at every step.
+            out: list[list[TokenSpan]] = [[] for _ in states]
+            for rows in (plain, [r for r, st in enumerate(states) if st.boost is not None]):
+                if rows:
+                    picked = encoded.index_select(0, torch.tensor(rows, device=encoded.device))
+                    spans = self._decode_transducer([states[r] for r in rows], picked, [lengths[r] for r in rows])
+                    for r, item in zip(rows, spans, strict=True):
+                        out[r] = item
+            return out
 
     def _decode_transducer(self, group: list[StreamState], encoded: torch.Tensor,
                            lengths: list[int]) -> list[list[TokenSpan]]:
-        """Continue each stream's transducer hypothesis over its new frames (label-looping greedy)."""
-        computer = self._computer
+        """Continue each stream's transducer hypothesis over its new frames (label-looping greedy); the
+        streams are all boosted or all not."""
+        boosted = group[0].boost is not None
+        computer = self.booster.computer if boosted else self._engine.greedy_computer
         previous = None
         if any(st.decoder is not None for st in group):
             previous = computer.merge_to_batched_state([st.decoder for st in group])
         spans, state = transducer_spans(computer, encoded, torch.tensor(lengths, device=encoded.device),
                                         self._engine.piece, [st.utterance_start for st in group], previous,
-                                        self._boost_ids(group, encoded.device))
+                                        self._boost_ids(group, encoded.device) if boosted else None)
         for st, item in zip(group, computer.split_batched_state(state)[: len(group)], strict=True):
             st.decoder = item
         return spans
 
-    def _boost_ids(self, group: list[StreamState], device: torch.device) -> torch.Tensor | None:
-        """Each stream's boosting model id (-1: none); a stream's model is pinned at its first decoding,
-        so the decoder state it carries across steps and utterances always refers to the same model."""
-        if self.booster is None:
-            return None
+    def _boost_ids(self, group: list[StreamState], device: torch.device) -> torch.Tensor:
+        """Each boosted stream's model id; a stream's model is pinned at its first decoding, so the decoder
+        state it carries across steps and utterances always refers to the same model."""
         for st in group:
-            if st.boost is not None and st.boost_id is None:
+            if st.boost_id is None:
                 st.boost_id = self.booster.acquire([st.boost])[0]
-        return torch.tensor([-1 if st.boost_id is None else st.boost_id for st in group], device=device)
+        return torch.tensor([st.boost_id for st in group], device=device)
 
     def _decode_ctc(self, group: list[StreamState], encoded: torch.Tensor, lengths: list[int]) -> list[list[TokenSpan]]:
         """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
