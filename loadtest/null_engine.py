@@ -85,7 +85,7 @@ class NullEngine:
 
     transcribe = recognise
 
-    def warmup(self) -> None:
+    def warmup(self, shape: object = None) -> None:
         pass
 
     def streamer(self, left_context_s: float) -> NullStreamer:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from parakeet_serve.engine import load_engine
+from parakeet_serve.engine.base import WarmupShape
 from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
 from parakeet_serve.engine.types import StreamInput
@@ -33,7 +34,7 @@ def check(folder: Path) -> dict[str, Any]:
     path = folder / "tiny-tdt.nemo"
     build_model(Blueprint(head="tdt"), tokenizer, seed=0).save_to(str(path))
     engine = load_engine(str(path), device=settings.device, precision=settings.precision)
-    engine.warmup()
+    engine.warmup(WarmupShape(max_batch=4, clip_s=3.0, audio_s=30.0))  # the decoders captured at that shape
     clips = [(np.random.default_rng(k).standard_normal(16000 * (k + 2)) * 0.1).astype(np.float32) for k in range(3)]
     offline = engine.transcribe(clips)
     streamer = engine.streamer(10.0)

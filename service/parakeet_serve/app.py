@@ -12,7 +12,7 @@ from typing import Any
 
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
 from parakeet_serve.engine import load_engine
-from parakeet_serve.engine.base import Engine
+from parakeet_serve.engine.base import Engine, WarmupShape
 from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
 from parakeet_serve.engine.loader import onnx_directory
 from parakeet_serve.errors import NotReady, PortUnavailable
@@ -35,13 +35,18 @@ def engine_for(s: Settings) -> Engine:
 
         directory = onnx_directory(s.model_id, s.model_cache_dir, s.hub_offline, s.model_revision or None)
         return OnnxEngine(directory, model_id=s.model_id, decoder=s.decoder, provider=s.onnx_provider,
-                          int8=s.onnx_int8, long_audio_seconds=s.long_audio_seconds)
+                          int8=s.onnx_int8, long_audio_seconds=s.long_audio_seconds, shape=warmup_shape(s))
     return load_engine(
         s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,
         decoder=s.decoder, device=s.device,
         precision=s.precision, long_audio_seconds=s.long_audio_seconds,
         local_attention_context=s.local_attention_context, lookahead_ms=s.lookahead_ms,
     )
+
+
+def warmup_shape(s: Settings) -> WarmupShape:
+    """The largest work the server's scheduler hands its engine."""
+    return WarmupShape(max_batch=s.microbatch_max_batch, clip_s=s.progressive_piece_s, audio_s=s.max_audio_seconds)
 
 
 class Application:
@@ -140,15 +145,18 @@ class Application:
         try:
             engine = self._engine or await loop.run_in_executor(worker, engine_for, s)
             if s.warmup:
-                await loop.run_in_executor(worker, engine.warmup)
+                await loop.run_in_executor(worker, engine.warmup, warmup_shape(s))
             # On the worker too: building a streamer runs the encoder's subsampling once.
             streamer = self._streamer = await loop.run_in_executor(worker, engine.streamer, s.stream_context_seconds)
             if streamer is not None:
                 self._stream_mode = stream_mode(s.stream_mode, streamer.trained_for_streaming)
-            max_streams = 0 if streamer is None else s.max_streams or await loop.run_in_executor(
+            # Measuring steps a full batch of streams, so with warm-up on it runs even where the capacity is set.
+            measure = streamer is not None and (s.warmup or not s.max_streams)
+            measured = await loop.run_in_executor(
                 worker, streamer.measure_capacity, engine.sample_rate, s.microbatch_max_batch,
                 self._stream_mode == "two_pass",
-            )
+            ) if measure else 0
+            max_streams = 0 if streamer is None else s.max_streams or measured
         except BaseException:
             worker.shutdown(wait=False)
             raise

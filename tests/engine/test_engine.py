@@ -254,3 +254,22 @@ def test_length_groups_cut_where_lengths_spread_and_cover_the_batch_in_order() -
     assert len(length_groups(lengths, group_cost=10**6)) == 1  # calls dearer than any padding: one group
     alike = [len(g) for g in length_groups([5] * 70, group_cost=50, max_group=32)]
     assert len(alike) == 3 and max(alike) <= 32 and sum(alike) == 70  # as few as the width allows
+
+
+@pytest.mark.parametrize("head", ["rnnt", "tdt"])
+def test_the_decoders_are_prepared_at_the_largest_batch_and_audio(engines: dict[str, NemoEngine], head: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU NeMo sizes its decoder buffers and CUDA graphs to the largest input met; warm-up meets it first,
+    with the plain decoder and the boosting one."""
+    engine, seen = engines[head], []
+    real = nemo_engine.transducer_spans
+
+    def spy(computer: Any, encoded: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.append((computer, tuple(encoded.shape)))
+        return real(computer, encoded, *args, **kwargs)
+
+    monkeypatch.setattr(nemo_engine, "transducer_spans", spy)
+    engine.prepare_decoders(batch=5, seconds=8.0)
+    frames = round(8.0 / engine.frame_shift_s)
+    assert [c for c, _ in seen] == [engine.greedy_computer, engine.booster.computer]
+    assert all(shape[0] == 5 and shape[2] == frames for _, shape in seen), seen

@@ -23,7 +23,8 @@ from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.export import export
-from parakeet_serve.engine.onnx_engine import OnnxEngine
+from parakeet_serve.engine.features import FeatureConfig
+from parakeet_serve.engine.onnx_engine import OnnxEngine, providers_for, tensorrt_profile
 from parakeet_serve.engine.words import TokenSpan
 from parakeet_serve.errors import ModelLoadError
 from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
@@ -399,3 +400,15 @@ def test_a_hub_repository_in_onnx_asrs_layout_is_served_from_the_cache(demo_onnx
 def test_what_the_onnx_backend_cannot_serve_is_said_in_one_line(model_id: str, said: str, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=said):
         engine_for(load_settings(backend="onnx", model_id=model_id, model_cache_dir=tmp_path, hub_offline=True))
+
+
+def test_tensorrt_gets_one_shape_profile_for_the_encoder_and_the_other_graphs_run_on_cuda() -> None:
+    """Without an explicit profile TensorRT builds its engine again at each new input shape (minutes, mid-request);
+    the decoder's step and the streaming graphs, many small calls, stay on CUDA."""
+    profile = tensorrt_profile(n_mels=80, max_frames=FeatureConfig().frames(600.0), max_batch=32)
+    assert profile["trt_profile_max_shapes"] == "audio_signal:32x80x60001,length:32"
+    assert profile["trt_profile_min_shapes"] == "audio_signal:1x80x1,length:1"
+    providers = [("TensorrtExecutionProvider", {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPU"]
+    assert providers_for(providers, profile) == [
+        ("TensorrtExecutionProvider", {"trt_fp16_enable": True, **profile}), "CUDAExecutionProvider", "CPU"]
+    assert providers_for(providers, None) == ["CUDAExecutionProvider", "CPU"]

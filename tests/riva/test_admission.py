@@ -30,7 +30,7 @@ class HeldEngine:
         self.entered = 0
         self.batches: list[int] = []
 
-    def warmup(self) -> None:
+    def warmup(self, shape: object = None) -> None:
         pass
 
     def __getattr__(self, name: str) -> object:  # streaming and the rest go straight to the real engine

@@ -16,8 +16,10 @@ import riva.client
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.engine import NemoEngine
+from parakeet_serve.engine.base import WarmupShape
 from parakeet_serve.errors import SettingsError
 from parakeet_serve.riva.server import RIVA_ASR_SERVICE
 from parakeet_serve.settings import load_settings
@@ -190,9 +192,11 @@ def test_max_connection_age_closes_old_connections_after_their_grace_and_not_bef
 class ThreadRecorder:
     """The real engine and its streamer, noting which thread each model call runs on."""
 
-    def __init__(self, wrapped: object, threads: dict[str, set[str]] | None = None) -> None:
+    def __init__(self, wrapped: object, threads: dict[str, set[str]] | None = None,
+                 calls: dict[str, list[tuple]] | None = None) -> None:
         self._wrapped = wrapped
         self.threads: dict[str, set[str]] = {} if threads is None else threads
+        self.calls: dict[str, list[tuple]] = {} if calls is None else calls  # each call's arguments
 
     def __getattr__(self, name: str) -> object:
         value = getattr(self._wrapped, name)
@@ -201,8 +205,9 @@ class ThreadRecorder:
 
         def call(*args: object, **kwargs: object) -> object:
             self.threads.setdefault(name, set()).add(threading.current_thread().name)
+            self.calls.setdefault(name, []).append(args)
             result = value(*args, **kwargs)  # type: ignore[operator]
-            return ThreadRecorder(result, self.threads) if name == "streamer" else result
+            return ThreadRecorder(result, self.threads, self.calls) if name == "streamer" else result
 
         return call
 
@@ -223,3 +228,20 @@ def test_every_model_call_runs_on_the_inference_thread(loop_thread: LoopThread, 
     assert set(recorder.threads) == {"warmup", "recognise", "streamer", "measure_capacity", "step"}
     assert all(name.startswith("inference") for names in recorder.threads.values() for name in names), \
         recorder.threads
+
+
+def test_warm_up_runs_at_the_largest_work_and_steps_a_full_batch_of_streams_even_with_a_set_capacity(
+        loop_thread: LoopThread, engine: NemoEngine) -> None:
+    """On a GPU, NeMo captures its decoder's CUDA graphs again at each larger batch or longer audio: the
+    engine is told the largest it will get, and one full batch of streams is stepped before the first client."""
+    recorder = ThreadRecorder(engine)
+    served = start_server(loop_thread, recorder, warmup=True, max_streams=5, microbatch_max_batch=6,
+                          progressive_piece_s=12, max_audio_seconds=90)
+    try:
+        model = served.asr().stub.GetRivaSpeechRecognitionConfig(
+            riva_asr_pb2.RivaSpeechRecognitionConfigRequest()).model_config[0]
+    finally:
+        served.stop()
+    assert recorder.calls["warmup"] == [(WarmupShape(max_batch=6, clip_s=12.0, audio_s=90.0),)]
+    assert [args[1] for args in recorder.calls["measure_capacity"]] == [6]
+    assert model.parameters["max_streams"] == "5"

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.types import ModelInfo, Recognition, Transcript
+
+
+@dataclass(frozen=True)
+class WarmupShape:
+    """The largest work a server hands its engine: `max_batch` items of usually at most `clip_s` (a request is
+    cut into pieces of that length where it can be), and at most `audio_s` in one item."""
+
+    max_batch: int
+    clip_s: float
+    audio_s: float
 
 
 class Engine(Protocol):
@@ -35,8 +46,9 @@ class Engine(Protocol):
         bench compares recognition with. Returns the encoder frames made (having waited for them)."""
         ...
 
-    def warmup(self) -> None:
-        """Run the whole path once, so the first request pays no lazy initialisation."""
+    def warmup(self, shape: WarmupShape | None = None) -> None:
+        """Run the whole path once, so the first request pays no lazy initialisation; on a GPU also at the
+        largest `shape` it will serve."""
         ...
 
     def detokenize(self, ids: list[int]) -> str:

@@ -30,6 +30,10 @@ class FeatureConfig:
     def hop(self) -> int:
         return round(self.window_stride_s * self.sample_rate)
 
+    def frames(self, seconds: float) -> int:
+        """Feature frames of `seconds` of audio."""
+        return round(seconds * self.sample_rate) // self.hop + 1
+
 
 class LogMel:
     def __init__(self, config: FeatureConfig) -> None:

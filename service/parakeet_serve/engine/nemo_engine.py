@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import sub_batches, warmup_clips
+from parakeet_serve.engine.base import WarmupShape, sub_batches, warmup_clips
 from parakeet_serve.engine.boosting import PhraseBooster
 from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.nemo_greedy import transducer_spans
@@ -160,12 +160,33 @@ class NemoEngine:
         device = self.device
         return (lambda: torch.cuda.memory_allocated(device)), (lambda: torch.cuda.memory_reserved(device))
 
-    def warmup(self) -> None:
-        """Run the whole path once so the first request pays no lazy initialisation; then say which
-        decoder NeMo really runs (CUDA graphs are chosen at the first decoding, and fall back silently)."""
+    def warmup(self, shape: WarmupShape | None = None) -> None:
+        """Run the whole path once so the first request pays no lazy initialisation; on a GPU also at the
+        largest `shape`: a full batch of the usual longest clip (the allocator sized for it), and the decoders
+        captured for the longest audio (NeMo captures its CUDA graphs again, on the inference thread, at
+        each larger batch or longer audio it meets). Then say which decoder NeMo really runs (CUDA graphs
+        are chosen at the first decoding, and fall back silently)."""
         self.transcribe(warmup_clips(self.sample_rate))
+        if shape is not None and self.device.type == "cuda":
+            self.transcribe(warmup_clips(self.sample_rate, shape.clip_s)[:1] * shape.max_batch)
+            self.prepare_decoders(shape.max_batch, shape.audio_s)
         self.info.extra["decoding"] = self._decoding_mode()
         log.info("decoder ready", extra={"decoding": self.info.extra["decoding"]})
+
+    def prepare_decoders(self, batch: int, seconds: float) -> None:
+        """Run each transducer decoder (plain and boosting) once on `batch` silent items of `seconds`: NeMo
+        sizes its buffers and CUDA graphs to the largest input it has met and keeps them for smaller ones."""
+        if self._head == "ctc":
+            return
+        with torch.inference_mode(), self.autocast():
+            encoded, _ = self._encoded(warmup_clips(self.sample_rate, _MIN_SECONDS)[:1])
+            frames = math.ceil(seconds / self.frame_shift_s)
+            zeros = encoded.new_zeros(batch, encoded.shape[1], frames)
+            lengths = torch.full((batch,), frames, device=encoded.device)
+            unboosted = torch.full((batch,), -1, device=encoded.device)
+            decoders = [(self.greedy_computer, None)] + ([(self.booster.computer, unboosted)] if self.booster else [])
+            for computer, ids in decoders:
+                transducer_spans(computer, zeros, lengths, self.piece, [0] * batch, boost_ids=ids)
 
     def _decoding_mode(self) -> str:
         if self._head == "ctc":

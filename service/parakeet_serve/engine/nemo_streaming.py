@@ -136,7 +136,8 @@ class NemoStreamModel:
         """Greedy CTC over the new frames; a label repeated across a chunk boundary collapses."""
         log_probs = self._engine.ctc_head(encoder_output=encoded)
         best, labels = log_probs.max(dim=-1)
-        best, labels = best.exp().tolist(), labels.tolist()  # host lists: no device sync per frame
+        host = torch.stack([best.exp().double(), labels.double()]).cpu().numpy()  # one read of the device
+        best, labels = host[0].tolist(), host[1].astype(np.int64).tolist()
         blank = self._engine.blank_id
         out = []
         for row, st in enumerate(group):

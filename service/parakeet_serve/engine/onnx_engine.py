@@ -21,7 +21,7 @@ import numpy as np
 
 from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import sub_batches, warmup_clips
+from parakeet_serve.engine.base import WarmupShape, sub_batches, warmup_clips
 from parakeet_serve.engine.beam import beam_search
 from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER, TOKENIZER
 from parakeet_serve.engine.features import FeatureConfig, LogMel
@@ -52,7 +52,7 @@ class OnnxEngine:
     """Recognises batches of mono float32 audio at `sample_rate`; one thread calls it (the scheduler's)."""
 
     def __init__(self, directory: Path, *, model_id: str, decoder: str = "auto", provider: str = "auto",
-                 int8: bool = False, long_audio_seconds: float = 480.0) -> None:
+                 int8: bool = False, long_audio_seconds: float = 480.0, shape: WarmupShape | None = None) -> None:
         import onnxruntime
 
         self._ort = onnxruntime
@@ -76,7 +76,9 @@ class OnnxEngine:
         if "CUDAExecutionProvider" in self._providers:
             onnxruntime.preload_dlls()  # the CUDA and cuDNN libraries pip installed (the image's, torch's)
         self._head = self._pick_head(decoder, str(config.get("model_type", "")))
-        self._encoder = self.session(ENCODER if self._transducer_dir else CTC_MODEL, int8)
+        longest = features.frames(min(shape.audio_s, long_audio_seconds)) if shape else 0  # longer: in pieces
+        profile = tensorrt_profile(features.n_mels, longest, shape.max_batch) if shape else {}
+        self._encoder = self.session(ENCODER if self._transducer_dir else CTC_MODEL, int8, tensorrt=profile)
         self._decoder = self.session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
         # A CTC model's own graph gives log-probs; its head alone (hybrids, and streaming) takes encoder output.
         ctc_head = self._head == "ctc" and (directory / CTC_HEAD).is_file()
@@ -195,8 +197,12 @@ class OnnxEngine:
         durations = _log_softmax(logits[:, vocabulary:]) if self._durations else None
         return _log_softmax(logits[:, :vocabulary]), durations, h_next, c_next
 
-    def warmup(self) -> None:
+    def warmup(self, shape: WarmupShape | None = None) -> None:
+        """Run the path once; on a GPU also a full batch of the usual longest clip (TensorRT builds or loads
+        its engine here, for the whole profile, rather than during a request)."""
         self.transcribe(warmup_clips(self.sample_rate))
+        if shape is not None and self.info.device == "cuda":
+            self.transcribe(warmup_clips(self.sample_rate, shape.clip_s)[:1] * shape.max_batch)
 
     def streamer(self, left_context_s: float) -> Streamer | None:
         """Cache-aware streaming through the export's streaming encoder graphs; None for a directory
@@ -352,7 +358,10 @@ class OnnxEngine:
             raise ModelLoadError("decoder=tdt but the exported transducer is RNN-T")
         return kind
 
-    def session(self, name: str, int8: bool, threads: int = 0) -> Any:
+    def session(self, name: str, int8: bool, threads: int = 0, tensorrt: dict[str, str] | None = None) -> Any:
+        """An inference session on the engine's providers. TensorRT runs only a graph given its `tensorrt` shape
+        profile (the offline encoder): without one it builds an engine again at each new input shape, and the
+        decoder's step and the streaming graphs, small calls of many shapes, run on CUDA instead."""
         path = self.directory / (name.replace(".onnx", ".int8.onnx") if int8 else name)
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing; export the model with `parakeet-serve export`.")
@@ -362,7 +371,7 @@ class OnnxEngine:
         # many small calls and the server's other threads (RTFx 226 -> 288 in process, demo model, 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return self._ort.InferenceSession(str(path), options, providers=self._providers)
+        return self._ort.InferenceSession(str(path), options, providers=providers_for(self._providers, tensorrt))
 
 
 def _providers(provider: str, available: Sequence[str], directory: Path) -> list[Any]:
@@ -377,6 +386,24 @@ def _providers(provider: str, available: Sequence[str], directory: Path) -> list
         raise ModelLoadError(f"ONNX Runtime here has no {', '.join(missing)} (it has {', '.join(available)}); "
                              "install onnxruntime-gpu or set PARAKEET_ONNX_PROVIDER=cpu.")
     return [*wanted, "CPUExecutionProvider"]
+
+
+def tensorrt_profile(n_mels: int, max_frames: int, max_batch: int) -> dict[str, str]:
+    """TensorRT's explicit shape range for an encoder graph (`audio_signal` is batch x mels x frames): one
+    engine, built once and cached, serves every batch up to `max_batch` of audio up to `max_frames`."""
+    def shapes(batch: int, frames: int) -> str:
+        return f"audio_signal:{batch}x{n_mels}x{frames},length:{batch}"
+
+    return {"trt_profile_min_shapes": shapes(1, 1), "trt_profile_opt_shapes": shapes(max_batch, max_frames),
+            "trt_profile_max_shapes": shapes(max_batch, max_frames)}
+
+
+def providers_for(providers: Sequence[Any], profile: dict[str, str] | None) -> list[Any]:
+    """`providers` for one graph: TensorRT with the graph's shape `profile`, or left out without one."""
+    def tensorrt(provider: Any) -> bool:
+        return isinstance(provider, tuple) and provider[0] == "TensorrtExecutionProvider"
+
+    return [(p[0], {**p[1], **profile}) if tensorrt(p) else p for p in providers if profile or not tensorrt(p)]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
