@@ -82,15 +82,17 @@ class _Output:
             kept = 1 if self._mix_down else channels
             self._resampler = soxr.ResampleStream(rate, self._target_rate, kept, dtype="float32", quality="HQ")
 
-    def add(self, block: np.ndarray) -> None:
-        """A block of float32 samples, shape (frames, channels)."""
+    def add(self, block: np.ndarray, owned_in_range: bool = False) -> None:
+        """A block of float32 samples, shape (frames, channels); `owned_in_range` when it is a new array of
+        samples known to be finite and within [-1, 1] (integer PCM scaled): two passes over it saved."""
         self._frames += block.shape[0]
         _check_duration(self._frames / self._rate, self._max_seconds)  # stop early rather than decode hours
-        if not np.isfinite(block).all():
+        if not owned_in_range and not np.isfinite(block).all():
             raise InvalidAudio(f"The {self._what} audio holds NaN or infinite samples.")
         if self._mix_down and self._channels > 1:
             block = block.mean(axis=1, keepdims=True, dtype=np.float32)
-        block = np.clip(block, -1, 1, dtype=np.float32)  # a new array: the decoder may reuse its buffer
+        if not owned_in_range:
+            block = np.clip(block, -1, 1, dtype=np.float32)  # a new array: the decoder may reuse its buffer
         self._blocks.append(block if self._resampler is None else self._resampler.resample_chunk(block))
 
     def audio(self) -> Audio:
@@ -99,7 +101,8 @@ class _Output:
         if self._resampler is not None:
             kept = self._blocks[0].shape[1]
             self._blocks.append(self._resampler.resample_chunk(np.zeros((0, kept), np.float32), last=True))
-        return Audio(np.ascontiguousarray(np.concatenate(self._blocks).T), self._target_rate)
+        samples = self._blocks[0] if len(self._blocks) == 1 else np.concatenate(self._blocks)
+        return Audio(np.ascontiguousarray(samples.T), self._target_rate)
 
 
 def _read_container(data: bytes, container: Container, out: _Output) -> Audio:
@@ -154,7 +157,9 @@ def _read_raw(data: bytes, fmt: AudioFormat, out: _Output) -> Audio:
     if encoding is Encoding.LINEAR_PCM:
         pcm = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
         for start in range(0, pcm.shape[0], BLOCK_FRAMES):
-            out.add(pcm[start:start + BLOCK_FRAMES].astype(np.float32) / 32768.0)
+            block = pcm[start:start + BLOCK_FRAMES].astype(np.float32)
+            block *= 1 / 32768  # in place: the block is new, and int16 / 32768 lies in [-1, 1)
+            out.add(block, owned_in_range=True)
     else:
         with sf.SoundFile(io.BytesIO(data), format="RAW", subtype=_RAW_SUBTYPES[encoding],
                           samplerate=fmt.sample_rate, channels=channels) as f:
