@@ -43,12 +43,21 @@ class InvalidAudio(InvalidRequest):
     """The audio cannot be decoded with the declared or detected format."""
 
 
+class UnrecognisedAudio(InvalidAudio):
+    """Audio in no container this server reads, and no headerless encoding declared (a front end whose users
+    cannot declare one says so in its own words)."""
+
+
 class AudioTooLong(InvalidRequest):
     """The audio is longer than the configured maximum."""
 
 
 class UnknownModel(InvalidRequest):
-    """No served model matches the request."""
+    """No served model matches the request; `param` names the field that missed (`model` or `language`)."""
+
+    def __init__(self, message: str, param: str = "model") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class QueueFull(ParakeetError):

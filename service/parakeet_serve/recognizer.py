@@ -106,7 +106,7 @@ class Recognizer:
                                f"{self.model_name!r}.")
         if options.language_code and not _same_language(options.language_code, self.language_code):
             raise UnknownModel(f"Language {quote(options.language_code)} is not served here; this server "
-                               f"recognises {self.language_code}.")
+                               f"recognises {self.language_code}.", param="language")
 
     @property
     def booster(self) -> Booster | None:

@@ -150,10 +150,12 @@ def test_a_long_file_streams_its_text_as_recognition_progresses(demo: Served, lo
     ("arguments", "status", "param", "said"),
     [
         ({"model": "whisper-large"}, 400, "model", "is not served here"),
+        ({"language": "fr"}, 400, "language", "Language 'fr' is not served here"),
         ({"response_format": "html"}, 400, "response_format", "is not one of"),
         ({"response_format": "json", "timestamp_granularities": ["word"]}, 400, "timestamp_granularities",
          "needs response_format 'verbose_json'"),
-        ({"file": ("noise.wav", b"RIFF\x00\x00not really a wav")}, 400, None, "audio"),
+        ({"file": ("noise.wav", b"RIFF\x00\x00not really a wav")}, 400, "file", "audio"),
+        ({"file": ("notes.txt", b"shopping: eggs, milk")}, 400, "file", "not audio this server reads: send WAV"),
     ],
 )
 def test_bad_requests_are_refused_in_openais_envelope(demo: Served, arguments: dict, status: int, param: str | None,

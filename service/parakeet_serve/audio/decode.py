@@ -15,7 +15,7 @@ import soxr
 
 from parakeet_serve.audio.formats import Audio, AudioFormat, Encoding
 from parakeet_serve.audio.sniff import COMPRESSED, Container, sniff_container
-from parakeet_serve.errors import AudioTooLong, InvalidAudio
+from parakeet_serve.errors import AudioTooLong, InvalidAudio, UnrecognisedAudio
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
@@ -139,7 +139,7 @@ def _read_raw(data: bytes, fmt: AudioFormat, out: _Output) -> Audio:
     encoding = fmt.encoding
     if encoding in (Encoding.UNSPECIFIED, Encoding.FLAC, Encoding.OGGOPUS):
         expected = {"unspecified": "a WAV, FLAC or Ogg header", "flac": "a FLAC header", "oggopus": "an Ogg header"}
-        raise InvalidAudio(
+        raise (UnrecognisedAudio if encoding is Encoding.UNSPECIFIED else InvalidAudio)(
             f"The audio does not start with {expected[encoding.value]}; "
             "send headerless audio as LINEAR_PCM, MULAW or ALAW with its sample rate."
         )

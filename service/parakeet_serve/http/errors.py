@@ -15,10 +15,11 @@ from parakeet_serve.errors import (
     StreamIdle,
     Unauthenticated,
     UnknownModel,
+    UnrecognisedAudio,
 )
 
 _STATUSES: tuple[tuple[type[ParakeetError], int, str, str | None], ...] = (
-    (UnknownModel, 400, "invalid_request_error", "model"),
+    (UnknownModel, 400, "invalid_request_error", None),  # its own param: model or language
     (InvalidRequest, 400, "invalid_request_error", None),
     (QueueFull, 429, "rate_limit_error", None),
     (QueueTimeout, 504, "timeout_error", None),
@@ -52,9 +53,12 @@ def describe(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The HTTP status and OpenAI's error body for `exc` (the body is also a stream's error event)."""
     if isinstance(exc, HttpError):  # the front end's own refusals are all about the request
         return exc.status, error_body(str(exc), "invalid_request_error", exc.param, exc.code)
+    if isinstance(exc, UnrecognisedAudio):  # the decoder's advice (declare a headerless encoding) is gRPC's
+        return 400, error_body("The file is not audio this server reads: send WAV, FLAC, Ogg (Opus or Vorbis), "
+                               "MP3, M4A or WebM.", "invalid_request_error", "file")
     for error, status, kind, param in _STATUSES:
         if isinstance(exc, error):
-            return status, error_body(str(exc), kind, param)
+            return status, error_body(str(exc), kind, getattr(exc, "param", param))
     return 500, error_body("Recognition failed inside the server; the failure is logged.", "server_error")
 
 
