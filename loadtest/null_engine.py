@@ -5,30 +5,40 @@ second.
 
     python -m loadtest.null_engine [--concurrency 256] [--streams 64] [--json-prefix results/cpu-2core-null]
 
-The server runs in this process (as `parakeet-serve serve` would, on the same event loop and inference thread),
-and `parakeet-serve bench` drives it from another process (on the same cores): offline at the given concurrency
-(files, then the same audio as raw PCM), then a ramp of real-time streams from `--streams`, doubling until p95
-end of speech -> final passes 1050 ms, then bisecting.
+The server runs in a process of its own as `parakeet-serve serve` would (with `--workers N`, N processes behind
+one port), and `parakeet-serve bench` drives it from another process (on the same cores; over 4 connections a
+worker, so the kernel spreads them): offline at the given concurrency (files, then the same audio as raw PCM),
+then a ramp of real-time streams from `--streams`, doubling until p95 end of speech -> final passes 1050 ms,
+then bisecting. Each run also reports the server's CPU time (all its processes), per request offline: what a
+request costs the server, whatever the bench's own share of the cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
-from parakeet_serve.app import Application
+from parakeet_serve.app import serve_until_stopped
 from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.streaming import StreamState
 from parakeet_serve.engine.types import Hypothesis, StepOutput, StreamInput, Transcript
 from parakeet_serve.engine.words import TokenSpan
-from parakeet_serve.settings import load_settings
+from parakeet_serve.logs import configure_logging
+from parakeet_serve.settings import Settings, load_settings
+from parakeet_serve.workers import run_workers
 
 SILENT = Transcript((Hypothesis("", 1.0),))
 LOUD = 0.02  # a step whose loudest sample passes this has speech in it
@@ -92,49 +102,109 @@ class NullEngine:
         return NullStreamer(self._real.streamer(left_context_s), self.sample_rate, self.frame_shift_s)
 
 
-def serve_in_background(settings: Any, engine: NullEngine) -> tuple[int, threading.Event]:
-    """Start the server on its own event loop thread; returns its port and an event that stops it."""
-    ready, stop, port = threading.Event(), threading.Event(), []
+async def serve_null(settings: Settings) -> None:
+    """A server on the null engine, as `parakeet-serve serve` runs (a worker process's `serve`)."""
+    await serve_until_stopped(settings, NullEngine(load_engine("demo")))
 
-    async def run() -> None:
-        app = Application(settings, engine=engine)
-        await app.start()
-        await app.load()
-        port.append(app.port)
-        ready.set()
-        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        await app.drain()
 
-    threading.Thread(target=asyncio.run, args=(run(),), daemon=True).start()
-    ready.wait(120)
-    return port[0], stop
+def serve_main(workers: int, port: int, metrics_port: int) -> None:
+    """The server process: one, or `workers` behind one port."""
+    settings = load_settings(model_id="demo", host="127.0.0.1", port=port, metrics_host="127.0.0.1",
+                             metrics_port=metrics_port, warmup=False, max_streams=4096, microbatch_max_batch=128,
+                             stream_mode="cache_aware", workers=workers, log_level="WARNING")
+    configure_logging(settings.log_level)
+    if workers > 1:
+        raise SystemExit(run_workers(settings, serve_null))
+    asyncio.run(serve_null(settings))
+
+
+@contextlib.contextmanager
+def null_server(workers: int) -> Iterator[tuple[str, psutil.Process]]:
+    """The null server in a process of its own (its CPU time then counts apart from the bench's): its address,
+    and the process (its workers are its children)."""
+    port, metrics_port = _free_port(), _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "loadtest.null_engine", "--serve-workers", str(workers),
+                                "--port", str(port), "--metrics-port", str(metrics_port)])
+    try:
+        _wait_ready(f"http://127.0.0.1:{metrics_port}/metrics", process)
+        yield f"127.0.0.1:{port}", psutil.Process(process.pid)
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User and system CPU time of the process and its children so far."""
+    times = [p.cpu_times() for p in [process, *process.children(recursive=True)]]
+    return sum(t.user + t.system for t in times)
+
+
+def _wait_ready(metrics_url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Until every worker is ready (`parakeet_ready` is the lowest over them)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the null server exited with code {process.returncode}")
+        with contextlib.suppress(OSError):
+            if "parakeet_ready 1.0" in urllib.request.urlopen(metrics_url, timeout=2).read().decode():
+                return
+        time.sleep(0.5)
+    raise SystemExit("the null server was not ready in time")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="server processes behind the port")
+    parser.add_argument("--channels", type=int, default=0, help="the bench's connections (default: 4 per worker)")
+    parser.add_argument("--repeat", type=int, default=4, help="times the demo set is sent offline")
+    parser.add_argument("--only", choices=["offline", "offline-pcm", "stream"], action="append",
+                        help="run only these (repeatable)")
     parser.add_argument("--json-prefix", help="write the bench JSONs as PREFIX-offline.json, PREFIX-stream.json")
+    parser.add_argument("--serve-workers", type=int, help=argparse.SUPPRESS)  # the server process itself
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    settings = load_settings(model_id="demo", host="127.0.0.1", port=0, metrics_port=0, warmup=False,
-                             max_streams=4096, microbatch_max_batch=128, stream_mode="cache_aware")
-    port, stop = serve_in_background(settings, NullEngine(load_engine("demo")))
-    target = f"127.0.0.1:{port}"
-    bench = [sys.executable, "-m", "parakeet_serve", "bench"]
-    offline = ["offline", "--server", target, "--concurrency", str(args.concurrency), "--repeat", "4",
-               "--no-in-process", "--rounds", "1"]
-    runs = {
-        "offline": offline,
-        "offline-pcm": [*offline, "--pcm"],  # the files sent decoded: no container parsing on the server
-        "stream": ["stream", "--server", target, "--ramp", "--streams", str(args.streams), "--files-per-stream", "2",
-                   "--max-streams", "2048"],
-    }
-    try:
+    if args.serve_workers:
+        serve_main(args.serve_workers, args.port, args.metrics_port)
+        return
+    with null_server(args.workers) as (target, server):
+        channels = args.channels or 4 * args.workers
+        bench = [sys.executable, "-m", "parakeet_serve", "bench"]
+        offline = ["offline", "--server", target, "--concurrency", str(args.concurrency), "--repeat",
+                   str(args.repeat), "--no-in-process", "--rounds", "1", "--channels", str(channels)]
+        runs = {
+            "offline": offline,
+            "offline-pcm": [*offline, "--pcm"],  # the files sent decoded: no container parsing on the server
+            "stream": ["stream", "--server", target, "--ramp", "--streams", str(args.streams), "--files-per-stream",
+                       "2", "--max-streams", "2048"],
+        }
         for name, command in runs.items():
-            out = ["--json", f"{args.json_prefix}-{name}.json"] if args.json_prefix else []
-            subprocess.run([*bench, *command, *out], check=True)
-    finally:
-        stop.set()
+            if args.only and name not in args.only:
+                continue
+            out = Path(f"{args.json_prefix}-{name}.json") if args.json_prefix else None
+            before = cpu_seconds(server)
+            subprocess.run([*bench, *command, *(["--json", str(out)] if out else [])], check=True)
+            _report_cpu(name, cpu_seconds(server) - before, args.workers, out)
+
+
+def _report_cpu(name: str, server_cpu_s: float, workers: int, out: Path | None) -> None:
+    """The server's CPU time over the run, per request where the run counts requests (added to its JSON)."""
+    line = {"server_cpu_s": round(server_cpu_s, 2), "workers": workers}
+    if out is not None:
+        run = json.loads(out.read_text())
+        requests = run.get("results", {}).get("requests")
+        if requests:  # the warm-up requests are in the CPU time too: a slight overestimate
+            line["server_cpu_ms_per_request"] = round(1000 * server_cpu_s / requests, 3)
+        out.write_text(json.dumps({**run, "server_process": line}, indent=2))
+    print(f"{name}: server {json.dumps(line)}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
@@ -15,7 +16,7 @@ from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.base import Engine, WarmupShape
 from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
 from parakeet_serve.engine.loader import onnx_directory
-from parakeet_serve.errors import NotReady, PortUnavailable
+from parakeet_serve.errors import NotReady, ParakeetError, PortUnavailable, listening
 from parakeet_serve.http.server import HttpServer
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva.server import RivaServer
@@ -121,13 +122,14 @@ class Application:
 
     async def start(self) -> None:
         s = self.settings
-        with _listening("metrics", s.metrics_host, s.metrics_port, "PARAKEET_METRICS_PORT"):
-            self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
+        if s.workers == 1:  # several worker processes: the first serves them all (`workers`)
+            with listening("metrics", s.metrics_host, s.metrics_port, "PARAKEET_METRICS_PORT"):
+                self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
         try:
-            with _listening("gRPC", s.host, s.port, "PARAKEET_PORT"):
+            with listening("gRPC", s.host, s.port, "PARAKEET_PORT"):
                 await self.server.start()
             if self.http is not None:
-                with _listening("the HTTP API", s.http_host, s.http_port, "PARAKEET_HTTP_PORT"):
+                with listening("the HTTP API", s.http_host, s.http_port, "PARAKEET_HTTP_PORT"):
                     await self.http.start()
         except PortUnavailable:  # what did start stops, so the process ends with the one sentence
             await self.server.stop(0)
@@ -228,15 +230,29 @@ class Application:
             metrics.watch_gpu_memory(*memory)
 
 
-@contextlib.contextmanager
-def _listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
-    """A port that cannot be bound ends start-up with one sentence naming it and its setting (gRPC raises
-    RuntimeError, the others OSError)."""
+async def serve_until_stopped(settings: Settings, engine: Engine | None = None) -> None:
+    """Serve (`engine`, or the one `settings` describe) until SIGTERM or SIGINT, then drain; a load failure ends
+    it with its one-line reason."""
+    app = Application(settings, engine=engine)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(app.load())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-        raise PortUnavailable(f"Cannot listen on {host}:{port} for {what} ({setting}): {reason}.") from None
+        if loading.done():
+            loading.result()
+            await stopping
+    finally:
+        stopping.cancel()
+        await app.drain()
+        if not loading.done():
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ParakeetError):
+                await loading
 
 
 def stream_mode(setting: str, trained_for_streaming: bool) -> str:
@@ -257,10 +273,10 @@ def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: T
     realtime = RealtimeLimits(s.stream_idle_timeout_s, s.realtime_max_buffer_bytes)
     app = create_app(recognizer, telemetry, upload=upload, realtime=realtime, token=token, cors_origins=origins)
     return HttpServer(app, s.http_host, s.http_port, header_timeout_s=s.http_header_timeout_s,
-                      ws_max_bytes=realtime.max_message_bytes)
+                      ws_max_bytes=realtime.max_message_bytes, shared_port=s.workers > 1)
 
 
 def _telemetry(s: Settings) -> Telemetry:
     """Metrics always; traces when an OTLP endpoint is configured."""
     exporter = otlp_exporter(s.otlp_endpoint, s.otlp_protocol) if s.otlp_endpoint else None
-    return Telemetry.create(exporter, s.otel_service_name)
+    return Telemetry.create(exporter, s.otel_service_name, shared_metrics=s.workers > 1)

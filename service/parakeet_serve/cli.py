@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-import signal
 import sys
 import tempfile
 import time
@@ -103,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
     offline = modes.add_parser("offline", parents=[common], help="Recognize at concurrency N: RTFx and latency")
     offline.add_argument("--concurrency", type=int, default=8)
+    offline.add_argument("--channels", type=int, default=1, help="connections the callers share in turn (a server "
+                         "with several worker processes gets each connection on one of them)")
     offline.add_argument("--no-in-process", action="store_true", help="skip the in-process engine comparison")
     offline.add_argument("--rounds", type=int, default=3, help="alternate server and in-process runs; best counts")
     offline.add_argument("--pcm", action="store_true", help="send the files decoded, as 16 kHz LINEAR_PCM (the "
@@ -164,33 +165,14 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> None:
     settings = load_settings(**{name: getattr(args, name) for name in Settings.model_fields})
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from parakeet_serve.workers import run_workers
+
+        raise SystemExit(run_workers(settings))
+    from parakeet_serve.app import serve_until_stopped  # NeMo and torch load only when serving
+
     retain_freed_memory(settings.host_memory_retain_mb)  # before any thread takes an arena of its own
-    asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Settings) -> None:
-    from parakeet_serve.app import Application  # NeMo and torch load only when serving
-
-    app = Application(settings)
-    await app.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loading = asyncio.create_task(app.load())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    try:
-        if loading.done():
-            loading.result()  # a load failure ends the process with its one-line reason
-            await stopping
-    finally:
-        stopping.cancel()
-        await app.drain()
-        if not loading.done():
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ParakeetError):
-                await loading
+    asyncio.run(serve_until_stopped(settings))
 
 
 def _run_warmup(args: argparse.Namespace) -> None:
@@ -289,7 +271,7 @@ def _run_bench_offline(args: argparse.Namespace) -> None:
     server_runs, boosted_runs, engine_runs, encoder_runs, reference_runs = [], [], [], [], []
     with _bench_entries(args) as entries, _bench_target(args) as (target, context):
         options = offline.OfflineOptions(  # the server says what its batches hold
-            concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm,
+            concurrency=args.concurrency, rounds=args.rounds, pcm=args.pcm, channels=args.channels,
             max_batch=_served_parameter(context, "max_batch_size"),
         )
         engine = None if args.no_in_process else engine_for(settings)

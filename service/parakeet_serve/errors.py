@@ -18,6 +18,11 @@ The core raises only these; each front end maps them to its own status codes in 
     └── Unauthenticated        missing or wrong credentials
 """
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
 
 class ParakeetError(Exception):
     """Base of every error the service raises on purpose."""
@@ -95,3 +100,14 @@ class Unauthenticated(ParakeetError):
 def quote(sent: str, limit: int = 40) -> str:
     """What a client sent, for an error sentence: at most a short prefix (a 10 KB field stays out of it)."""
     return repr(sent) if len(sent) <= limit else f"{sent[:limit]!r}... ({len(sent)} characters)"
+
+
+@contextlib.contextmanager
+def listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
+    """A port that cannot be bound ends start-up with one sentence naming it and its setting (gRPC raises
+    RuntimeError, the others OSError)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise PortUnavailable(f"Cannot listen on {host}:{port} for {what} ({setting}): {reason}.") from None

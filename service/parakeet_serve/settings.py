@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     """Audio longer than this is encoded with local attention so memory grows linearly."""
     local_attention_context: int = Field(128, ge=16, le=1024)
     """Frames of left and right context for local attention on long audio."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes sharing the ports (`SO_REUSEPORT`: the kernel spreads connections among them), each
+    with its own copy of the model and inference thread, the metrics of all served by the first process. One
+    event loop answers about 1,200 small `Recognize` requests a second (loadtest/README.md); more processes
+    go past that where many clients connect. A single connection stays with one process."""
     host_memory_retain_mb: int = Field(1024, ge=0, le=MAX_RETAIN_MB)
     """Freed host memory blocks up to this size (MB, at most 2047) stay in the process for the next batch
     instead of going back to the kernel and faulting in again (glibc only); 0 keeps glibc's adaptive default."""
@@ -184,6 +189,9 @@ class Settings(BaseSettings):
                              "runs fp32, or int8 with PARAKEET_ONNX_INT8=true")
         if self.onnx_int8 and self.backend != "onnx":
             raise ValueError("PARAKEET_ONNX_INT8=true needs PARAKEET_BACKEND=onnx")
+        if self.workers > 1 and (self.port == 0 or self.metrics_port == 0):
+            raise ValueError("PARAKEET_WORKERS > 1 needs fixed ports (PARAKEET_PORT, PARAKEET_METRICS_PORT): "
+                             "processes on port 0 would each get a different one")
         if self.health_port and self.health_port == self.port:
             raise ValueError(f"PARAKEET_HEALTH_PORT={self.health_port} is the gRPC port; pick another or 0")
         for name in ("grpc_cert", "grpc_key", "grpc_client_ca"):

@@ -14,6 +14,7 @@ would otherwise pick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ class OfflineOptions:
     rounds: int = 1  # server and in-process runs alternate this many times; the best of each counts
     pcm: bool = False  # send the files decoded, as 16 kHz LINEAR_PCM: the server then decodes nothing either
     max_batch: int = 32  # the most requests the server's batches hold (its microbatch_max_batch)
+    channels: int = 1  # connections the callers share in turn: a server's worker processes get one each
 
     @property
     def batch(self) -> int:
@@ -136,8 +138,11 @@ async def recognize_all(
     else:
         payloads = [e.audio.read_bytes() for e in entries]
         durations = [e.duration_s or len(read_audio(e)) / RATE for e in entries]
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)
+    async with contextlib.AsyncExitStack() as stack:
+        # each with a subchannel pool of its own, or gRPC would share one connection among them
+        channels = [await stack.enter_async_context(grpc.aio.insecure_channel(
+            target, options=[("grpc.use_local_subchannel_pool", 1)])) for _ in range(options.channels)]
+        stub = [riva_asr_pb2_grpc.RivaSpeechRecognitionStub(c) for c in channels]
         warmup = [payloads[i % len(payloads)] for i in range(options.warmup_requests)]
         await _drain(stub, config, warmup, options.concurrency, lambda *_: None)
         outcomes: list[tuple[str, float, str]] = [("", 0.0, "")] * len(payloads)
@@ -160,18 +165,19 @@ async def recognize_all(
 
 
 async def _drain(
-    stub: riva_asr_pb2_grpc.RivaSpeechRecognitionStub,
+    stubs: Sequence[riva_asr_pb2_grpc.RivaSpeechRecognitionStub],
     config: riva_asr_pb2.RecognitionConfig,
     payloads: Sequence[bytes],
     concurrency: int,
     record: Callable[[int, str, float, str], None],
 ) -> None:
-    """`concurrency` callers take the next payload as soon as their last answer arrives."""
+    """`concurrency` callers, spread over the stubs' connections, take the next payload as soon as their last
+    answer arrives."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(payloads)):
         queue.put_nowait(i)
 
-    async def caller() -> None:
+    async def caller(stub: riva_asr_pb2_grpc.RivaSpeechRecognitionStub) -> None:
         while not queue.empty():
             i = queue.get_nowait()
             began = time.perf_counter()
@@ -183,7 +189,7 @@ async def _drain(
             text = " ".join(r.alternatives[0].transcript for r in response.results if r.alternatives)
             record(i, "OK", time.perf_counter() - began, text)
 
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    await asyncio.gather(*(caller(stubs[n % len(stubs)]) for n in range(concurrency)))
 
 
 def run_in_process(

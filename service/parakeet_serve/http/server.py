@@ -77,10 +77,11 @@ def header_deadline(seconds: float) -> type[H11Protocol]:
 
 class HttpServer:
     def __init__(self, app: Starlette, host: str, port: int, *, header_timeout_s: float,
-                 ws_max_bytes: int) -> None:
+                 ws_max_bytes: int, shared_port: bool = False) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                                 ws_max_size=ws_max_bytes, http=header_deadline(header_timeout_s))
         self._server = _Server(config)
+        self._shared_port = shared_port  # one of several worker processes on it
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -89,6 +90,8 @@ class HttpServer:
         config = self._server.config
         sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._shared_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((config.host, config.port))
         except OSError:

@@ -97,7 +97,7 @@ def _channel_options(s: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(s.workers > 1)),  # alone, a taken port is an error, not a shared one
     ]
     if s.max_connection_age_s:  # GOAWAY after this age: clients reconnect, through the balancer, elsewhere
         options.append(("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)))

@@ -24,11 +24,14 @@ class Telemetry:
     provider: TracerProvider | None = None
 
     @classmethod
-    def create(cls, exporter: SpanExporter | None = None, service_name: str = "parakeet-serve") -> Telemetry:
+    def create(cls, exporter: SpanExporter | None = None, service_name: str = "parakeet-serve",
+               shared_metrics: bool = False) -> Telemetry:
+        """`shared_metrics` in one of several worker processes (`Metrics`)."""
+        metrics = Metrics(shared=shared_metrics)
         if exporter is None:
-            return cls()
+            return cls(metrics=metrics)
         provider = tracer_provider(exporter, service_name)
-        return cls(tracer=provider.get_tracer(TRACER_NAME), provider=provider)
+        return cls(metrics=metrics, tracer=provider.get_tracer(TRACER_NAME), provider=provider)
 
     def close(self) -> None:
         """Stop the metrics endpoint and flush pending spans."""

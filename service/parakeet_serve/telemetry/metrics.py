@@ -7,15 +7,19 @@ use exactly these names; the end-to-end test checks that they exist.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
 
+REFRESH_S = 0.5  # how stale a worker process's live gauges may be in the summed metrics
 RTF_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 QUEUE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -39,10 +43,16 @@ _REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
 
 
 class Metrics:
-    """The service's collectors. Each process (or test server) owns one, with its own registry."""
+    """The service's collectors. Each process (or test server) owns one, with its own registry. With `shared`
+    (one of several worker processes, prometheus_client in multiprocess mode) the values go to the files the
+    first process serves summed (`serve_shared`), and the gauges read from the service are refreshed every
+    `REFRESH_S` rather than at each scrape; each gauge says how the processes' values combine."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
         self.registry = r = CollectorRegistry()
+        self._shared = shared
+        self._live: list[tuple[Gauge, Callable[[], float]]] = []
+        self._refresher: threading.Thread | None = None
         self.requests = Counter("parakeet_requests", "Finished RPCs by method and gRPC status code.",
                                 ["rpc", "code"], registry=r)
         self.http_requests = Counter("parakeet_http_requests", "Finished HTTP API requests by route and status.",
@@ -74,18 +84,21 @@ class Metrics:
         self.final_latency = Histogram("parakeet_final_latency_seconds",
                                        "End of speech -> its final result (endpointing silence included).",
                                        buckets=FINAL_BUCKETS, registry=r)
-        self.active_streams = Gauge("parakeet_active_streams", "Streams open now.", registry=r)
-        self.max_streams = Gauge("parakeet_max_streams", "Streams this server admits at once.", registry=r)
+        self.active_streams = Gauge("parakeet_active_streams", "Streams open now.", registry=r,
+                                    multiprocess_mode="livesum")
+        self.max_streams = Gauge("parakeet_max_streams", "Streams this server admits at once.", registry=r,
+                                 multiprocess_mode="livesum")
         self.queue_depth = Gauge("parakeet_queue_depth", "Recognize work waiting for the inference thread.",
-                                 registry=r)
+                                 registry=r, multiprocess_mode="livesum")
         self.queue_capacity = Gauge("parakeet_queue_capacity", "Recognize work the queue holds before refusing.",
-                                    registry=r)
+                                    registry=r, multiprocess_mode="livesum")
         self.ready = Gauge("parakeet_ready", "1 while the model is loaded and warmed and the server not draining.",
-                           registry=r)
+                           registry=r, multiprocess_mode="livemin")  # ready when every process is
         self.model_info = Gauge("parakeet_model_info", "The served model (always 1).",
-                                ["model_id", "decoder", "device", "precision"], registry=r)
+                                ["model_id", "decoder", "device", "precision"], registry=r,
+                                multiprocess_mode="livemax")
         self.model_load_seconds = Gauge("parakeet_model_load_seconds", "Time the model took to load and warm up.",
-                                        registry=r)
+                                        registry=r, multiprocess_mode="livemax")
         self._server: Any = None
         self._gpu = _GpuMemory()  # declared everywhere, with samples only once a GPU is watched
         r.register(self._gpu)
@@ -110,14 +123,34 @@ class Metrics:
     def bind_queue(self, active_streams: Callable[[], float], max_streams: float, queue_depth: Callable[[], float],
                    queue_capacity: float) -> None:
         """Read the scheduler's live figures at each scrape."""
-        self.active_streams.set_function(active_streams)
-        self.queue_depth.set_function(queue_depth)
+        self._read_live(self.active_streams, active_streams)
+        self._read_live(self.queue_depth, queue_depth)
         self.max_streams.set(max_streams)
         self.queue_capacity.set(queue_capacity)
 
     def watch_gpu_memory(self, allocated: Callable[[], int], reserved: Callable[[], int]) -> None:
-        """Export CUDA memory in use, read at each scrape."""
-        self._gpu.readers = (allocated, reserved)
+        """Export CUDA memory in use, read at each scrape (summed over worker processes: the device's use)."""
+        if not self._shared:
+            self._gpu.readers = (allocated, reserved)
+            return
+        for (name, text), read in zip(_GPU_MEMORY.items(), (allocated, reserved), strict=True):
+            # the files hold only metric objects' values: a collector's samples would not reach them
+            self._read_live(Gauge(name, text, registry=None, multiprocess_mode="livesum"), read)
+
+    def _read_live(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        if not self._shared:
+            gauge.set_function(read)
+            return
+        self._live.append((gauge, read))
+        if self._refresher is None:
+            self._refresher = threading.Thread(target=self._refresh, name="metrics-refresh", daemon=True)
+            self._refresher.start()
+
+    def _refresh(self) -> None:
+        while True:
+            for gauge, read in list(self._live):
+                gauge.set(read())
+            time.sleep(REFRESH_S)
 
     def count_rejection(self, exc: BaseException) -> None:
         for kind, reason in _REJECTIONS:
@@ -137,13 +170,24 @@ class Metrics:
             self._server = None
 
 
+def serve_shared(host: str, port: int, directory: str) -> Any:
+    """Serve `/metrics` summed over the worker processes writing to `directory`; the HTTP server, in a thread."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return server
+
+
+_GPU_MEMORY = {"parakeet_gpu_memory_allocated_bytes": "CUDA memory held by tensors.",
+                "parakeet_gpu_memory_reserved_bytes": "CUDA memory reserved by the allocator."}
+
+
 class _GpuMemory(Collector):
     def __init__(self) -> None:
         self.readers: tuple[Callable[[], int], Callable[[], int]] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        allocated = GaugeMetricFamily("parakeet_gpu_memory_allocated_bytes", "CUDA memory held by tensors.")
-        reserved = GaugeMetricFamily("parakeet_gpu_memory_reserved_bytes", "CUDA memory reserved by the allocator.")
+        allocated, reserved = (GaugeMetricFamily(name, text) for name, text in _GPU_MEMORY.items())
         if self.readers is not None:
             allocated.add_metric([], self.readers[0]())
             reserved.add_metric([], self.readers[1]())

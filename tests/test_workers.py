@@ -1,0 +1,68 @@
+"""Several server processes on one set of ports (`PARAKEET_WORKERS`): the kernel spreads connections among them,
+their metrics are served summed on the one metrics port, SIGTERM drains them all, and one that cannot start
+ends the set with its one-line reason."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import riva.client
+
+from parakeet_serve.errors import SettingsError
+from parakeet_serve.settings import load_settings
+from tests.riva.test_streaming import PACKAGE
+from tests.telemetry.scrape import Scrape
+from tests.test_cli import CLI, LineWatcher, free_port, wait_serving
+
+
+def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both() -> None:
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--model", "demo", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+         "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), "--max-streams", "3"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        logs = LineWatcher(process.stderr)
+        address = f"127.0.0.1:{port}"
+        for worker in (0, 1):
+            logs.wait_for(f'"msg": "model ready", "worker": {worker}', timeout=240)
+        wait_serving(address, process)
+        wav = ((PACKAGE / "samples") / "quickstart.wav").read_bytes()
+        texts = set()
+        for _ in range(12):  # a client each: a connection stays with the worker the kernel gave it
+            asr = riva.client.ASRService(riva.client.Auth(uri=address))
+            texts.add(asr.offline_recognize(wav, riva.client.RecognitionConfig(language_code="en-US"))
+                      .results[0].alternatives[0].transcript)
+        assert texts == {((PACKAGE / "samples") / "quickstart.txt").read_text().strip()}
+        served = [json.loads(line).get("worker") for line in logs.lines if '"rpc": "Recognize"' in line]
+        assert sorted(set(served)) == [0, 1], served
+        scrape = Scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert scrape.value("parakeet_requests_total", rpc="Recognize", code="OK") == 12
+        assert scrape.value("parakeet_max_streams") == 6 and scrape.value("parakeet_ready") == 1
+        started = json.loads(next(line for line in logs.lines if '"workers started"' in line))["workers"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+        assert all(not Path(f"/proc/{pid}").exists() for pid in started)
+        assert sum('"msg": "stopped"' in line for line in logs.lines) == 2
+    finally:
+        process.kill()
+
+
+def test_a_worker_that_cannot_start_ends_the_set_with_its_one_line(tmp_path: Path) -> None:
+    started = subprocess.run(
+        [*CLI, "serve", "--model", str(tmp_path / "missing.nemo"), "--workers", "2", "--host", "127.0.0.1",
+         "--port", str(free_port()), "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port())],
+        capture_output=True, text=True, timeout=240)
+    assert started.returncode == 2
+    assert "Traceback" not in started.stderr, started.stderr[-2000:]
+    reasons = [line for line in started.stderr.splitlines() if line.startswith("parakeet-serve: ")]
+    assert reasons and "missing.nemo" in reasons[0], started.stderr[-2000:]
+
+
+def test_workers_need_fixed_ports() -> None:
+    with pytest.raises(SettingsError, match="PARAKEET_WORKERS > 1 needs fixed ports"):
+        load_settings(workers=2, port=0)
