@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -146,7 +147,9 @@ def test_the_earlier_dialect_with_g711_and_manual_commit(demo: Served, fmt: str,
     assert error_counts(TEXTS[0], completed["transcript"])[0] <= 1, completed["transcript"]
 
 
-def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served) -> None:
+def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="parakeet_serve.http.realtime")
     ws = Socket(demo)
     try:
         ws._ws.send("{not json")
@@ -169,6 +172,11 @@ def test_bad_events_get_error_events_and_the_socket_stays_usable(demo: Served) -
     finally:
         ws.close()
     assert error_counts(TEXTS[1], completed["transcript"])[0] <= 1
+    # the session's one log line, as each gRPC call and HTTP request has
+    poll(lambda: any(r.getMessage() == "realtime session finished" for r in caplog.records))
+    (line,) = [r for r in caplog.records if r.getMessage() == "realtime session finished"]
+    assert (line.outcome, line.utterances, line.errors) == ("closed", 1, 6)
+    assert abs(line.audio_s - len(audio) / rate) < 0.01 and len(line.session_id) == 16
 
 
 @pytest.mark.parametrize(("sent", "code", "param"), [

@@ -16,7 +16,10 @@ import binascii
 import contextlib
 import itertools
 import json
-from dataclasses import dataclass
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -28,6 +31,8 @@ from parakeet_serve.http.errors import describe
 from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
 from parakeet_serve.streaming import StreamEvent, StreamOptions, StreamSession
+
+log = logging.getLogger(__name__)
 
 # OpenAI's names for audio formats, in both dialects: (encoding, sample rate)
 FORMATS = {
@@ -60,6 +65,23 @@ class _Config:
         return {"type": "transcription", "object": "realtime.session",
                 "audio": {"input": {"format": fmt, "transcription": {"model": model, "prompt": self.prompt},
                                     "turn_detection": turn}}}
+
+
+@dataclass
+class _Tally:
+    """What a session did, for its one log line (as each gRPC call and HTTP request has)."""
+
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    began: float = field(default_factory=time.monotonic)
+    audio_s: float = 0.0
+    utterances: int = 0
+    errors: int = 0  # error events sent
+
+    def log(self, outcome: str) -> None:
+        log.info("realtime session finished", extra={
+            "route": "/v1/realtime", "session_id": self.session_id, "outcome": outcome,
+            "elapsed_s": round(time.monotonic() - self.began, 3), "audio_s": round(self.audio_s, 3),
+            "utterances": self.utterances, "errors": self.errors})
 
 
 @dataclass(frozen=True)
@@ -99,21 +121,27 @@ class RealtimeTranscription:
         self._inbox: asyncio.Queue[events.ClientEvent | events.BadEvent | _Idle] = asyncio.Queue(MAX_QUEUED)
         self._backlog = 0  # bytes of appended audio queued or being transcribed
         self._busy = False  # the worker is handling an event
+        self._tally = _Tally()
 
     async def run(self) -> None:
         await self._send("session.created", session=self._config.session(self._recognizer.model_name))
         tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._work())]
+        outcome = "closed"
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # the worker fails only with the socket
         except WebSocketDisconnect:
             pass
+        except BaseException as exc:
+            outcome = f"failed: {type(exc).__name__}"
+            raise
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._close_stream()
+            self._tally.log(outcome)
 
     async def _read(self) -> None:
         """Queue each event as it arrives; an append past the buffer's limit is queued as its refusal instead,
@@ -217,7 +245,9 @@ class RealtimeTranscription:
                                      event.event_id, "audio")
         session = self._session or self._open_stream()
         encoding, rate = FORMATS[self._config.format]
-        self._buffered_s += len(audio) / (rate * (2 if encoding is Encoding.LINEAR_PCM else 1))
+        seconds = len(audio) / (rate * (2 if encoding is Encoding.LINEAR_PCM else 1))
+        self._buffered_s += seconds
+        self._tally.audio_s += seconds
         async for result in session.push(audio):
             await self._emit([result])
 
@@ -294,8 +324,10 @@ class RealtimeTranscription:
         await self._send("conversation.item.input_audio_transcription.completed", item_id=item, content_index=0,
                          transcript=text)
         self._previous_item, self._item, self._said = item, None, ""
+        self._tally.utterances += 1
 
     async def _error(self, code: str, message: str, event_id: str | None = None, param: str | None = None) -> None:
+        self._tally.errors += 1
         await self._send("error", error={"type": "invalid_request_error", "code": code, "message": message,
                                          "param": param, "event_id": event_id})
 
