@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -63,6 +63,9 @@ class ModelSource(Model):
     decoder: Literal["auto", "tdt", "rnnt", "ctc"] = Field("auto", description="Decoder head.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="Inference precision.")
     language_code: str = Field("en-US", min_length=2, description="Language clients ask for.")
+    aliases: list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^,\s]+$")]] = Field(
+        default_factory=list, max_length=16,
+        description="Other model names clients may ask for, e.g. `whisper-1` for apps that hard-code it.")
 
 
 class Image(Model):

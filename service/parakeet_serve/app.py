@@ -112,6 +112,7 @@ class Application:
             "max_alternatives": "10" if info.supports_alternatives else "1",
             "max_audio_seconds": f"{s.max_audio_seconds:g}",
             "max_batch_size": str(s.microbatch_max_batch),
+            "model_aliases": ",".join(s.served_model_aliases),
             "word_time_offsets": "true",
             **info.extra,
             **({"word_boosting": "true", "max_boost": f"{MAX_BOOST:g}",
@@ -176,7 +177,8 @@ class Application:
             two_pass=self._stream_mode == "two_pass",
         )
         self._recognizer = Recognizer(
-            self._scheduler, engine.info, model_name=s.served_model_name, language_code=s.language_code,
+            self._scheduler, engine.info, model_name=s.served_model_name, model_aliases=s.served_model_aliases,
+            language_code=s.language_code,
             max_audio_seconds=s.max_audio_seconds, piece_s=s.progressive_piece_s, geometry=geometry,
             detokenize=engine.detokenize, booster=engine.booster,
             boost_limits=BoostLimits(s.boost_max_phrases, s.boost_max_phrase_chars), telemetry=self.telemetry,

@@ -78,6 +78,7 @@ class Recognizer:
         info: ModelInfo,
         *,
         model_name: str,
+        model_aliases: tuple[str, ...] = (),
         language_code: str,
         max_audio_seconds: float,
         piece_s: float = 30.0,
@@ -93,6 +94,7 @@ class Recognizer:
         self._detokenize = detokenize
         self.info = info
         self.model_name = model_name
+        self.model_aliases = model_aliases  # other names it answers to
         self.language_code = language_code
         self.max_audio_seconds = max_audio_seconds
         self._piece_s = piece_s
@@ -101,7 +103,7 @@ class Recognizer:
 
     def check_model(self, options: RecognitionOptions) -> None:
         """Raise `UnknownModel` unless this server serves the requested model and language."""
-        if options.model and options.model != self.model_name:
+        if options.model and options.model != self.model_name and options.model not in self.model_aliases:
             raise UnknownModel(f"Model {quote(options.model)} is not served here; this server serves "
                                f"{self.model_name!r}.")
         if options.language_code and not _same_language(options.language_code, self.language_code):

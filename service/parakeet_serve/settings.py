@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     """Language of the served model, matched against `RecognitionConfig.language_code`."""
     model_name: str = ""
     """Name clients may put in `RecognitionConfig.model`; empty derives one from the model id."""
+    model_aliases: str = Field("", max_length=2000, pattern=r"^[^\s]*$")
+    """Other names clients may ask for, comma-separated (no spaces): e.g. `whisper-1` for apps that hard-code
+    OpenAI's model name."""
     warmup: bool = True
     """Transcribe a short clip at start, before health reports SERVING."""
     long_audio_seconds: float = Field(480.0, gt=0)
@@ -206,6 +209,10 @@ class Settings(BaseSettings):
         if self.model_name:
             return self.model_name
         return Path(self.model_id).stem if self.model_id.endswith(".nemo") else self.model_id.split("/")[-1]
+
+    @property
+    def served_model_aliases(self) -> tuple[str, ...]:
+        return tuple(name for name in self.model_aliases.split(",") if name)
 
     @property
     def max_message_bytes(self) -> int:

@@ -242,6 +242,24 @@ def test_models_list_the_served_model(demo: Served) -> None:
         api.models.retrieve("whisper-1")
 
 
+def test_apps_that_hard_code_another_model_name_work_through_its_alias(loop_thread: LoopThread,
+                                                                        demo_engine: NemoEngine) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", http_port=free_port(),
+                          model_aliases="whisper-1,gpt-4o-transcribe")
+    try:
+        api = client(served)
+        assert [m.id for m in api.models.list()] == ["demo", "whisper-1", "gpt-4o-transcribe"]
+        assert api.models.retrieve("whisper-1").id == "whisper-1"
+        text = api.audio.transcriptions.create(model="whisper-1", file=SAMPLE.open("rb")).text
+        assert text == api.audio.transcriptions.create(model="demo", file=SAMPLE.open("rb")).text
+        riva_config = riva.client.RecognitionConfig(language_code="en-US", model="gpt-4o-transcribe")
+        assert served.asr().offline_recognize(SAMPLE.read_bytes(), riva_config).results
+        with pytest.raises(openai.BadRequestError, match="is not served here"):
+            api.audio.transcriptions.create(model="whisper-2", file=SAMPLE.open("rb"))
+    finally:
+        served.stop()
+
+
 def test_a_token_is_required_when_configured_and_health_stays_open(loop_thread: LoopThread,
                                                                    engine: NemoEngine) -> None:
     served = start_server(loop_thread, engine, http_port=free_port(), auth_token="s3cret")

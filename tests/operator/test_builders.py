@@ -190,7 +190,7 @@ CHART_VALUES = {  # the chart's values for the deployment GPU describes
     "image": {"repository": "registry.example.com/parakeet-serve", "tag": "0.1.0",
               "pullPolicy": "IfNotPresent"},
     "imagePullSecrets": [{"name": "registry-credentials"}],
-    "model": {"id": "nvidia/parakeet-tdt-0.6b-v2", "precision": "bf16"},
+    "model": {"id": "nvidia/parakeet-tdt-0.6b-v2", "precision": "bf16", "aliases": ["whisper-1", "gpt-4o-transcribe"]},
     "autoscaling": {"mode": "keda", "minReplicas": 2, "maxReplicas": 16, "targetActiveStreamsPerPod": 64,
                     "targetQueueWaitP95Seconds": 0.15,
                     "keda": {"prometheusServerAddress": "http://prometheus-operated.monitoring.svc:9090",
@@ -208,7 +208,8 @@ CHART_VALUES = {  # the chart's values for the deployment GPU describes
     "drainSeconds": 900,
     "service": {"httpPort": 8000},
 }
-PARITY_SPEC = GPU.model_copy(update={"model": GPU.model.model_copy(update={"revision": ""}),
+PARITY_SPEC = GPU.model_copy(update={"model": GPU.model.model_copy(update={
+                                         "revision": "", "aliases": ["whisper-1", "gpt-4o-transcribe"]}),
                                      "autoscaling": GPU.autoscaling.model_copy(update={"mode": "keda"}),
                                      "service": GPU.service.model_copy(update={"http_port": 8000})})
 

@@ -76,6 +76,7 @@ apply refuses a list with two entries of one name). */}}
   "HF_HOME" (printf "%s/huggingface" (ternary .Values.modelCache.mountPath "/tmp" .Values.modelCache.enabled))
   "PARAKEET_LOG_LEVEL" "INFO" }}
 {{- with .Values.model.id }}{{ $_ := set $env "PARAKEET_MODEL_ID" . }}{{ end }}
+{{- with .Values.model.aliases }}{{ $_ := set $env "PARAKEET_MODEL_ALIASES" (join "," .) }}{{ end }}
 {{- range $name, $value := merge (deepCopy .Values.settings) $env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

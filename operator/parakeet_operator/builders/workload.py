@@ -147,6 +147,8 @@ def _model_env(spec: ParakeetASRSpec) -> list[dict[str, Any]]:
     ]
     if model.revision:
         env.append({"name": "PARAKEET_MODEL_REVISION", "value": model.revision})
+    if model.aliases:
+        env.append({"name": "PARAKEET_MODEL_ALIASES", "value": ",".join(model.aliases)})
     if model.auth_secret_name:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": model.auth_secret_name,
                                                                         "key": "token"}}})

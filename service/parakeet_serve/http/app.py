@@ -165,14 +165,18 @@ class _Api:
         return JSONResponse({"status": "ready"})
 
     async def models(self, request: Request, usage: Usage) -> Response:
-        return JSONResponse({"object": "list", "data": [self._model_card()]})
+        recognizer = self._recognizer()
+        names = (recognizer.model_name, *recognizer.model_aliases)
+        return JSONResponse({"object": "list", "data": [_model_card(name) for name in names]})
 
     async def model(self, request: Request, usage: Usage) -> Response:
+        asked = request.path_params["model_id"]
         try:
-            _check_model(self._recognizer(), request.path_params["model_id"])
+            _check_model(self._recognizer(), asked)
         except UnknownModel as exc:
             return envelope(404, str(exc), "invalid_request_error", "model", "model_not_found")
-        return JSONResponse(self._model_card())
+        recognizer = self._recognizer()
+        return JSONResponse(_model_card(asked if asked in recognizer.model_aliases else recognizer.model_name))
 
     async def translations(self, request: Request, usage: Usage) -> Response:
         raise HttpError(400, "Translation is not supported: Parakeet models transcribe English speech; "
@@ -264,8 +268,10 @@ class _Api:
 
         return Request(request.scope, receive)
 
-    def _model_card(self) -> dict[str, Any]:
-        return {"id": self._recognizer().model_name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "parakeet-serve"}
 
 
 async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
