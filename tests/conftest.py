@@ -151,8 +151,9 @@ def start_server(
     loop: LoopThread, engine: NemoEngine, load: bool = True, telemetry: Telemetry | None = None, **overrides: Any
 ) -> Served:
     """A real server (and metrics endpoint) on ephemeral loopback ports; `load=False` leaves it not yet ready."""
+    # A busy test machine lets streams fall behind now and then: lag-based admission is tested where asked for.
     defaults = {"host": "127.0.0.1", "port": 0, "metrics_host": "127.0.0.1", "metrics_port": 0, "warmup": False,
-                "max_streams": 8}
+                "max_streams": 8, "max_stream_lag_s": 0}
     settings = load_settings(**{**defaults, **overrides})
     app = Application(settings, engine=engine, telemetry=telemetry)
     loop.run(app.start())

@@ -166,7 +166,8 @@ class Application:
         self._scheduler = Scheduler(
             engine, window_s=s.microbatch_window_ms / 1000,
             max_batch=s.microbatch_max_batch, capacity=s.queue_capacity, max_wait_s=s.max_queue_wait_s,
-            streamer=streamer, max_streams=max_streams, metrics=self.telemetry.metrics, worker=worker,
+            streamer=streamer, max_streams=max_streams, max_stream_lag_s=s.max_stream_lag_s,
+            metrics=self.telemetry.metrics, worker=worker,
         )
         await self._scheduler.start()
         geometry = None if streamer is None else StreamGeometry(

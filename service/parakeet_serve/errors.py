@@ -77,6 +77,10 @@ class StreamLimit(QueueFull):
     """The server holds as many streams as it can keep in real time."""
 
 
+class StreamsBehind(StreamLimit):
+    """The streams the server holds are falling behind real time: it takes no more until they catch up."""
+
+
 class StreamIdle(ParakeetError):
     """A stream sent nothing for longer than the idle timeout: it is ended to free its slot."""
 

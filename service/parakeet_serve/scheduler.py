@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,7 @@ import numpy as np
 
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.types import Recognition, StepOutput, StreamInput, Transcript, transcripts
-from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
+from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit, StreamsBehind
 from parakeet_serve.telemetry import Metrics, Timing
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ MAX_FINISHING = 2
 # send again within a few ms of each other, and a window counted from the first of them split their
 # requests into a full batch and a small one (13 batches instead of 11 for the demo set at 32 callers).
 MAX_WINDOWS = 4
+
+# Streams' recent steps judged for admission (`LagWatch`): long enough to hold a few steps of every stream,
+# short enough that the door opens again soon after the streams catch up.
+LAG_WINDOW_S = 10.0
+LAG_MIN_STEPS = 8
 
 
 class BatchEngine(Protocol):
@@ -99,6 +105,30 @@ def inference_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
 
+class LagWatch:
+    """How far behind real time the streams' recent steps ran (`StreamSession` reports each step's lag): the
+    median of the last `LAG_WINDOW_S`, once at least `LAG_MIN_STEPS` steps ran in it; a median, so one odd
+    client (a burst after a network stall) does not close the door to others."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._steps: deque[tuple[float, float]] = deque()  # (when, lag)
+
+    def observe(self, lag_s: float) -> None:
+        if self.limit_s:
+            self._steps.append((time.monotonic(), lag_s))
+
+    def behind(self) -> float | None:
+        """The recent median lag, when it passes the limit."""
+        since = time.monotonic() - LAG_WINDOW_S
+        while self._steps and self._steps[0][0] < since:
+            self._steps.popleft()
+        if len(self._steps) < LAG_MIN_STEPS:
+            return None
+        median = statistics.median(lag for _, lag in self._steps)
+        return median if median > self.limit_s else None
+
+
 class Scheduler:
     """Queues recognition work and streaming steps and runs them in micro-batches on one thread."""
 
@@ -112,6 +142,7 @@ class Scheduler:
         max_wait_s: float,
         streamer: StepEngine | None = None,
         max_streams: int = 0,
+        max_stream_lag_s: float = 0.0,
         metrics: Metrics | None = None,
         worker: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -124,6 +155,7 @@ class Scheduler:
         self._max_wait_s = max_wait_s
         self.max_streams = max_streams
         self.active_streams = 0
+        self.lag = LagWatch(max_stream_lag_s)
         self._queue: deque[_Job] = deque()
         self._finals: deque[_Job] = deque()  # admitted streams' utterances: never refused, first in line
         self._steps: deque[_Step] = deque()
@@ -225,6 +257,12 @@ class Scheduler:
             raise StreamLimit(
                 f"The server holds its maximum of {self.max_streams} streams; retry in a moment or on another replica.",
                 retry_after_s=1.0,
+            )
+        if (lag := self.lag.behind()) is not None:
+            raise StreamsBehind(
+                f"The streams this server holds are {lag:.1f} s behind real time (more than its "
+                f"PARAKEET_MAX_STREAM_LAG_S of {self.lag.limit_s:g} s); retry in a moment or on another replica.",
+                retry_after_s=2.0,
             )
         self.active_streams += 1
         state = self._streamer.open(boost)

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     sooner text, more is more accurate). Unset: the model's first."""
     max_streams: int = Field(0, ge=0, le=100000)
     """Most streams open at once; more are refused. 0 measures what the device holds in real time at warm-up."""
+    max_stream_lag_s: float = Field(1.0, ge=0, le=60)
+    """New streams are refused while the streams held fall behind real time: while the median lag of the stream
+    steps of the last 10 s passes this (0: never). Admission so follows what the machine really keeps up with
+    after start-up, whatever was measured then."""
     stop_history_ms: float = Field(800.0, ge=80, le=10000)
     """Silence that ends an utterance when the client's `endpointing_config.stop_history` is unset."""
     stream_idle_timeout_s: float = Field(60.0, ge=0, le=86400)

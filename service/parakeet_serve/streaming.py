@@ -50,6 +50,9 @@ LEAD_S = 1.5
 # Audio bytes decoded at a time (0.13 s of 16 kHz 16-bit PCM, 0.5 s of 8 kHz mu-law): a step runs on at
 # most this much audio past its boundary, however much a client sends at once.
 PIECE_BYTES = 4096
+# A read that waited this long for the client means the session was keeping up (`SpeakingClock`): well under
+# a real-time client's chunk (20-160 ms), well over the gap between messages a client sent at once.
+RESYNC_WAIT_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,39 @@ class StreamGeometry:
     frame_shift_s: float
     sample_rate: int
     two_pass: bool = False
+
+
+class SpeakingClock:
+    """When each moment of a stream was said, as far as the server can tell, for latency and lag that hold
+    under load. The time a chunk is read is not it: a server that falls behind reads later (gRPC's flow control
+    holds the client's audio back), so latencies counted from the read stay small while the stream drifts
+    further behind real time. Whenever the session had waited `RESYNC_WAIT_S` or more for a chunk, it was
+    keeping up and that chunk was said just before it came; from there a real-time client says each second
+    a second later. A moment is dated the earlier of that and its read: a client sending faster than real
+    time is dated by its reads, and one that pauses (push-to-talk) is dated afresh after the pause."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._rate = sample_rate
+        self._anchor: tuple[float, int] | None = None  # (when, samples said by then)
+        self._ready_at = 0.0  # when the session last became ready for more audio
+        self._read_at = 0.0  # when the message being taken in was read
+        self._resync = True
+
+    def message(self, now: float) -> None:
+        """A message was read at `now`: its audio follows (`said`)."""
+        self._read_at = now
+        self._resync = self._anchor is None or now - self._ready_at >= RESYNC_WAIT_S
+
+    def said(self, received: int) -> float:
+        """When the stream's sample `received`, in the message read last, was said."""
+        if self._resync or self._anchor is None:
+            self._anchor, self._resync = (self._read_at, received), False
+        at, samples = self._anchor
+        return min(self._read_at, at + (received - samples) / self._rate)
+
+    def ready(self, now: float) -> None:
+        """The session has handled all it was given and waits for the client."""
+        self._ready_at = now
 
 
 @dataclass
@@ -149,9 +185,10 @@ class StreamSession:
         self.finals = 0
         self.usage = Usage()
         self._telemetry = telemetry or Telemetry()
-        # (samples received so far, when they arrived): when the audio of a given moment came in
+        # (samples received so far, when they were said): when the audio of a given moment was said
         self._arrived_at: deque[tuple[int, float]] = deque(maxlen=_ARRIVALS_KEPT)
-        self._step_arrival = 0.0  # when the audio that completed the running step arrived
+        self._step_arrival = 0.0  # when the audio that completed the running step was said
+        self._clock = SpeakingClock(geometry.sample_rate)
         self._boost = boost  # the second pass favours the stream's phrases too
         self._retained = _Retained() if geometry.two_pass else None
         self._ended: list[_Ended] = []  # the running step's finals, in order
@@ -176,16 +213,19 @@ class StreamSession:
         is taken a piece at a time, so minutes of audio sent at once cost the memory and the steps a real-time
         client's would, each step queued behind other streams' and requests' work rather than holding the
         model for all of it."""
+        self._clock.message(time.monotonic())
         for start in range(0, max(len(data), 1), PIECE_BYTES):
-            for event in await self._take(self._decoder.feed(data[start : start + PIECE_BYTES])):
+            audio = self._decoder.feed(data[start : start + PIECE_BYTES])
+            if len(audio):
+                self._receive(audio)
+                self._arrived_at.append((self._received, self._clock.said(self._received)))
+            for event in await self._take(audio):
                 yield event
+        self._clock.ready(time.monotonic())
 
     async def _take(self, audio: np.ndarray) -> list[StreamEvent]:
         """Once the audio so far completes a step, run the step and return its results."""
-        now = time.monotonic()
-        if len(audio):
-            self._receive(audio)
-            self._arrived_at.append((self._received, now))
+        now = self._arrived_at[-1][1] if self._arrived_at else time.monotonic()  # when its newest audio was said
         due = self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step)
         if self._received < due:
             if not (len(audio) and self._endpoint_possible()):
@@ -217,7 +257,7 @@ class StreamSession:
     async def finish(self) -> list[StreamEvent]:
         """The stream ended: decode what is left and finalise the last utterance."""
         self._receive(self._decoder.flush())
-        self._step_arrival = time.monotonic()
+        self._step_arrival = self._arrived_at[-1][1] if self._arrived_at else time.monotonic()
         return await self._run(last=True)
 
     async def _run(self, last: bool) -> list[StreamEvent]:
@@ -225,6 +265,9 @@ class StreamSession:
         self._pending = []
         timing = Timing("stream")
         out = await self._scheduler.step(StreamInput(self._state, audio, last), timing)
+        lag = time.monotonic() - self._step_arrival  # its newest audio said -> processed
+        self._telemetry.metrics.stream_lag.observe(lag)
+        self._scheduler.lag.observe(lag)
         self._account(out, timing)
         decoding = time.time_ns()
         events = self._results(out, last)

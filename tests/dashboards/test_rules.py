@@ -39,7 +39,7 @@ CONTRACT = set(
     parakeet_encoder_input_seconds_total parakeet_admission_rejections_total
     parakeet_real_time_factor parakeet_request_duration_seconds parakeet_queue_wait_seconds
     parakeet_batch_size parakeet_inference_duration_seconds parakeet_interim_latency_seconds
-    parakeet_final_latency_seconds
+    parakeet_final_latency_seconds parakeet_stream_lag_seconds
     parakeet_active_streams parakeet_max_streams parakeet_queue_depth parakeet_queue_capacity
     parakeet_ready parakeet_model_info parakeet_model_load_seconds
     parakeet_gpu_memory_allocated_bytes parakeet_gpu_memory_reserved_bytes

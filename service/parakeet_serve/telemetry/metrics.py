@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit
+from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit, StreamsBehind
 
 REFRESH_S = 0.5  # how stale a worker process's live gauges may be in the summed metrics
 RTF_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -26,6 +26,7 @@ QUEUE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INTERIM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
+LAG_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 FINAL_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0)
 
 RPCS = ("Recognize", "StreamingRecognize", "GetRivaSpeechRecognitionConfig")
@@ -35,6 +36,7 @@ CODES = ("OK", "CANCELLED", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "RESOURCE_E
 
 # Admission refusals by the error that carried them (most specific first).
 _REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
+    (StreamsBehind, "streams_behind"),
     (StreamLimit, "max_streams"),
     (QueueFull, "queue_full"),
     (QueueTimeout, "queue_timeout"),
@@ -82,8 +84,12 @@ class Metrics:
                                          "Arrival of the audio an interim result covers -> the interim result.",
                                          buckets=INTERIM_BUCKETS, registry=r)
         self.final_latency = Histogram("parakeet_final_latency_seconds",
-                                       "End of speech -> its final result (endpointing silence included).",
+                                       "End of speech -> its final result (endpointing silence included), from "
+                                       "when the speech ended as a real-time client said it, not when it was read.",
                                        buckets=FINAL_BUCKETS, registry=r)
+        self.stream_lag = Histogram("parakeet_stream_lag_seconds",
+                                    "How long after it was said a stream's newest audio had been processed, each "
+                                    "step: how far behind real time the stream runs.", buckets=LAG_BUCKETS, registry=r)
         self.active_streams = Gauge("parakeet_active_streams", "Streams open now.", registry=r,
                                     multiprocess_mode="livesum")
         self.max_streams = Gauge("parakeet_max_streams", "Streams this server admits at once.", registry=r,
