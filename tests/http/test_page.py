@@ -82,3 +82,17 @@ def test_the_upload_form_shows_the_text_and_word_times(demo: Served, browser: we
     WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "words").text or None)
     assert browser.find_element(By.ID, "file-text").text.lower().rstrip(".") == SAMPLE_TEXT
     assert SAMPLE_TEXT.split()[-1] in browser.find_element(By.ID, "words").text
+
+
+def test_stop_in_the_middle_of_an_utterance_keeps_its_words(demo: Served, browser: webdriver.Chrome) -> None:
+    """Stop commits what was heard and waits for its transcript before closing: the grey words become final."""
+    browser.get(f"http://127.0.0.1:{demo.app.http.port}/")
+    WebDriverWait(browser, 20).until(lambda b: "demo" in b.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "start").click()
+    heard = WebDriverWait(browser, 60, poll_frequency=0.05).until(
+        lambda b: len(text.split()) >= 2 and text if (text := b.find_element(By.ID, "interim").text) else None)
+    browser.find_element(By.ID, "stop").click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "mic-status").text == "Stopped.")
+    assert browser.find_element(By.ID, "interim").text == ""
+    finals = browser.find_element(By.ID, "finals").text
+    assert heard.split()[0] in finals.split(), (heard, finals)

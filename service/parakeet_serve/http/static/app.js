@@ -3,6 +3,7 @@
 const RATE = 24000;
 const $ = (id) => document.getElementById(id);
 let socket = null, context = null, stream = null, source = null, node = null;
+let settled = null;  // resolves when the server answers a commit: its transcript, or an error
 
 fetch("/v1/models").then((r) => r.json()).then((m) => { $("model").textContent = `Model: ${m.data[0].id}`; })
   .catch(() => { $("model").textContent = "Model: unavailable"; });
@@ -28,8 +29,10 @@ function onEvent(event) {
   } else if (event.type === "conversation.item.input_audio_transcription.completed") {
     $("interim").textContent = "";
     $("finals").textContent = `${$("finals").textContent} ${event.transcript}`.trim();
+    if (settled) settled();
   } else if (event.type === "error") {
     $("mic-status").textContent = `Error: ${event.error.message}`;
+    if (settled) settled();
   }
 }
 
@@ -64,17 +67,26 @@ async function start() {
   $("stop").disabled = false;
 }
 
-function stop() {
+async function stop() {
+  $("stop").disabled = true;
   if (node) node.disconnect();
   if (stream) stream.getTracks().forEach((t) => t.stop());
   if (context) context.close();
-  if (socket) socket.close();
-  $("start").disabled = false; $("stop").disabled = true;
+  if (socket && socket.readyState === WebSocket.OPEN && $("interim").textContent) {
+    // An utterance is under way: commit it and wait for its transcript (at most 10 s) before closing.
+    $("mic-status").textContent = "Finishing the last words…";
+    const answered = new Promise((resolve) => { settled = resolve; });
+    socket.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, 10000))]);
+    settled = null;
+  }
+  if (socket) { socket.onclose = null; socket.close(); }  // closed on purpose: not "Disconnected."
+  $("start").disabled = false;
   $("mic-status").textContent = "Stopped.";
 }
 
 $("start").addEventListener("click", () => start().catch((e) => { $("mic-status").textContent = `Error: ${e.message}`; stop(); }));
-$("stop").addEventListener("click", stop);
+$("stop").addEventListener("click", () => { stop(); });
 
 $("upload").addEventListener("submit", async (event) => {
   event.preventDefault();
