@@ -106,8 +106,18 @@ def test_transcribe_command_prints_transcript_and_word_times(tiny_models: dict[s
             [*CLI, "transcribe", str(wav), "--server", f"127.0.0.1:{port}", "--words"],
             capture_output=True, text=True, timeout=120, check=True,
         ).stdout.splitlines()
-        word_lines = [line for line in out[1:] if line.startswith("  ")]
+        assert out[1].split() == ["start_s", "end_s", "conf", "word"]
+        word_lines = [line for line in out[2:] if line.startswith("  ")]
         assert len(word_lines) == len(out[0].split())
+        raw = tmp_path / "a.raw"  # the same samples without their header: given their rate, the same words
+        raw.write_bytes(sf.read(wav, dtype="int16")[0].astype("<i2").tobytes())
+        headerless = subprocess.run(
+            [*CLI, "transcribe", str(raw), "--rate", "16000", "--server", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+        assert headerless[0] == out[0]
+        no_rate = subprocess.run([*CLI, "transcribe", str(raw), "--encoding", "pcm", "--server", f"127.0.0.1:{port}"],
+                                 capture_output=True, text=True, timeout=60)
+        assert no_rate.returncode == 1 and "needs its sample rate (--rate)" in no_rate.stderr
         for line in word_lines:
             start, end, confidence, _word = line.split(maxsplit=3)
             assert 0 <= float(start) <= float(end) <= 2.1 and 0 <= float(confidence) <= 1

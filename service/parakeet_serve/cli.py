@@ -133,8 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     stream.set_defaults(run=_run_bench_stream)
 
     transcribe = commands.add_parser("transcribe", help="recognise an audio file through a running server")
-    transcribe.add_argument("file", type=Path, nargs="?", help="audio file (WAV, FLAC or Ogg/Opus; "
-                            "default: the bundled sample)")
+    transcribe.add_argument("file", type=Path, nargs="?", help="audio file: WAV, FLAC, Ogg (Opus, Vorbis), MP3, "
+                            "M4A/MP4 or WebM, or headerless audio with --encoding and --rate (default: the bundled "
+                            "sample)")
+    transcribe.add_argument("--encoding", choices=["pcm", "mulaw", "alaw"], help="the file is headerless audio: "
+                            "16-bit little-endian PCM, mu-law or A-law")
+    transcribe.add_argument("--rate", type=int, default=0, help="sample rate of headerless audio (Hz)")
+    transcribe.add_argument("--channels", type=int, default=1, help="channels of headerless audio")
     transcribe.add_argument("--server", default="localhost:50051", help="HOST:PORT of the server")
     transcribe.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca)")
     transcribe.add_argument("--ca", type=Path, help="PEM CA bundle that signed the server certificate")
@@ -432,11 +437,15 @@ def _run_transcribe(args: argparse.Namespace) -> None:
     path = args.file or sample_path()
     if not path.is_file():
         raise SystemExit(f"parakeet-serve: no such file: {path}")
-    options = ClientOptions(
-        server=args.server, tls=args.tls, ca=args.ca, cert=args.cert, key=args.key, token=args.token,
-        language_code=args.language_code, punctuation=not args.no_punctuation, word_times=args.words,
-        max_alternatives=args.alternatives,
-    )
+    try:
+        options = ClientOptions(
+            server=args.server, tls=args.tls, ca=args.ca, cert=args.cert, key=args.key, token=args.token,
+            language_code=args.language_code, punctuation=not args.no_punctuation, word_times=args.words,
+            max_alternatives=args.alternatives, encoding=args.encoding or ("pcm" if args.rate else ""),
+            sample_rate=args.rate, channels=args.channels,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"parakeet-serve: {exc}") from None
     try:
         asr = connect(options)
         model = served_model(asr) if args.check else ""

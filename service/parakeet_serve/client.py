@@ -21,6 +21,18 @@ class ClientOptions:
     punctuation: bool = True
     word_times: bool = False
     max_alternatives: int = 1
+    encoding: str = ""  # headerless audio: "pcm" (16-bit little-endian), "mulaw" or "alaw"; empty: sniffed
+    sample_rate: int = 0  # of headerless audio
+    channels: int = 1  # of headerless audio
+
+    def __post_init__(self) -> None:
+        if self.encoding and self.sample_rate <= 0:
+            raise ValueError(f"headerless {self.encoding} audio needs its sample rate (--rate)")
+
+
+_ENCODINGS = {"pcm": riva.client.AudioEncoding.LINEAR_PCM, "mulaw": riva.client.AudioEncoding.MULAW,
+              "alaw": riva.client.AudioEncoding.ALAW}
+WORDS_HEADER = "   start_s    end_s  conf  word"
 
 
 def connect(options: ClientOptions) -> riva.client.ASRService:
@@ -44,6 +56,9 @@ def recognize_file(path: Path, options: ClientOptions, asr: riva.client.ASRServi
         enable_automatic_punctuation=options.punctuation,
         enable_word_time_offsets=options.word_times,
     )
+    if options.encoding:
+        config.encoding = _ENCODINGS[options.encoding]
+        config.sample_rate_hertz, config.audio_channel_count = options.sample_rate, options.channels
     return (asr or connect(options)).offline_recognize(path.read_bytes(), config)
 
 
@@ -59,6 +74,8 @@ def response_lines(response: Any) -> list[str]:
         for rank, alternative in enumerate(result.alternatives):
             prefix = "" if rank == 0 else f"[alt {rank}] "
             lines.append(prefix + alternative.transcript)
+            if alternative.words:
+                lines.append(WORDS_HEADER)
             lines.extend(
                 f"  {w.start_time / 1000:8.2f} {w.end_time / 1000:8.2f}  {w.confidence:.2f}  {w.word}"
                 for w in alternative.words
