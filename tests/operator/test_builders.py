@@ -26,6 +26,17 @@ def example(name: str) -> ParakeetASRSpec:
 
 
 DEMO, GPU = example("parakeetasr-cpu-demo.yaml"), example("parakeetasr-gpu-production.yaml")
+
+
+def test_the_gpu_example_says_what_the_cluster_must_already_have() -> None:
+    """Each Secret, class and namespace it names is in its header, with a way to make it."""
+    text = (ROOT / "examples" / "parakeetasr-gpu-production.yaml").read_text()
+    header = text.split("apiVersion:")[0]
+    document = yaml.safe_load(text)
+    named = {document["metadata"]["namespace"], *GPU.image.pull_secrets, GPU.tls.secret_name,
+             GPU.tls.client_ca_secret_name, GPU.auth.token_secret_name, GPU.priority_class_name,
+             GPU.runtime_class_name, GPU.model_cache.storage_class}
+    assert all(name and name in header for name in named), sorted(n for n in named if n not in header)
 SUCCEEDED = WarmupState("succeeded", result={"ok": True, "model": "demo", "load_seconds": 2.5, "rtf": 0.02,
                                              "transcript": "the train to the airport"})
 ALL_APIS = frozenset({KEDA, CUSTOM_METRICS, PROMETHEUS_OPERATOR})
