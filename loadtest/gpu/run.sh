@@ -15,7 +15,8 @@
 # 20-second clips, and a ramp of real-time streams from 512 that doubles then bisects to the most that keep
 # p95 end of speech -> final within stop_history + 300 ms (the streams ask for 160 ms: 460 ms). Each step
 # runs under a timeout (575 s at most in all for the 0.6B shape, within one 10-minute call; ONNX, where it runs,
-# adds its own) and the recipe carries on after a failure.
+# adds its own) and the recipe carries on after a failure. WORKERS=2 adds the offline figure again with two
+# server processes on one port (PARAKEET_WORKERS, up to 150 s more: a second call's work).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-all}
@@ -44,11 +45,12 @@ step 90 python3 loadtest/gpu/smoke.py "$out"
 python3 -c "import json, sys; sys.exit(not json.load(open('$out/smoke.json'))['ok'])" || { echo "smoke failed"; exit 1; }
 [ "$mode" = smoke ] && exit 0
 
-serving() {  # serving MODEL PORT: start a server in the background, wait until it is SERVING
-  python3 -m parakeet_serve serve --model "$1" --host 127.0.0.1 --port "$2" --metrics-port 0 \
-    >"$out/server-$(basename "$1" .nemo).log" 2>&1 &
+serving() {  # serving MODEL PORT [SERVE ARGS]: start a server in the background, wait until it is SERVING
+  local model=$1 port=$2; shift 2
+  python3 -m parakeet_serve serve --model "$model" --host 127.0.0.1 --port "$port" "${@:---metrics-port=0}" \
+    >"$out/server-$(basename "$model" .nemo)-$port.log" 2>&1 &
   server=$!
-  timeout 120 python3 - "$2" <<'EOF' || { echo "the server was not ready"; return 1; }
+  timeout 180 python3 - "$port" <<'EOF' || { echo "the server was not ready"; return 1; }
 import sys, time, grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}"))
@@ -79,6 +81,13 @@ for size in ${SIZES:-0.6b}; do
     --objective-ms $((stop_history_ms + 300)) --stop-history-ms "$stop_history_ms" --chunk-ms 160 \
     --files-per-stream 2 --json "$out/$gpu-$size-stream.json"
   kill "$server"; wait "$server"
+  if [ "${WORKERS:-1}" -gt 1 ]; then  # the offline figure again with several server processes on the port
+    PARAKEET_WORKERS=$WORKERS serving "$model" 50052 --metrics-host=127.0.0.1 --metrics-port=9402 || continue
+    step 150 python3 -m parakeet_serve bench offline --server 127.0.0.1:50052 --model "$model" --pcm \
+      --concurrency 256 --channels $((4 * WORKERS)) --repeat 10 --rounds 1 --no-in-process \
+      --json "$out/$gpu-$size-offline-workers$WORKERS.json"
+    kill "$server"; wait "$server"
+  fi
   # The ONNX Runtime backend per GPU execution provider, where onnxruntime-gpu is installed (the lent machines'
   # onnxruntime is CPU-only and the GPU build is too large to carry, so there it is skipped, and said so).
   if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then

@@ -176,6 +176,7 @@ class Application:
             frame_shift_s=engine.frame_shift_s,
             sample_rate=engine.sample_rate,
             two_pass=self._stream_mode == "two_pass",
+            timed_ends=engine.info.decoder == "tdt",
         )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, model_aliases=s.served_model_aliases,

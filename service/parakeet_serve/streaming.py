@@ -85,6 +85,7 @@ class StreamGeometry:
     frame_shift_s: float
     sample_rate: int
     two_pass: bool = False
+    timed_ends: bool = True  # the decoder gives tokens durations (TDT); else word times are settled
 
 
 class SpeakingClock:
@@ -179,7 +180,8 @@ class StreamSession:
         self._received = 0  # samples received at the model's rate
         self._steps_due = 1
         self._utterance: list[TokenSpan] = []
-        self._words = GrowingWords(detokenize, geometry.frame_shift_s)  # the utterance's, grouped as it grows
+        # the utterance's, grouped as it grows
+        self._words = GrowingWords(detokenize, geometry.frame_shift_s, geometry.timed_ends)
         self._last_interim = ""
         self.last_output: StepOutput | None = None
         self.finals = 0

@@ -1,10 +1,16 @@
 """Grouping tokens into words."""
 
+import itertools
 import random
 
 import pytest
 
-from parakeet_serve.engine.words import GrowingWords, TokenSpan, group_words
+from parakeet_serve.audio.decode import decode_audio
+from parakeet_serve.audio.formats import AudioFormat
+from parakeet_serve.engine import NemoEngine
+from parakeet_serve.engine.types import Word
+from parakeet_serve.engine.words import GrowingWords, TokenSpan, group_words, settle_times
+from parakeet_serve.warmup import sample_path
 
 
 def detok(pieces: dict[int, str]):
@@ -49,3 +55,23 @@ def test_words_grouped_as_a_sequence_grows_equal_those_of_the_whole(seed: int) -
                        for k, i in enumerate(rng.choices(list(pieces), k=rng.randint(0, 5)))]
             assert growing.of(tokens) == group_words(tokens, detok(pieces), 0.08)
         growing.clear()
+
+
+def test_words_without_durations_end_where_the_next_begins_and_share_a_frame_they_began_in() -> None:
+    shift = 0.08
+    words = [Word("does", 1.60, 1.68, 1.0), Word("it", 1.68, 1.76, 1.0), Word("take", 1.92, 2.00, 1.0),
+             Word("to", 1.92, 2.00, 1.0), Word("get", 2.00, 2.08, 1.0), Word("miami", 2.56, 3.12, 0.9),
+             Word("later", 4.00, 4.08, 1.0)]
+    settled = settle_times(words, shift)
+    assert [(w.text, w.start_s, w.end_s) for w in settled] == [
+        ("does", 1.60, 1.68), ("it", 1.68, 1.92), ("take", 1.92, 1.96), ("to", 1.96, 2.00), ("get", 2.00, 2.08),
+        ("miami", 2.56, 3.12), ("later", 4.00, 4.08)]  # 0.48 s before miami and 0.88 s before later are pauses
+    assert [w.confidence for w in settled] == [w.confidence for w in words]
+
+
+def test_the_demo_models_words_neither_overlap_nor_share_their_times(demo_engine: NemoEngine) -> None:
+    audio = decode_audio(sample_path().read_bytes(), AudioFormat(), target_rate=16000, max_seconds=60).mono()
+    words = demo_engine.transcribe([audio])[0].best.words
+    assert len(words) >= 8
+    assert all(a.end_s <= b.start_s for a, b in itertools.pairwise(words)), words
+    assert all(w.start_s < w.end_s for w in words), words

@@ -28,7 +28,7 @@ from parakeet_serve.engine.nemo_greedy import transducer_spans
 from parakeet_serve.engine.nemo_streaming import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, runners_up, transcripts
-from parakeet_serve.engine.words import PendingTranscript, TokenSpan, group_words, token_logprobs
+from parakeet_serve.engine.words import PendingTranscript, TokenSpan, group_words, settle_times, token_logprobs
 from parakeet_serve.errors import ModelLoadError, SettingsError
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class NemoEngine:
                                             boost_ids=ids)
             finally:
                 self.booster.release(boosts)
-        return [PendingTranscript(s, self.detokenize, self.frame_shift_s) for s in spans]
+        return [PendingTranscript(s, self.detokenize, self.frame_shift_s, self._head == "tdt") for s in spans]
 
     @property
     def greedy_computer(self) -> Any:
@@ -295,7 +295,7 @@ class NemoEngine:
             TokenSpan(tid, self.piece(tid), int(o["start_offset"]), int(o["end_offset"]), c)
             for tid, o, c in zip(ids, offsets, confidences, strict=True)
         ]
-        words = group_words(spans, self.detokenize, self.frame_shift_s)
+        words = settle_times(group_words(spans, self.detokenize, self.frame_shift_s), self.frame_shift_s)
         tokens = token_logprobs(spans, self.frame_shift_s)
         return Hypothesis(text=text, confidence=_mean(confidences), words=tuple(words), tokens=tokens)
 

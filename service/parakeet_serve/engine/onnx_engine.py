@@ -154,11 +154,11 @@ class OnnxEngine:
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
-            return [PendingTranscript(item, self.detokenize, self.frame_shift_s) for item in spans]
+            return [PendingTranscript(item, self.detokenize, self.frame_shift_s, self._head == "tdt") for item in spans]
         spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts))
         out: list[Recognition] = []
         for i, item in enumerate(spans):
-            recognition: Recognition = PendingTranscript(item, self.detokenize, self.frame_shift_s)
+            recognition: Recognition = PendingTranscript(item, self.detokenize, self.frame_shift_s, self._head == "tdt")
             if wanted[i] > 1:  # the beam search needs the greedy text
                 best = recognition.transcript().best
                 extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i])

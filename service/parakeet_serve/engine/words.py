@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from parakeet_serve.engine.types import Hypothesis, Token, Transcript, Word
 
@@ -47,13 +47,42 @@ def group_words(
     return words
 
 
+# Within running speech a word's audio lasts until the next word begins; a longer gap is a pause.
+MAX_WORD_GAP_S = 0.24
+
+
+def settle_times(words: list[Word], frame_shift_s: float) -> list[Word]:
+    """Word times for an alignment without durations (RNN-T, CTC: each token is one frame, when it was
+    emitted): a word ends where the next begins unless a pause (over `MAX_WORD_GAP_S`) lies between, and
+    words emitted in the same frame share it out in turn instead of all holding the whole of it."""
+    out = list(words)
+    i = 0
+    while i < len(out):
+        j = i
+        while j + 1 < len(out) and out[j + 1].start_s == out[i].start_s:
+            j += 1
+        if j > i:  # words i..j begin in one frame: a slice of it each
+            share = frame_shift_s / (j - i + 1)
+            for k in range(i, j + 1):
+                start = out[i].start_s + (k - i) * share
+                out[k] = replace(out[k], start_s=round(start, 3), end_s=round(max(out[k].end_s if k == j else 0.0,
+                                                                                    start + share), 3))
+        i = j + 1
+    for k in range(len(out) - 1):
+        gap = out[k + 1].start_s - out[k].end_s
+        if 0 < gap <= MAX_WORD_GAP_S:
+            out[k] = replace(out[k], end_s=out[k + 1].start_s)
+    return out
+
+
 class GrowingWords:
     """The words of a token sequence that only grows (a stream's utterance), each finished word
     grouped once: an interim regrouped its whole utterance at every step, about 10 us a token on
-    the event loop (issue 19), 0.5 ms a stream a step at 60 tokens. `clear` starts a new sequence."""
+    the event loop (issue 19), 0.5 ms a stream a step at 60 tokens. `clear` starts a new sequence.
+    Without `timed_ends` (an alignment without durations) the times are settled (`settle_times`)."""
 
-    def __init__(self, detokenize: Callable[[list[int]], str], frame_shift_s: float) -> None:
-        self._detokenize, self._frame_shift_s = detokenize, frame_shift_s
+    def __init__(self, detokenize: Callable[[list[int]], str], frame_shift_s: float, timed_ends: bool = True) -> None:
+        self._detokenize, self._frame_shift_s, self._timed_ends = detokenize, frame_shift_s, timed_ends
         self.clear()
 
     def clear(self) -> None:
@@ -67,7 +96,8 @@ class GrowingWords:
                 self._done += group_words(tokens[self._grouped : i], self._detokenize, self._frame_shift_s)
                 self._grouped = i
                 break
-        return self._done + group_words(tokens[self._grouped :], self._detokenize, self._frame_shift_s)
+        words = self._done + group_words(tokens[self._grouped :], self._detokenize, self._frame_shift_s)
+        return words if self._timed_ends else settle_times(words, self._frame_shift_s)
 
 
 def _starts_word(token: TokenSpan) -> bool:
@@ -84,11 +114,14 @@ def token_logprobs(tokens: Sequence[TokenSpan], frame_shift_s: float) -> tuple[T
 
 
 def hypothesis_of(spans: Sequence[TokenSpan], detokenize: Callable[[list[int]], str],
-                  frame_shift_s: float) -> Hypothesis:
-    """A decoded hypothesis from its token spans: text, mean token confidence, words and tokens."""
+                  frame_shift_s: float, timed_ends: bool = True) -> Hypothesis:
+    """A decoded hypothesis from its token spans: text, mean token confidence, words and tokens; without
+    `timed_ends` (no durations in the alignment) the word times are settled."""
     confidence = sum(s.confidence for s in spans) / len(spans) if spans else 0.0
+    words = group_words(spans, detokenize, frame_shift_s)
     return Hypothesis(detokenize([s.token_id for s in spans]), confidence,
-                      tuple(group_words(spans, detokenize, frame_shift_s)), token_logprobs(spans, frame_shift_s))
+                      tuple(words if timed_ends else settle_times(words, frame_shift_s)),
+                      token_logprobs(spans, frame_shift_s))
 
 
 @dataclass(frozen=True)
@@ -100,6 +133,7 @@ class PendingTranscript:
     spans: Sequence[TokenSpan]
     detokenize: Callable[[list[int]], str]
     frame_shift_s: float
+    timed_ends: bool = True  # the alignment has durations (TDT)
 
     def transcript(self) -> Transcript:
-        return Transcript((hypothesis_of(self.spans, self.detokenize, self.frame_shift_s),))
+        return Transcript((hypothesis_of(self.spans, self.detokenize, self.frame_shift_s, self.timed_ends),))
