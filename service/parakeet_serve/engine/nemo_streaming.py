@@ -52,15 +52,16 @@ class NemoStreamModel:
         saved = featurizer.normalize
         featurizer.normalize = None if self.running_norm else saved
         signal, lengths = pad_batch(segments)
+        frames = featurizer.get_seq_len(torch.from_numpy(lengths)).tolist()  # NeMo's count, on the host
         try:
             with torch.inference_mode():
                 device = self._engine.device
-                features, lengths = preprocessor(input_signal=torch.from_numpy(signal).to(device),
-                                                 length=torch.from_numpy(lengths).to(device))
+                features, _ = preprocessor(input_signal=torch.from_numpy(signal).to(device),
+                                           length=torch.from_numpy(lengths).to(device))
         finally:
             featurizer.normalize = saved
-        host = features.float().cpu().numpy()  # one copy to the host for every stream
-        return [host[row, :, :n] for row, n in enumerate(lengths.tolist())]
+        host = features.float().cpu().numpy()  # the step's one read of the features, for every stream
+        return [host[row, :, :n] for row, n in enumerate(frames)]
 
     def encode(self, signal: np.ndarray, lengths: np.ndarray, caches: list[Any],
                starting: bool) -> tuple[torch.Tensor, list[int], list[Any]]:
