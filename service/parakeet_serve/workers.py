@@ -75,7 +75,9 @@ def _supervise(workers: list[BaseProcess], stop: threading.Event, grace_s: float
             os.kill(worker.pid, signal.SIGTERM)
     for worker in workers:
         worker.join(grace_s)
-    return 0 if failed is None else failed.exitcode or 1
+    if failed is None:
+        return 0
+    return failed.exitcode if failed.exitcode and failed.exitcode > 0 else 1  # a signal's end (negative) is 1
 
 
 def _serve_worker(settings: Settings, number: int, serve: Serve | None) -> None:
