@@ -46,7 +46,8 @@ def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_proces
     assert doc["server"]["started_here"] is True
     assert doc["server"]["settings"]["model_id"] == "demo"
     # 3 callers, but the in-process side runs the batches of 2 the server runs
-    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2, "pcm": False, "max_batch": 2}
+    assert doc["options"] == {"concurrency": 3, "warmup_requests": 8, "rounds": 2, "pcm": False, "max_batch": 2,
+                              "channels": 1}
     assert doc["results"]["in_process_batch"] == 2
     # which decoder NeMo really ran, as the warmed-up server says (label looping; CUDA graphs only on a GPU)
     decoding = doc["server"]["models"][0]["parameters"]["decoding"]
