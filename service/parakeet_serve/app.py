@@ -123,7 +123,7 @@ class Application:
 
     async def start(self) -> None:
         s = self.settings
-        if s.workers == 1:  # several worker processes: the first serves them all (`workers`)
+        if s.workers == 1:  # one of several worker processes: their parent serves the metrics (`workers`)
             with listening("metrics", s.metrics_host, s.metrics_port, "PARAKEET_METRICS_PORT"):
                 self.metrics_port = self.telemetry.metrics.serve(s.metrics_host, s.metrics_port)
         try:
@@ -176,7 +176,7 @@ class Application:
             frame_shift_s=engine.frame_shift_s,
             sample_rate=engine.sample_rate,
             two_pass=self._stream_mode == "two_pass",
-            timed_ends=engine.info.decoder == "tdt",
+            timed_ends=engine.info.timed_ends,
         )
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, model_aliases=s.served_model_aliases,

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     """Frames of left and right context for local attention on long audio."""
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the ports (`SO_REUSEPORT`: the kernel spreads connections among them), each
-    with its own copy of the model and inference thread, the metrics of all served by the first process. One
+    with its own copy of the model and inference thread, their metrics served summed by a parent process. One
     event loop answers about 1,200 small `Recognize` requests a second (loadtest/README.md); more processes
     go past that where many clients connect. A single connection stays with one process."""
     host_memory_retain_mb: int = Field(1024, ge=0, le=MAX_RETAIN_MB)

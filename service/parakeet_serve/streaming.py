@@ -227,7 +227,7 @@ class StreamSession:
 
     async def _take(self, audio: np.ndarray) -> list[StreamEvent]:
         """Once the audio so far completes a step, run the step and return its results."""
-        now = self._arrived_at[-1][1] if self._arrived_at else time.monotonic()  # when its newest audio was said
+        now = self._newest_said()
         due = self._geometry.samples_for_chunks(self._steps_due * self._geometry.chunks_per_step)
         if self._received < due:
             if not (len(audio) and self._endpoint_possible()):
@@ -259,8 +259,12 @@ class StreamSession:
     async def finish(self) -> list[StreamEvent]:
         """The stream ended: decode what is left and finalise the last utterance."""
         self._receive(self._decoder.flush())
-        self._step_arrival = self._arrived_at[-1][1] if self._arrived_at else time.monotonic()
+        self._step_arrival = self._newest_said()
         return await self._run(last=True)
+
+    def _newest_said(self) -> float:
+        """When the newest audio received was said (`SpeakingClock`)."""
+        return self._arrived_at[-1][1] if self._arrived_at else time.monotonic()
 
     async def _run(self, last: bool) -> list[StreamEvent]:
         audio = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)

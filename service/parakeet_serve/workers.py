@@ -9,6 +9,7 @@ ends them all when one fails, so that a supervisor restarts the whole set.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -82,8 +83,6 @@ def _supervise(workers: list[BaseProcess], stop: threading.Event, grace_s: float
 
 def _serve_worker(settings: Settings, number: int, serve: Serve | None) -> None:
     """One worker process: the single-process server, its log lines marked with its number."""
-    import asyncio
-
     from parakeet_serve.app import serve_until_stopped
     from parakeet_serve.engine.host_memory import retain_freed_memory
 

@@ -142,9 +142,9 @@ async def recognize_all(
         # each with a subchannel pool of its own, or gRPC would share one connection among them
         channels = [await stack.enter_async_context(grpc.aio.insecure_channel(
             target, options=[("grpc.use_local_subchannel_pool", 1)])) for _ in range(options.channels)]
-        stub = [riva_asr_pb2_grpc.RivaSpeechRecognitionStub(c) for c in channels]
+        stubs = [riva_asr_pb2_grpc.RivaSpeechRecognitionStub(c) for c in channels]
         warmup = [payloads[i % len(payloads)] for i in range(options.warmup_requests)]
-        await _drain(stub, config, warmup, options.concurrency, lambda *_: None)
+        await _drain(stubs, config, warmup, options.concurrency, lambda *_: None)
         outcomes: list[tuple[str, float, str]] = [("", 0.0, "")] * len(payloads)
 
         def record(i: int, code: str, latency: float, text: str) -> None:
@@ -152,7 +152,7 @@ async def recognize_all(
             progress(1)
 
         started = time.perf_counter()
-        await _drain(stub, config, payloads, options.concurrency, record)
+        await _drain(stubs, config, payloads, options.concurrency, record)
         wall = time.perf_counter() - started
     ok = [i for i, (code, _, _) in enumerate(outcomes) if code == "OK"]
     return ServerRun(

@@ -245,7 +245,7 @@ class NemoEngine:
                                             boost_ids=ids)
             finally:
                 self.booster.release(boosts)
-        return [PendingTranscript(s, self.detokenize, self.frame_shift_s, self._head == "tdt") for s in spans]
+        return [PendingTranscript(s, self.detokenize, self.frame_shift_s, self.info.timed_ends) for s in spans]
 
     @property
     def greedy_computer(self) -> Any:

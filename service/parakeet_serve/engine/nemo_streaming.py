@@ -97,16 +97,16 @@ class NemoStreamModel:
             if not self._transducer:
                 return self._decode_ctc(states, encoded, lengths)
             plain = [r for r, st in enumerate(states) if st.boost is None]
-            if len(plain) == len(states):
+            boosted = [r for r, st in enumerate(states) if st.boost is not None]
+            if not plain or not boosted:
                 return self._decode_transducer(states, encoded, lengths)
             # Boosted streams decode apart, with the biasing decoder: the others skip its fusion at every step.
             out: list[list[TokenSpan]] = [[] for _ in states]
-            for rows in (plain, [r for r, st in enumerate(states) if st.boost is not None]):
-                if rows:
-                    picked = encoded.index_select(0, torch.tensor(rows, device=encoded.device))
-                    spans = self._decode_transducer([states[r] for r in rows], picked, [lengths[r] for r in rows])
-                    for r, item in zip(rows, spans, strict=True):
-                        out[r] = item
+            for rows in (plain, boosted):
+                picked = encoded.index_select(0, torch.tensor(rows, device=encoded.device))
+                spans = self._decode_transducer([states[r] for r in rows], picked, [lengths[r] for r in rows])
+                for r, item in zip(rows, spans, strict=True):
+                    out[r] = item
             return out
 
     def _decode_transducer(self, group: list[StreamState], encoded: torch.Tensor,

@@ -154,11 +154,11 @@ class OnnxEngine:
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
             spans, _ = self.decode_ctc(log_probs, encoded_lengths)
-            return [PendingTranscript(item, self.detokenize, self.frame_shift_s, self._head == "tdt") for item in spans]
+            return [self._pending(item) for item in spans]
         spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts))
         out: list[Recognition] = []
         for i, item in enumerate(spans):
-            recognition: Recognition = PendingTranscript(item, self.detokenize, self.frame_shift_s, self._head == "tdt")
+            recognition: Recognition = self._pending(item)
             if wanted[i] > 1:  # the beam search needs the greedy text
                 best = recognition.transcript().best
                 extra = self._alternatives(encoded[i, :, : encoded_lengths[i]], best, wanted[i])
@@ -196,6 +196,10 @@ class OnnxEngine:
         vocabulary = len(self._pieces) + 1
         durations = _log_softmax(logits[:, vocabulary:]) if self._durations else None
         return _log_softmax(logits[:, :vocabulary]), durations, h_next, c_next
+
+    def _pending(self, spans: list[TokenSpan]) -> PendingTranscript:
+        """One item's greedy tokens, its text and words left to build off the inference thread."""
+        return PendingTranscript(spans, self.detokenize, self.frame_shift_s, self.info.timed_ends)
 
     def warmup(self, shape: WarmupShape | None = None) -> None:
         """Run the path once; on a GPU also a full batch of the usual longest clip (TensorRT builds or loads

@@ -118,6 +118,11 @@ class ModelInfo:
     supports_alternatives: bool
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def timed_ends(self) -> bool:
+        """Whether its decoder gives each token a duration (TDT); others only say in which frame it came."""
+        return self.decoder == "tdt"
+
 
 @dataclass(frozen=True)
 class StreamInput:

@@ -61,12 +61,12 @@ def settle_times(words: list[Word], frame_shift_s: float) -> list[Word]:
         j = i
         while j + 1 < len(out) and out[j + 1].start_s == out[i].start_s:
             j += 1
-        if j > i:  # words i..j begin in one frame: a slice of it each
-            share = frame_shift_s / (j - i + 1)
+        if j > i:  # words i..j begin in one frame: a slice of it each, the last keeping any later end
+            first, share = out[i].start_s, frame_shift_s / (j - i + 1)
             for k in range(i, j + 1):
-                start = out[i].start_s + (k - i) * share
-                out[k] = replace(out[k], start_s=round(start, 3), end_s=round(max(out[k].end_s if k == j else 0.0,
-                                                                                    start + share), 3))
+                start = first + (k - i) * share
+                end = start + share if k < j else max(out[j].end_s, start + share)
+                out[k] = replace(out[k], start_s=round(start, 3), end_s=round(end, 3))
         i = j + 1
     for k in range(len(out) - 1):
         gap = out[k + 1].start_s - out[k].end_s

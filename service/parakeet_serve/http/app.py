@@ -170,12 +170,11 @@ class _Api:
         return JSONResponse({"object": "list", "data": [_model_card(name) for name in names]})
 
     async def model(self, request: Request, usage: Usage) -> Response:
-        asked = request.path_params["model_id"]
+        asked, recognizer = request.path_params["model_id"], self._recognizer()
         try:
-            _check_model(self._recognizer(), asked)
+            _check_model(recognizer, asked)
         except UnknownModel as exc:
             return envelope(404, str(exc), "invalid_request_error", "model", "model_not_found")
-        recognizer = self._recognizer()
         return JSONResponse(_model_card(asked if asked in recognizer.model_aliases else recognizer.model_name))
 
     async def translations(self, request: Request, usage: Usage) -> Response:

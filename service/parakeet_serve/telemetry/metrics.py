@@ -46,8 +46,8 @@ _REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
 
 class Metrics:
     """The service's collectors. Each process (or test server) owns one, with its own registry. With `shared`
-    (one of several worker processes, prometheus_client in multiprocess mode) the values go to the files the
-    first process serves summed (`serve_shared`), and the gauges read from the service are refreshed every
+    (one of several worker processes, prometheus_client in multiprocess mode) the values go to the files their
+    parent process serves summed (`serve_shared`), and the gauges read from the service are refreshed every
     `REFRESH_S` rather than at each scrape; each gauge says how the processes' values combine."""
 
     def __init__(self, shared: bool = False) -> None:
