@@ -9,7 +9,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parakeet_serve.boosting import MAX_BOOST, BoostLimits
 from parakeet_serve.engine import load_engine
@@ -25,6 +25,9 @@ from parakeet_serve.settings import Settings
 from parakeet_serve.streaming import StreamGeometry
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.tracing import otlp_exporter
+
+if TYPE_CHECKING:
+    from parakeet_serve.wyoming.server import WyomingServer
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class Application:
         self._closing = asyncio.Event()  # open streams wrap up and send their finals
         self.server = RivaServer(settings, self.recognizer, self.model_parameters, self._closing, self.telemetry)
         self.http = _http_server(settings, self.recognizer, self.telemetry) if settings.http_port else None
+        self.wyoming = _wyoming_server(settings, self.recognizer, self.telemetry) if settings.wyoming_port else None
 
     @property
     def port(self) -> int:
@@ -132,13 +136,19 @@ class Application:
             if self.http is not None:
                 with listening("the HTTP API", s.http_host, s.http_port, "PARAKEET_HTTP_PORT"):
                     await self.http.start()
+            if self.wyoming is not None:
+                with listening("the Wyoming server", s.wyoming_host, s.wyoming_port, "PARAKEET_WYOMING_PORT"):
+                    await self.wyoming.start()
         except PortUnavailable:  # what did start stops, so the process ends with the one sentence
             await self.server.stop(0)
+            if self.http is not None:
+                await self.http.stop()
             self.telemetry.close()
             raise
         log.info("grpc server listening",
                  extra={"port": self.port, "tls": s.grpc_tls, "metrics_port": self.metrics_port,
-                        "http_port": self.http.port if self.http else 0})
+                        "http_port": self.http.port if self.http else 0,
+                        "wyoming_port": self.wyoming.port if self.wyoming else 0})
 
     async def load(self) -> None:
         """Load (unless given) and warm the engine, then report SERVING."""
@@ -210,12 +220,15 @@ class Application:
         self.telemetry.metrics.ready.set(0)
         await self.server.set_serving(False)
         stopping = asyncio.create_task(self.server.stop(grace))
+        wyoming = asyncio.create_task(self.wyoming.stop(grace)) if self.wyoming is not None else None
         done, _ = await asyncio.wait({stopping}, timeout=max(0.0, grace - min(2.0, grace / 4)))
         if not done:
             streams = self._scheduler.active_streams if self._scheduler else 0
             log.info("closing open streams", extra={"streams": streams})
             self._closing.set()
         await stopping
+        if wyoming is not None:
+            await wyoming
         if self.http is not None:
             await self.http.stop()
         if self._scheduler is not None:
@@ -278,6 +291,14 @@ def _http_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: T
     app = create_app(recognizer, telemetry, upload=upload, realtime=realtime, token=token, cors_origins=origins)
     return HttpServer(app, s.http_host, s.http_port, header_timeout_s=s.http_header_timeout_s,
                       ws_max_bytes=realtime.max_message_bytes, shared_port=s.workers > 1)
+
+
+def _wyoming_server(s: Settings, recognizer: Callable[[], Recognizer], telemetry: Telemetry) -> WyomingServer:
+    from parakeet_serve.wyoming.server import WyomingLimits, WyomingServer
+
+    limits = WyomingLimits(max_bytes=s.max_message_bytes, idle_s=s.stream_idle_timeout_s)
+    return WyomingServer(recognizer, telemetry, limits, host=s.wyoming_host, port=s.wyoming_port,
+                         shared_port=s.workers > 1, announce_as=s.wyoming_zeroconf)
 
 
 def _telemetry(s: Settings) -> Telemetry:

@@ -114,6 +114,11 @@ class Recognizer:
     def booster(self) -> Booster | None:
         return self._booster
 
+    @property
+    def streams(self) -> bool:
+        """Whether the model can stream (`stream` admits streams)."""
+        return self._geometry is not None and self._detokenize is not None
+
     def word_boost(self, options: RecognitionOptions) -> WordBoost | None:
         """The request's speech contexts, checked against the limits (`InvalidRequest` beyond them);
         None when there are none or this model cannot boost (then they are only logged)."""
@@ -129,7 +134,7 @@ class Recognizer:
         self.check_model(options)
         boost = self.word_boost(options)
         decoder = StreamDecoder(fmt, self.info.sample_rate)
-        if self._geometry is None or self._detokenize is None:
+        if not self.streams:
             raise UnknownModel(f"Model {self.model_name!r} is served for Recognize only; it cannot stream.")
         if boost is not None:  # build its tree while the first audio arrives (`word_boost` checked the booster)
             asyncio.get_running_loop().run_in_executor(None, self._booster.prepare, boost)

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(600.0, gt=0, le=36000)
     """Longest audio accepted by `Recognize`, in seconds."""
     max_upload_mb: int = Field(64, ge=1, le=2047)
-    """Largest gRPC message accepted, in MiB."""
+    """Largest gRPC message accepted, in MiB; also the most audio one Wyoming utterance may hold."""
     microbatch_window_ms: float = Field(8.0, ge=0, le=1000)
     """How long the batcher waits for more work once it has some."""
     microbatch_max_batch: int = Field(32, ge=1, le=1024)
@@ -116,8 +116,8 @@ class Settings(BaseSettings):
     stop_history_ms: float = Field(800.0, ge=80, le=10000)
     """Silence that ends an utterance when the client's `endpointing_config.stop_history` is unset."""
     stream_idle_timeout_s: float = Field(60.0, ge=0, le=86400)
-    """A stream (gRPC or realtime WebSocket) that sends nothing for this long is ended, freeing its slot
-    (gRPC OUT_OF_RANGE, an `error` event on the socket); 0 never ends one."""
+    """A stream (gRPC, realtime WebSocket or Wyoming utterance) that sends nothing for this long is ended, freeing
+    its slot (gRPC OUT_OF_RANGE, an `error` event on the socket or connection); 0 never ends one."""
     realtime_max_buffer_mib: float = Field(15.0, gt=0, le=1024)
     """Audio one realtime socket may hold not yet transcribed, in MiB (OpenAI's limit for one append: 327 s of
     24 kHz PCM); an append past it is refused with an `input_audio_buffer_full` error event."""
@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     """An upload whose body stalls for this long is refused with 408."""
     http_cors_origins: str = ""
     """Comma-separated origins browsers may call the HTTP API from (`*` for any); empty: no CORS headers."""
+    wyoming_port: int = Field(0, ge=0, le=65535)
+    """Port of the Wyoming protocol server, for Home Assistant's voice pipeline and other Wyoming clients (their
+    usual speech-to-text port is 10300); 0 serves none."""
+    wyoming_host: str = "0.0.0.0"
+    """Address the Wyoming server binds."""
+    wyoming_zeroconf: str = ""
+    """Name to announce the Wyoming server under over mDNS (`_wyoming._tcp`), so Home Assistant discovers it on
+    the local network; empty announces nothing."""
     health_port: int = Field(0, ge=0, le=65535)
     """Extra plaintext port serving only `grpc.health.v1` (for kubelet probes, which cannot speak TLS);
     0 serves none."""

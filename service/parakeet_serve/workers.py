@@ -45,7 +45,9 @@ def run_workers(settings: Settings, serve: Serve | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked threads or CUDA state
-    workers = [context.Process(target=_serve_worker, args=(settings, n, serve), name=f"worker-{n}")
+    # One record announces the shared Wyoming port: the first worker's.
+    quiet = settings.model_copy(update={"wyoming_zeroconf": ""})
+    workers = [context.Process(target=_serve_worker, args=(quiet if n else settings, n, serve), name=f"worker-{n}")
                for n in range(settings.workers)]
     metrics = None
     try:

@@ -31,6 +31,7 @@ FINAL_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0
 
 RPCS = ("Recognize", "StreamingRecognize", "GetRivaSpeechRecognitionConfig")
 TRANSCRIPTIONS = "Transcriptions"  # HTTP's /v1/audio/transcriptions, in the audio, duration and RTF families
+WYOMING = "Wyoming"  # a Wyoming utterance, counted as an RPC under the same status names
 # The status codes the service answers with (UNAUTHENTICATED comes from the auth interceptor, before metrics).
 CODES = ("OK", "CANCELLED", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL")
 
@@ -112,13 +113,13 @@ class Metrics:
 
     def _initialise_series(self) -> None:
         """Create the known label sets at 0, so the first event is a change that rate() sees."""
-        for rpc in RPCS:
+        for rpc in (*RPCS, WYOMING):
             for code in CODES:
                 self.requests.labels(rpc, code)
-        for rpc in (*RPCS[:2], TRANSCRIPTIONS):
+        for rpc in (*RPCS[:2], TRANSCRIPTIONS, WYOMING):
             self.audio_seconds.labels(rpc)
             self.real_time_factor.labels(rpc)
-        for rpc in (RPCS[0], RPCS[2], TRANSCRIPTIONS):
+        for rpc in (RPCS[0], RPCS[2], TRANSCRIPTIONS, WYOMING):
             self.request_duration.labels(rpc)
         for kind in ("offline", "stream", "final"):
             for family in (self.inference_seconds, self.queue_wait, self.batch_size, self.inference_duration):

@@ -1,0 +1,1 @@
+"""The Wyoming protocol front end (Home Assistant's voice pipeline): events in, the recognition core, events out."""
