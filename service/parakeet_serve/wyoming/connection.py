@@ -94,6 +94,15 @@ class _Call:
     chunks: int = 0  # transcript-chunk events sent
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What a `transcribe` asked for, kept for the `audio-start` that follows it."""
+
+    options: RecognitionOptions
+    streams_to: bool  # the client takes transcript-start, -chunk and -stop
+    refused: bool = False  # its error was sent: the utterance that follows is dropped unanswered
+
+
 @dataclass
 class _Utterance:
     recognizer: Recognizer
@@ -120,7 +129,7 @@ class Connection:
         self._recognizer = recognizer
         self._telemetry = telemetry
         self._limits = limits
-        self._next: tuple[RecognitionOptions, bool] | None = None  # a transcribe's options, awaiting audio-start
+        self._next: _Request | None = None  # a transcribe's, awaiting audio-start
         self._utterance: _Utterance | None = None
         self._refused = False  # the utterance under way was refused: its audio is dropped until audio-stop
         self._peer = str(writer.get_extra_info("peername"))
@@ -197,24 +206,27 @@ class Connection:
 
     async def _transcribe(self, event: Event) -> None:
         self._drop("CANCELLED")  # a new request replaces one under way
-        self._next, self._refused = None, False
+        self._refused = False
+        self._next = _Request(RecognitionOptions(), False, refused=True)  # until it is found good
         options = convert.recognition_options(_parse(Transcribe, event))
         self._recognizer().check_model(options)
-        self._next = options, convert.streams_to(self._reader.header)
+        self._next = _Request(options, convert.streams_to(self._reader.header))
 
     async def _audio_start(self, event: Event) -> None:
         self._drop("CANCELLED")
-        options, streams_to = self._next or (convert.recognition_options(Transcribe()),
-                                             convert.streams_to(self._reader.header))
+        request = self._next or _Request(convert.recognition_options(Transcribe()),
+                                         convert.streams_to(self._reader.header))
         self._next, self._refused = None, True  # until the utterance is open, its audio is dropped
+        if request.refused:
+            return
         recognizer = self._recognizer()
         fmt, width = convert.audio_format(_parse(AudioStart, event))
-        recognizer.check_model(options)
+        recognizer.check_model(request.options)
         span = self._telemetry.tracer.start_span(RPC, kind=SpanKind.SERVER)
-        utterance = self._utterance = _Utterance(recognizer, fmt, width, options, streams_to, _Call(span))
+        u = self._utterance = _Utterance(recognizer, fmt, width, request.options, request.streams_to, _Call(span))
         self._refused = False
-        if streams_to and recognizer.streams:
-            self._open_stream(utterance)
+        if u.streams_to and recognizer.streams:
+            self._open_stream(u)
 
     def _open_stream(self, u: _Utterance) -> None:
         stream = StreamOptions(interim_results=True, automatic_punctuation=True, stop_history_s=NO_ENDPOINTS_S)

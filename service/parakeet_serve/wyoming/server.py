@@ -90,15 +90,15 @@ class _Announcement:
 
         address = _primary_address()
         zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
-        info = AsyncServiceInfo(SERVICE_TYPE, f"{name}.{SERVICE_TYPE}", port=port,
+        info = AsyncServiceInfo(SERVICE_TYPE, f"{name}.{SERVICE_TYPE}", port=port, server=f"{name}.local.",
                                 addresses=[socket.inet_aton(address)])
-        await zeroconf.async_register_service(info)
+        await (await zeroconf.async_register_service(info))  # registered, then announced
         log.info("wyoming server announced", extra={"name": name, "address": address, "port": port})
         return cls(zeroconf, info)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # the record only helps discovery: a failed goodbye is harmless
-            await self._zeroconf.async_unregister_service(self._info)
+            await (await self._zeroconf.async_unregister_service(self._info))
         await self._zeroconf.async_close()
 
 
