@@ -170,6 +170,9 @@ class ServiceSpec(Model):
     grpc_port: int = Field(50051, ge=1, le=65535, description="gRPC port (Riva's is 50051).")
     metrics_port: int = Field(9400, ge=1, le=65535, description="Prometheus metrics port.")
     http_port: int = Field(0, ge=0, le=65535, description="OpenAI-compatible HTTP API port; 0 leaves it off.")
+    wyoming_port: int = Field(0, ge=0, le=65535, description=(
+        "Wyoming protocol port (Home Assistant's speech-to-text, usually 10300; plain TCP, no token); "
+        "0 leaves it off."))
     headless: bool = Field(True, description="Also make a headless Service for client-side balancing.")
     max_connection_age_seconds: int = Field(900, ge=0, description="GOAWAY to older connections (0: never).")
     max_connection_age_grace_seconds: int = Field(3600, ge=0, description="Then the grace of their calls.")

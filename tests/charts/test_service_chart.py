@@ -90,6 +90,7 @@ def test_every_rendered_object_validates_against_its_schema(values: Path | None)
         ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "tls.certManager.issuerRef.name"),
         ({"cacheFill": {"enabled": True}, "modelCache": {"enabled": False}}, "modelCache.enabled"),
         ({"autoscaling": {"mode": "keda", "minReplicas": 5, "maxReplicas": 2}}, "autoscaling.minReplicas"),
+        ({"service": {"wyomingPort": 70000}}, "/service/wyomingPort"),
     ],
 )
 def test_invalid_values_fail_with_a_message_naming_the_value(sets: dict[str, Any], named: str) -> None:
@@ -352,3 +353,26 @@ def test_the_http_api_is_off_by_default_and_served_on_its_port_when_set() -> Non
     ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
     assert ports["http"] == {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP",
                              "appProtocol": "http"}
+
+
+def test_the_wyoming_port_is_off_by_default_and_served_on_its_port_when_set() -> None:
+    """Home Assistant reaches the pods through both Services, and a NetworkPolicy admits it as it admits gRPC."""
+    defaults = render(sets={"networkPolicy": {"enabled": True}})
+    assert "PARAKEET_WYOMING_PORT" not in env_of(server_container(defaults))
+    assert "wyoming" not in {p["name"] for p in server_container(defaults)["ports"]}
+    assert "wyoming" not in {p["name"] for p in one(defaults, "Service")["spec"]["ports"]}
+    assert "wyoming" not in json.dumps(one(defaults, "NetworkPolicy")["spec"])
+    grpc_from = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "home-assistant"}}}]
+    docs = render(sets={"service": {"wyomingPort": 10300}, "networkPolicy": {"enabled": True, "grpcFrom": grpc_from}})
+    server = server_container(docs)
+    assert env_of(server)["PARAKEET_WYOMING_PORT"] == "10300"
+    assert {"name": "wyoming", "containerPort": 10300, "protocol": "TCP"} in server["ports"]
+    for service in (one(docs, "Service"), one(docs, "Service", f"{FULLNAME}-headless")):
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert ports["wyoming"] == {"name": "wyoming", "port": 10300, "targetPort": "wyoming", "protocol": "TCP"}
+    rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    assert {"ports": [{"port": "wyoming", "protocol": "TCP"}], "from": grpc_from} in rules
+    assert server["readinessProbe"] == server_container(defaults)["readinessProbe"]  # probes stay on gRPC
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Service", "NetworkPolicy"):
+            kubernetes_validate.validate(doc, kubernetes_validate.utils.latest_version(), strict=True)

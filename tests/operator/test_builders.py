@@ -111,7 +111,8 @@ def test_whatever_shapes_the_warmup_job_needs_a_new_job(changes: dict[str, Any])
 
 
 @pytest.mark.parametrize("changes", [{"drainSeconds": 60}, {"pod": {"annotations": {"team": "speech"}}},
-                                     {"autoscaling": {"mode": "none"}, "replicas": 3}], ids=lambda c: ",".join(c))
+                                     {"autoscaling": {"mode": "none"}, "replicas": 3},
+                                     {"service": {"wyomingPort": 10300}}], ids=lambda c: ",".join(c))
 def test_what_only_the_fleet_uses_needs_no_new_warmup(changes: dict[str, Any]) -> None:
     assert builders.warmup_key(_with(GPU, **changes), NAMES) == builders.warmup_key(GPU, NAMES)
 
@@ -149,6 +150,27 @@ def test_a_proven_warmup_whose_job_is_gone_still_serves() -> None:
     assert p.status["warmup"] == remembered and condition(p, "WarmedUp")["status"] == "True"
     assert by_kind(p.apply)["Deployment"]["metadata"]["annotations"] == {builders.workload.WARMUP_KEY_ANNOTATION: key}
     assert p.status["lastFailure"] is None  # a failure before this proof is cleared
+
+
+def test_the_wyoming_port_is_off_by_default_and_served_by_the_pods_and_both_services_when_set() -> None:
+    for spec in (DEMO, GPU):
+        server = builders.deployment(spec, NAMES, 1)["spec"]["template"]["spec"]["containers"][0]
+        assert "PARAKEET_WYOMING_PORT" not in env_of(server)
+        assert "wyoming" not in {p["name"] for p in server["ports"]}
+        assert all("wyoming" not in {p["name"] for p in s["spec"]["ports"]} for s in builders.services(spec, NAMES))
+    spec = _with(DEMO, service={"wyomingPort": 10300})
+    deployment = builders.deployment(spec, NAMES, 1)
+    server = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(server)["PARAKEET_WYOMING_PORT"] == "10300"
+    assert {"name": "wyoming", "containerPort": 10300, "protocol": "TCP"} in server["ports"]
+    assert server["readinessProbe"]["grpc"] == {"port": spec.service.grpc_port}  # probes stay on gRPC
+    services = builders.services(spec, NAMES)
+    assert len(services) == 2
+    for service in services:
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert ports["wyoming"] == {"name": "wyoming", "port": 10300, "targetPort": "wyoming", "protocol": "TCP"}
+    for child in (deployment, *services):
+        kubernetes_validate.validate(child, kubernetes_validate.utils.latest_version(), strict=True)
 
 
 def test_a_proven_model_gets_its_fleet_and_the_status_shows_the_warmup() -> None:
@@ -217,12 +239,13 @@ CHART_VALUES = {  # the chart's values for the deployment GPU describes
     "auth": {"existingSecret": "parakeet-token"},
     "tracing": {"otelCollectorSidecar": {"enabled": True, "exporterEndpoint": "otel-collector.observability.svc:4317"}},
     "drainSeconds": 900,
-    "service": {"httpPort": 8000},
+    "service": {"httpPort": 8000, "wyomingPort": 10300},
 }
 PARITY_SPEC = GPU.model_copy(update={"model": GPU.model.model_copy(update={
                                          "revision": "", "aliases": ["whisper-1", "gpt-4o-transcribe"]}),
                                      "autoscaling": GPU.autoscaling.model_copy(update={"mode": "keda"}),
-                                     "service": GPU.service.model_copy(update={"http_port": 8000})})
+                                     "service": GPU.service.model_copy(update={"http_port": 8000,
+                                                                               "wyoming_port": 10300})})
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,9 @@ def services(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
     if spec.service.http_port:
         ports.append({"name": "http", "port": spec.service.http_port, "targetPort": "http", "protocol": "TCP",
                       "appProtocol": "http"})
+    if spec.service.wyoming_port:  # no IANA service name to give as appProtocol: plain TCP
+        ports.append({"name": "wyoming", "port": spec.service.wyoming_port, "targetPort": "wyoming",
+                      "protocol": "TCP"})
     regular = {"apiVersion": "v1", "kind": "Service", "metadata": metadata(names),
                "spec": {"type": "ClusterIP", "selector": selector_labels(names), "ports": ports}}
     if not spec.service.headless:

@@ -109,6 +109,8 @@ def _server(spec: ParakeetASRSpec, names: Names) -> dict[str, Any]:
              {"name": "metrics", "containerPort": spec.service.metrics_port, "protocol": "TCP"}]
     if spec.service.http_port:
         ports.append({"name": "http", "containerPort": spec.service.http_port, "protocol": "TCP"})
+    if spec.service.wyoming_port:
+        ports.append({"name": "wyoming", "containerPort": spec.service.wyoming_port, "protocol": "TCP"})
     if spec.tls.secret_name:
         ports.append({"name": "health", "containerPort": spec.tls.health_port, "protocol": "TCP"})
     mounts = _mounts()
@@ -163,6 +165,7 @@ def _server_env(spec: ParakeetASRSpec, names: Names) -> list[dict[str, Any]]:
         {"name": "PORT", "value": str(service.grpc_port)},
         {"name": "PARAKEET_METRICS_PORT", "value": str(service.metrics_port)},
         *([{"name": "PARAKEET_HTTP_PORT", "value": str(service.http_port)}] if service.http_port else []),
+        *([{"name": "PARAKEET_WYOMING_PORT", "value": str(service.wyoming_port)}] if service.wyoming_port else []),
         {"name": "PARAKEET_SHUTDOWN_GRACE_S", "value": str(spec.drain_seconds)},
         {"name": "PARAKEET_STREAM_IDLE_TIMEOUT_S", "value": str(spec.stream_idle_timeout_seconds)},
         *_limits_env(spec.limits),
