@@ -75,9 +75,12 @@ class Peer:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.disconnect()
 
-    async def send(self, *messages: Eventable) -> None:
+    async def send(self, *messages: Eventable, live: bool = False) -> None:
+        """The events; with `live`, each audio-chunk when its audio has been spoken (as a microphone sends)."""
         for message in messages:
             await self.client.write_event(message.event())
+            if live and isinstance(message, AudioChunk):
+                await asyncio.sleep(len(message.audio) / (message.rate * message.width * message.channels))
 
     async def until(self, *types: str, timeout: float = 120) -> list[Event]:
         """Events up to and including the first of `types`."""
@@ -186,7 +189,7 @@ def test_a_streaming_client_gets_settled_words_while_it_speaks_then_the_whole_tr
     async def speak() -> tuple[list[Event], list[Event]]:
         async with Peer(demo.app.wyoming.port) as peer:
             *audio, stop = utterance(pcm(SAMPLE))
-            await peer.send(*audio)
+            await peer.send(*audio, live=True)
             before_stop = await peer.until("transcript-chunk")  # words arrive before the audio ends
             await peer.send(stop)
             return before_stop, before_stop + await peer.until("transcript-stop")
@@ -369,12 +372,31 @@ def test_an_utterance_that_never_stops_is_ended_at_the_idle_timeout_and_its_stre
         served.stop()
 
 
+def test_a_recording_sent_at_once_costs_no_stream_and_gets_its_words_in_one_chunk(demo: Served,
+                                                                                    loop_thread: LoopThread) -> None:
+    async def send_at_once() -> tuple[int, list[Event]]:
+        async with Peer(demo.app.wyoming.port) as peer:
+            *audio, stop = utterance(pcm(SAMPLE) * 3)  # 9 s, far ahead of the clock
+            await peer.send(*audio)
+            await asyncio.sleep(0.6)  # past the time a live utterance's stream opens
+            await peer.send(Ping())
+            await peer.until("pong")
+            streams = demo.app._scheduler.active_streams
+            await peer.send(stop)
+            return streams, await peer.until("transcript-stop")
+
+    streams, events = loop_thread.run(send_at_once())
+    assert streams == 0
+    transcript = riva_transcript(demo, pcm(SAMPLE) * 3)
+    assert texts(events, Transcript) == texts(events, TranscriptChunk) == [transcript]
+
+
 def test_a_client_that_vanishes_mid_utterance_frees_its_stream(demo: Served, loop_thread: LoopThread) -> None:
     before = Scrape(demo.metrics_url).value("parakeet_requests_total", rpc="Wyoming", code="CANCELLED")
 
     async def vanish() -> int:
         async with Peer(demo.app.wyoming.port) as peer:
-            await peer.send(*utterance(pcm(SAMPLE))[:-1])
+            await peer.send(*utterance(pcm(SAMPLE))[:-1], live=True)
             await peer.until("transcript-chunk")
             return demo.app._scheduler.active_streams
 

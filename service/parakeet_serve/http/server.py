@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import Iterator
 
 import h11
@@ -14,6 +13,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from parakeet_serve.http.errors import error_body
+from parakeet_serve.net import bind_tcp
 
 
 class _Server(uvicorn.Server):
@@ -88,15 +88,7 @@ class HttpServer:
     async def start(self) -> None:
         """Bind here, so a taken port is an OSError to report (inside uvicorn it would exit the process)."""
         config = self._server.config
-        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self._shared_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((config.host, config.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_tcp(config.host, config.port, self._shared_port)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():

@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 HEADER_LIMIT = 64 * 1024  # an event's header line, as asyncio reads lines by default
 NO_ENDPOINTS_S = 3600.0  # the interim stream has no endpointing of its own: audio-stop ends the utterance
+# Interim text is for a client speaking live: its stream opens once the utterance has gone on LIVE_AFTER_S with
+# the audio no further ahead of the clock than LIVE_LEAD_S (a satellite's buffered pre-roll stays within it), and
+# closes if the audio runs further ahead. A recording sent at once never costs a stream: its words would all come
+# at once anyway, and the transcript would wait for every step of them.
+LIVE_AFTER_S, LIVE_LEAD_S = 0.5, 1.5
 E = TypeVar("E", bound=Eventable)
 
 
@@ -117,6 +122,16 @@ class _Utterance:
     finals: list[str] = field(default_factory=list)  # the interim stream's ended stretches (long utterances)
     said: str = ""  # the text the chunks sent add up to
     started: bool = False  # transcript-start sent
+    began: float = field(default_factory=time.monotonic)  # when audio-start arrived
+    wants_stream: bool = False  # interim text would reach the client: a stream opens while the audio is live
+
+    @property
+    def audio_s(self) -> float:
+        return len(self.audio) / (2 * self.fmt.sample_rate * self.fmt.channels)
+
+    def live(self) -> bool:
+        """The client sends its audio about as fast as it is spoken."""
+        return self.audio_s <= time.monotonic() - self.began + LIVE_LEAD_S
 
 
 class Connection:
@@ -224,17 +239,31 @@ class Connection:
         recognizer.check_model(request.options)
         span = self._telemetry.tracer.start_span(RPC, kind=SpanKind.SERVER)
         u = self._utterance = _Utterance(recognizer, fmt, width, request.options, request.streams_to, _Call(span))
+        u.wants_stream = u.streams_to and recognizer.streams
         self._refused = False
-        if u.streams_to and recognizer.streams:
-            self._open_stream(u)
 
-    def _open_stream(self, u: _Utterance) -> None:
+    async def _follow_live(self, u: _Utterance, pcm: bytes) -> None:
+        """Feed the interim stream while the audio is live: open it (with the audio so far) once the utterance has
+        shown it is, close it once it is not."""
+        if u.session is None and u.wants_stream and time.monotonic() - u.began >= LIVE_AFTER_S:
+            u.wants_stream = False  # one try
+            if u.live() and self._open_stream(u):
+                pcm = bytes(u.audio)
+        elif u.session is not None and not u.live():
+            u.stack.close()
+            u.session = None
+        if u.session is not None:
+            async for result in u.session.push(pcm):
+                await self._interim(u, result)
+
+    def _open_stream(self, u: _Utterance) -> bool:
         stream = StreamOptions(interim_results=True, automatic_punctuation=True, stop_history_s=NO_ENDPOINTS_S)
         try:
             u.session = u.stack.enter_context(u.recognizer.stream(u.fmt, u.options, stream))
         except QueueFull as exc:  # the transcript still comes at audio-stop, only without chunks before it
             log.info("no interim text: no stream free", extra={"rpc": RPC, "request_id": u.call.request_id,
                                                                "reason": str(exc)})
+        return u.session is not None
 
     async def _audio_chunk(self, event: Event) -> None:
         if self._refused:
@@ -248,20 +277,17 @@ class Connection:
                                f"channel(s) contradicts its audio-start ({u.fmt.sample_rate} Hz, {u.width}, "
                                f"{u.fmt.channels}).")
         pcm = convert.pcm16(chunk.audio or b"", u.width, u.fmt.channels)
-        self._check_room(u, len(pcm))
         u.audio += pcm
-        if u.session is not None:
-            async for result in u.session.push(pcm):
-                await self._interim(u, result)
+        self._check_room(u)
+        await self._follow_live(u, pcm)
 
-    def _check_room(self, u: _Utterance, more: int) -> None:
-        held = len(u.audio) + more
-        seconds = held / (2 * u.fmt.sample_rate * u.fmt.channels)
-        if held > self._limits.max_bytes or seconds > u.recognizer.max_audio_seconds:
-            raise InvalidRequest(f"The utterance passed {min(seconds, u.recognizer.max_audio_seconds):.0f} s of "
-                                 f"audio ({held} bytes), more than this server takes in one "
-                                 f"({u.recognizer.max_audio_seconds:g} s, PARAKEET_MAX_AUDIO_SECONDS; "
-                                 f"{self._limits.max_bytes} bytes, PARAKEET_MAX_UPLOAD_MB).")
+    def _check_room(self, u: _Utterance) -> None:
+        limit_s = u.recognizer.max_audio_seconds
+        if len(u.audio) > self._limits.max_bytes or u.audio_s > limit_s:
+            raise InvalidRequest(f"The utterance passed {min(u.audio_s, limit_s):.0f} s of audio "
+                                 f"({len(u.audio)} bytes), more than this server takes in one ({limit_s:g} s, "
+                                 f"PARAKEET_MAX_AUDIO_SECONDS; {self._limits.max_bytes} bytes, "
+                                 "PARAKEET_MAX_UPLOAD_MB).")
 
     async def _interim(self, u: _Utterance, result: StreamEvent) -> None:
         """Send the words that settled: all but the last one heard, which may still change."""

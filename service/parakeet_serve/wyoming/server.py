@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from parakeet_serve.net import bind_tcp
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.wyoming.connection import HEADER_LIMIT, Connection, WyomingLimits
@@ -35,15 +36,7 @@ class WyomingServer:
 
     async def start(self) -> None:
         """Bind (an OSError to report when the port is taken) and serve; announce when asked to."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self._shared_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self._host.strip("[]"), self._requested_port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_tcp(self._host, self._requested_port, self._shared_port)
         self._server = await asyncio.start_server(self._serve, sock=sock, limit=HEADER_LIMIT)
         self.port = sock.getsockname()[1]
         if self._announce_as:
