@@ -4,6 +4,7 @@ ends the set with its one-line reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import riva.client
+from wyoming.asr import Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
 
 from parakeet_serve.errors import SettingsError
 from parakeet_serve.settings import load_settings
@@ -20,10 +24,11 @@ from tests.test_cli import CLI, LineWatcher, free_port, wait_serving
 
 
 def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both() -> None:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, wyoming_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [*CLI, "serve", "--model", "demo", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), "--max-streams", "3"],
+         "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), "--max-streams", "3",
+         "--wyoming-host", "127.0.0.1", "--wyoming-port", str(wyoming_port)],
         stderr=subprocess.PIPE, text=True)
     try:
         logs = LineWatcher(process.stderr)
@@ -40,8 +45,13 @@ def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both
         assert texts == {((PACKAGE / "samples") / "quickstart.txt").read_text().strip()}
         served = [json.loads(line).get("worker") for line in logs.lines if '"rpc": "Recognize"' in line]
         assert sorted(set(served)) == [0, 1], served
+        heard = asyncio.run(wyoming_utterances(wyoming_port, wav, 12))  # the Wyoming port is shared too
+        assert set(heard) == texts
+        served = [json.loads(line).get("worker") for line in logs.lines if '"rpc": "Wyoming"' in line]
+        assert sorted(set(served)) == [0, 1], served
         scrape = Scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         assert scrape.value("parakeet_requests_total", rpc="Recognize", code="OK") == 12
+        assert scrape.value("parakeet_requests_total", rpc="Wyoming", code="OK") == 12
         assert scrape.value("parakeet_max_streams") == 6 and scrape.value("parakeet_ready") == 1
         started = json.loads(next(line for line in logs.lines if '"workers started"' in line))["workers"]
         process.send_signal(signal.SIGTERM)
@@ -66,3 +76,19 @@ def test_a_worker_that_cannot_start_ends_the_set_with_its_one_line(tmp_path: Pat
 def test_workers_need_fixed_ports() -> None:
     with pytest.raises(SettingsError, match="PARAKEET_WORKERS > 1 needs fixed ports"):
         load_settings(workers=2, port=0)
+
+
+async def wyoming_utterances(port: int, wav: bytes, connections: int) -> list[str]:
+    """The WAV's samples as one utterance on each of `connections` Wyoming connections; their transcripts."""
+    audio = wav[44:]  # the bundled sample's canonical header
+
+    async def one() -> str:
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            for event in (AudioStart(rate=16000, width=2, channels=1),
+                          AudioChunk(rate=16000, width=2, channels=1, audio=audio), AudioStop()):
+                await client.write_event(event.event())
+            while not Transcript.is_type((event := await client.read_event()).type):
+                pass
+            return Transcript.from_event(event).text
+
+    return [await one() for _ in range(connections)]

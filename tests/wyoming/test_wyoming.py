@@ -15,6 +15,10 @@ import pytest
 import riva.client
 import soundfile as sf
 import soxr
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -25,6 +29,7 @@ from wyoming.ping import Ping
 from parakeet_serve import __version__
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import read_manifest
+from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.warmup import sample_path
 from tests.conftest import DEMO_EVAL, LoopThread, Served, start_server
 from tests.riva.test_admission import HeldEngine, busy_server, poll
@@ -455,3 +460,54 @@ def test_the_server_announces_itself_for_home_assistant_to_discover(serve: Any, 
             await zeroconf.async_close()
 
     assert loop_thread.run(discover()) == (True, served.app.wyoming.port)
+
+
+def test_each_utterance_is_one_server_span_holding_its_recognition(serve: Any, loop_thread: LoopThread) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    served = serve(telemetry=Telemetry(tracer=provider.get_tracer("test"), provider=provider),
+                   wyoming_port=free_port())
+
+    async def speak() -> None:
+        async with Peer(served.app.wyoming.port) as peer:
+            for _ in range(2):
+                await peer.send(*utterance(pcm(SAMPLE)))
+                await peer.until("transcript-stop")
+
+    loop_thread.run(speak())
+    spans = exporter.get_finished_spans()
+    utterances = [s for s in spans if s.name == "Wyoming"]
+    assert len(utterances) == 2 and all(s.kind == SpanKind.SERVER for s in utterances)
+    assert utterances[0].attributes["request.id"] != utterances[1].attributes["request.id"]
+    for span in utterances:
+        assert span.attributes["audio_s"] == pytest.approx(len(pcm(SAMPLE)) / 2 / RATE, abs=0.01)
+        inside = {s.name for s in spans if s.parent is not None and s.parent.span_id == span.context.span_id}
+        assert "audio.decode" in inside, inside
+
+
+def test_a_drain_closes_idle_connections_refuses_new_ones_and_lets_an_utterance_finish(
+    loop_thread: LoopThread, demo_engine: NemoEngine
+) -> None:
+    served = start_server(loop_thread, demo_engine, model_id="demo", wyoming_port=free_port(), shutdown_grace_s=10)
+    port = served.app.wyoming.port
+    idle, speaking = loop_thread.run(RawPeer.open(port)), loop_thread.run(RawPeer.open(port))
+    *audio, stop = utterance(pcm(SAMPLE))
+
+    async def begin() -> None:
+        await idle.send(Describe(), version="1.6.0")
+        assert (await idle.read()).type == "info"
+        await speaking.send(*audio, Ping(), version="1.6.0")
+        assert (await speaking.read()).type == "pong"  # its audio is in
+
+    loop_thread.run(begin())
+    draining = loop_thread.submit(served.app.drain())
+    assert loop_thread.run(idle.read(10)) is None  # closed at once
+    with pytest.raises(OSError):
+        loop_thread.run(RawPeer.open(port))
+    loop_thread.run(speaking.send(stop, version="1.6.0"))
+    heard = loop_thread.run(speaking.read(30))
+    assert Transcript.from_event(heard).text == SAMPLE_TEXT
+    assert loop_thread.run(speaking.read(10)) is None  # and then closed, not held until the grace ends
+    draining.result(5)
+    loop_thread.run(speaking.close())

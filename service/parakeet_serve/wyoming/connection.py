@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart
@@ -149,6 +150,7 @@ class Connection:
         self._refused = False  # the utterance under way was refused: its audio is dropped until audio-stop
         self._peer = str(writer.get_extra_info("peername"))
         self._utterances = self._errors = 0
+        self.closing = False  # the server is draining: the connection ends once no utterance is under way
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
             "describe": self._describe, "transcribe": self._transcribe, "audio-start": self._audio_start,
             "audio-chunk": self._audio_chunk, "audio-stop": self._audio_stop, "ping": self._ping}
@@ -161,7 +163,7 @@ class Connection:
     async def run(self) -> None:
         outcome = "closed"
         try:
-            while (event := await self._read()) is not None:
+            while not (self.closing and not self.busy) and (event := await self._read()) is not None:
                 await self._handle(event)
         except _Unframed as exc:
             outcome = "unframed"
@@ -253,8 +255,9 @@ class Connection:
             u.stack.close()
             u.session = None
         if u.session is not None:
-            async for result in u.session.push(pcm):
-                await self._interim(u, result)
+            with trace.use_span(u.call.span, end_on_exit=False):  # its steps' spans are the utterance's
+                async for result in u.session.push(pcm):
+                    await self._interim(u, result)
 
     def _open_stream(self, u: _Utterance) -> bool:
         stream = StreamOptions(interim_results=True, automatic_punctuation=True, stop_history_s=NO_ENDPOINTS_S)
@@ -320,7 +323,8 @@ class Connection:
         u.call.stopped = time.monotonic()
         u.stack.close()  # the interim stream's slot is free before the recognition queues
         try:
-            results = await u.recognizer.recognize(bytes(u.audio), u.fmt, u.options, u.call.usage, rpc=RPC)
+            with trace.use_span(u.call.span, end_on_exit=False):
+                results = await u.recognizer.recognize(bytes(u.audio), u.fmt, u.options, u.call.usage, rpc=RPC)
         except Exception as exc:
             if not isinstance(exc, ParakeetError):
                 log.exception("wyoming recognition failed", extra={"rpc": RPC, "request_id": u.call.request_id})

@@ -60,6 +60,7 @@ class WyomingServer:
             return
         self._server.close()
         for task, connection in list(self._connections.items()):
+            connection.closing = True  # one under way ends after its utterance
             if not connection.busy:
                 task.cancel()
         if self._connections:
