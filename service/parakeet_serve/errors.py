@@ -14,6 +14,7 @@ The core raises only these; each front end maps them to its own status codes in 
     ├── QueueFull              admission control refused the work (retry later)
     │   └── StreamLimit        the server holds its maximum of streams
     ├── QueueTimeout           the work waited too long and was dropped
+    ├── EngineFailure          the model failed on the work's batch (logged once, with its cause, by the scheduler)
     ├── NotReady               the model is loading, warming up or the server is draining
     └── Unauthenticated        missing or wrong credentials
 """
@@ -91,6 +92,17 @@ class StreamIdle(ParakeetError):
 
 class QueueTimeout(ParakeetError):
     """The work waited in the queue past its time-to-live."""
+
+
+# What a client is told of any failure inside the server (the engine's, or a bug's), never the failure's own words.
+INTERNAL_FAILURE = "Recognition failed inside the server; the failure is logged."
+
+
+class EngineFailure(ParakeetError):
+    """The engine raised on a batch: each of its callers gets INTERNAL_FAILURE."""
+
+    def __init__(self) -> None:
+        super().__init__(INTERNAL_FAILURE)
 
 
 class NotReady(ParakeetError):

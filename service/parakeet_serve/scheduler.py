@@ -33,7 +33,7 @@ import numpy as np
 
 from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.types import Recognition, StepOutput, StreamInput, Transcript, transcripts
-from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout, StreamLimit, StreamsBehind
+from parakeet_serve.errors import EngineFailure, NotReady, QueueFull, QueueTimeout, StreamLimit, StreamsBehind
 from parakeet_serve.telemetry import Metrics, Timing
 
 if TYPE_CHECKING:
@@ -379,9 +379,9 @@ class Scheduler:
             for job, transcript in zip(batch, built, strict=True):
                 if not job.reply.done():
                     job.reply.set_result(transcript)
-        except Exception as exc:  # a detached task: whatever fails must reach the callers
+        except Exception:  # a detached task: whatever fails must reach the callers
             log.exception("building a batch's transcripts failed", extra={"batch_size": len(batch)})
-            self._fail(batch, exc)
+            self._fail(batch, EngineFailure())
 
     async def _execute_steps(self, steps: list[_Step]) -> None:
         live = [s for s in steps if not s.reply.done()]
@@ -404,9 +404,9 @@ class Scheduler:
         except asyncio.CancelledError:  # stopped mid-batch: its callers are answered, not left waiting
             self._fail(batch, NotReady("The server is shutting down."))
             raise
-        except Exception as exc:
-            log.exception("inference batch failed", extra={"batch_size": len(batch)})
-            self._fail(batch, exc)
+        except Exception:
+            log.exception("inference batch failed", extra={"batch_size": len(batch), "kind": batch[0].timing.kind})
+            self._fail(batch, EngineFailure())
             return None
 
     @staticmethod

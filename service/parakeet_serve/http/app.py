@@ -110,6 +110,10 @@ class _Api:
                 except (ParakeetError, HttpError) as exc:
                     metrics.count_rejection(exc)
                     response = error_response(exc)
+                except Exception as exc:  # a failure of this server: OpenAI's envelope, logged, the span ended
+                    log.exception("request failed", extra={"route": path, "request_id": request_id})
+                    span.record_exception(exc)
+                    response = error_response(exc)
 
             def finish() -> None:
                 span.end()

@@ -7,6 +7,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from parakeet_serve.errors import (
+    INTERNAL_FAILURE,
+    EngineFailure,
     InvalidRequest,
     NotReady,
     ParakeetError,
@@ -25,6 +27,7 @@ _STATUSES: tuple[tuple[type[ParakeetError], int, str, str | None], ...] = (
     (QueueTimeout, 504, "timeout_error", None),
     (StreamIdle, 408, "timeout_error", None),
     (NotReady, 503, "service_unavailable_error", None),
+    (EngineFailure, 500, "server_error", None),
     (Unauthenticated, 401, "authentication_error", None),
 )
 
@@ -59,7 +62,7 @@ def describe(exc: Exception) -> tuple[int, dict[str, Any]]:
     for error, status, kind, param in _STATUSES:
         if isinstance(exc, error):
             return status, error_body(str(exc), kind, getattr(exc, "param", param))
-    return 500, error_body("Recognition failed inside the server; the failure is logged.", "server_error")
+    return 500, error_body(INTERNAL_FAILURE, "server_error")
 
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parakeet_serve.audio import AudioFormat, Encoding
-from parakeet_serve.errors import ParakeetError, StreamIdle
+from parakeet_serve.errors import InvalidRequest, ParakeetError, StreamIdle
 from parakeet_serve.http import realtime_events as events
 from parakeet_serve.http.errors import describe
 from parakeet_serve.http.prompt import prompt_contexts
@@ -193,7 +193,15 @@ class RealtimeTranscription:
                    events.Append: self._append, events.Commit: self._commit, events.Clear: self._clear}[type(event)]
         try:
             await handler(event)
-        except ParakeetError as exc:  # the HTTP API's table: a full server is a rate limit, not a bad request
+        except WebSocketDisconnect:
+            raise
+        except Exception as exc:  # the HTTP API's table: a full server is a rate limit, not a bad request
+            if not isinstance(exc, ParakeetError):
+                log.exception("realtime event failed", extra={"route": "/v1/realtime",
+                                                              "session_id": self._tally.session_id})
+            if not isinstance(exc, InvalidRequest):  # the stream may be broken: the next audio starts another
+                self._drop_utterance()
+            self._tally.errors += 1
             await self._send("error", error={**describe(exc)[1]["error"], "event_id": event.event_id})
 
     async def _idle(self) -> None:

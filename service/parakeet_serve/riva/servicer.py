@@ -15,7 +15,7 @@ import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 
-from parakeet_serve.errors import InvalidRequest, NotReady, ParakeetError, StreamIdle
+from parakeet_serve.errors import EngineFailure, InvalidRequest, NotReady, ParakeetError, StreamIdle
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva import convert
 from parakeet_serve.riva.status import status_for, trailers_for
@@ -133,7 +133,9 @@ async def _scope(context: grpc.aio.ServicerContext, telemetry: Telemetry, rpc: s
             code, message = status_for(exc)
             telemetry.metrics.count_rejection(exc)
             level = logging.INFO if isinstance(exc, InvalidRequest | NotReady) else logging.WARNING
-            log.log(level, "request refused", extra={"rpc": rpc, "request_id": call.request_id, "reason": message})
+            failed = isinstance(exc, EngineFailure)  # its cause is logged by the scheduler, once a batch
+            log.log(logging.ERROR if failed else level, "request failed" if failed else "request refused",
+                    extra={"rpc": rpc, "request_id": call.request_id, "reason": message})
             context.set_trailing_metadata(trailers_for(exc))
             await context.abort(code, message)
         except Exception as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 
 from parakeet_serve.errors import (
+    INTERNAL_FAILURE,
+    EngineFailure,
     InvalidRequest,
     NotReady,
     ParakeetError,
@@ -20,6 +22,7 @@ _CODES: tuple[tuple[type[ParakeetError], grpc.StatusCode], ...] = (
     (QueueTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StreamIdle, grpc.StatusCode.OUT_OF_RANGE),  # as Google's speech API answers an audio timeout
     (NotReady, grpc.StatusCode.UNAVAILABLE),
+    (EngineFailure, grpc.StatusCode.INTERNAL),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 
@@ -32,7 +35,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for kind, code in _CODES:
         if isinstance(exc, kind):
             return code, str(exc)
-    return grpc.StatusCode.INTERNAL, "Recognition failed inside the server; the failure is logged."
+    return grpc.StatusCode.INTERNAL, INTERNAL_FAILURE
 
 
 def trailers_for(exc: BaseException) -> tuple[tuple[str, str], ...]:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from wyoming.error import Error
 
 from parakeet_serve.errors import (
+    INTERNAL_FAILURE,
     AudioTooLong,
+    EngineFailure,
     InvalidAudio,
     InvalidRequest,
     NotReady,
@@ -27,8 +29,8 @@ _CODES: tuple[tuple[type[Exception], str, str], ...] = (
     (QueueTimeout, "timeout", "DEADLINE_EXCEEDED"),
     (StreamIdle, "idle_timeout", "OUT_OF_RANGE"),
     (NotReady, "not_ready", "UNAVAILABLE"),
+    (EngineFailure, "internal", "INTERNAL"),
 )
-INTERNAL = "Recognition failed inside the server; the failure is logged."
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def refusal_for(exc: BaseException) -> Refusal:
     for kind, code, status in _CODES:
         if isinstance(exc, kind):
             return Refusal(code, str(exc), status)
-    return Refusal("internal", INTERNAL, "INTERNAL")
+    return Refusal("internal", INTERNAL_FAILURE, "INTERNAL")
 
 
 def bad_event(code: str, message: str) -> Refusal:
