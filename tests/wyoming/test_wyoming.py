@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -446,10 +447,14 @@ def held(engine: NemoEngine) -> HeldEngine:
     return HeldEngine(engine)
 
 
-def test_the_server_announces_itself_for_home_assistant_to_discover(serve: Any, loop_thread: LoopThread) -> None:
+def test_the_server_announces_itself_for_home_assistant_to_discover(serve: Any, loop_thread: LoopThread,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-    served = serve(wyoming_port=free_port(), wyoming_zeroconf="parakeet-test")
+    with caplog.at_level(logging.INFO):
+        served = serve(wyoming_port=free_port(), wyoming_zeroconf="parakeet-test")
+    (announced,) = [r for r in caplog.records if r.getMessage() == "wyoming server announced"]
+    assert announced.announced_as == "parakeet-test" and announced.port == served.app.wyoming.port
 
     async def discover() -> tuple[bool, int | None]:
         zeroconf = AsyncZeroconf()

@@ -87,7 +87,7 @@ class _Announcement:
         info = AsyncServiceInfo(SERVICE_TYPE, f"{name}.{SERVICE_TYPE}", port=port, server=f"{name}.local.",
                                 addresses=[socket.inet_aton(address)])
         await (await zeroconf.async_register_service(info))  # registered, then announced
-        log.info("wyoming server announced", extra={"name": name, "address": address, "port": port})
+        log.info("wyoming server announced", extra={"announced_as": name, "address": address, "port": port})
         return cls(zeroconf, info)
 
     async def close(self) -> None:
