@@ -33,9 +33,8 @@ import psutil
 
 from parakeet_serve.app import serve_until_stopped
 from parakeet_serve.engine import load_engine
-from parakeet_serve.engine.streaming import StreamState
-from parakeet_serve.engine.types import Hypothesis, StepOutput, StreamInput, Transcript
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
+from parakeet_serve.engine.types import Hypothesis, TokenSpan, Transcript
 from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, load_settings
 from parakeet_serve.workers import run_workers
@@ -55,8 +54,8 @@ class NullStreamer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
-    def open(self, boost: Any = None) -> StreamState:
-        return StreamState()
+    def open(self, boost: Any = None, endpoint_s: float = 0.0) -> StreamState:
+        return StreamState(endpoint_s=endpoint_s)
 
     def close(self, state: StreamState) -> None:
         self._speaking.discard(id(state))

@@ -18,11 +18,11 @@ import riva.client
 
 from parakeet_serve.app import Application
 from parakeet_serve.engine import NemoEngine, load_engine
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
 from parakeet_serve.evaluation import normalise
 from parakeet_serve.settings import Settings, load_settings
 from parakeet_serve.telemetry import Telemetry
+from training.blueprint import Blueprint, build_model, train_tokenizer
 
 HEADS = ("ctc", "rnnt", "tdt", "hybrid_rnnt_ctc", "hybrid_tdt_ctc")
 SAMPLE_RATE = 16000

@@ -7,6 +7,7 @@ exact; it stands in for the model, not for the scheduler under test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import pytest
 
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Hypothesis, Transcript
-from parakeet_serve.errors import NotReady, QueueFull, QueueTimeout
+from parakeet_serve.errors import EngineFailure, NotReady, QueueFull, QueueTimeout
 from parakeet_serve.scheduler import MAX_FINISHING, MAX_WINDOWS, Scheduler
 
 
@@ -64,8 +65,8 @@ class StepRecorder:
     def __init__(self, engine: HeldEngine) -> None:
         self.engine = engine
 
-    def open(self, boost: object = None) -> StreamState:
-        return StreamState()
+    def open(self, boost: object = None, endpoint_s: float = 0.0) -> StreamState:
+        return StreamState(endpoint_s=endpoint_s)
 
     def close(self, state: StreamState) -> None:
         pass
@@ -240,19 +241,23 @@ def test_callers_that_leave_cost_no_compute() -> None:
 @pytest.mark.parametrize(("failing", "error", "message"), [("fail", RuntimeError, "exploded"),
                                                            ("fail_words", ValueError, "no words")])
 def test_a_batch_that_fails_to_run_or_to_build_its_words_fails_its_callers_and_the_scheduler_goes_on(
-    failing: str, error: type[Exception], message: str
+    failing: str, error: type[Exception], message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Its callers get the core's one sentence, never the engine's words; the cause is logged once."""
     async def scenario() -> None:
         engine = HeldEngine()
         scheduler = await started(engine)
         setattr(engine, failing, True)
-        with pytest.raises(error, match=message):
+        with pytest.raises(EngineFailure, match="failed inside the server"):
             await scheduler.transcribe(audio(1))
         setattr(engine, failing, False)
         assert (await scheduler.transcribe(audio(2))).best.text == "2"
         await scheduler.stop()
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert isinstance(logged.exc_info[1], error) and message in str(logged.exc_info[1])
 
 
 def test_the_next_batch_runs_while_the_last_ones_words_are_built_on_another_thread() -> None:
@@ -283,7 +288,7 @@ def test_an_engine_that_answers_too_few_items_fails_its_callers_instead_of_leavi
 
     async def scenario() -> None:
         scheduler = await started(Short())
-        with pytest.raises(ValueError):
+        with pytest.raises(EngineFailure):
             await asyncio.wait_for(scheduler.transcribe(audio(1)), 5)
         await scheduler.stop()
 

@@ -19,9 +19,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
 from training import parallel
+from training.blueprint import Blueprint, build_model, train_tokenizer
 from training.rnnt_loss import rnnt_loss
 from training.teacher import Teacher, distillation_loss
 

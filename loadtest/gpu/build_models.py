@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
+from training.blueprint import Blueprint, build_model, train_tokenizer
 from training.text import unique_sentences
 
 SIZES = {

@@ -21,10 +21,10 @@ import torch
 
 from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.base import WarmupShape
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.loader import quiet_nemo
-from parakeet_serve.engine.types import StreamInput
+from parakeet_serve.engine.streaming import StreamInput
 from parakeet_serve.settings import load_settings
+from training.blueprint import Blueprint, build_model, train_tokenizer
 
 
 def check(folder: Path) -> dict[str, Any]:

@@ -5,26 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from parakeet_serve.boosting import MAX_BOOST, BoostLimits
-from parakeet_serve.engine import load_engine
+from parakeet_serve.engine import load_engine, load_onnx_engine
 from parakeet_serve.engine.base import Engine, WarmupShape
-from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
 from parakeet_serve.engine.loader import onnx_directory
 from parakeet_serve.errors import NotReady, ParakeetError, PortUnavailable, listening
+from parakeet_serve.host_memory import freeze_loaded_objects, release_loaded_objects
 from parakeet_serve.http.server import HttpServer
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva.server import RivaServer
 from parakeet_serve.scheduler import Scheduler, inference_thread
 from parakeet_serve.settings import Settings
-from parakeet_serve.streaming import StreamGeometry
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.tracing import otlp_exporter
+from parakeet_serve.word_boost import MAX_BOOST, BoostLimits
 
 if TYPE_CHECKING:
     from parakeet_serve.wyoming.server import WyomingServer
@@ -35,10 +33,8 @@ log = logging.getLogger(__name__)
 def engine_for(s: Settings) -> Engine:
     """The engine `s` describes, loaded as the server loads it (not yet warmed up)."""
     if s.backend == "onnx":
-        from parakeet_serve.engine.onnx_engine import OnnxEngine
-
         directory = onnx_directory(s.model_id, s.model_cache_dir, s.hub_offline, s.model_revision or None)
-        return OnnxEngine(directory, model_id=s.model_id, decoder=s.decoder, provider=s.onnx_provider,
+        return load_onnx_engine(directory, model_id=s.model_id, decoder=s.decoder, provider=s.onnx_provider,
                           int8=s.onnx_int8, long_audio_seconds=s.long_audio_seconds, shape=warmup_shape(s))
     return load_engine(
         s.model_id, cache_dir=s.model_cache_dir, offline=s.hub_offline, revision=s.model_revision or None,
@@ -180,14 +176,8 @@ class Application:
             metrics=self.telemetry.metrics, worker=worker,
         )
         await self._scheduler.start()
-        geometry = None if streamer is None else StreamGeometry(
-            samples_for_chunks=streamer.samples_for_chunks,
-            chunks_per_step=max(1, math.ceil(s.stream_step_ms / 1000 / streamer.chunk_s - 1e-6)),
-            frame_shift_s=engine.frame_shift_s,
-            sample_rate=engine.sample_rate,
-            two_pass=self._stream_mode == "two_pass",
-            timed_ends=engine.info.timed_ends,
-        )
+        geometry = None if streamer is None else streamer.stream_geometry(
+            s.stream_step_ms / 1000, self._stream_mode == "two_pass", engine.info.timed_ends)
         self._recognizer = Recognizer(
             self._scheduler, engine.info, model_name=s.served_model_name, model_aliases=s.served_model_aliases,
             language_code=s.language_code,

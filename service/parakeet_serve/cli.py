@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from parakeet_serve import __version__
-from parakeet_serve.engine.host_memory import freeze_loaded_objects, retain_freed_memory
 from parakeet_serve.errors import ParakeetError
+from parakeet_serve.host_memory import freeze_loaded_objects, retain_freed_memory
 from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings, env_name, load_settings
 
@@ -224,19 +224,19 @@ async def _demo(settings: Settings, sample: Path) -> list[str]:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from parakeet_serve.engine.export import export
+    from parakeet_serve.engine import export_onnx
 
     configure_logging("WARNING")
-    for path in export(args.model, args.out, int8=args.int8, stream_context_s=args.stream_context_s):
+    for path in export_onnx(args.model, args.out, int8=args.int8, stream_context_s=args.stream_context_s):
         print(path)
 
 
 def _run_eval(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from parakeet_serve.boosting import BoostLimits, SpeechContext, WordBoost, word_boost
     from parakeet_serve.engine import load_engine
     from parakeet_serve.evaluation import demo_manifest, evaluate, read_manifest, split_by_phrases
+    from parakeet_serve.word_boost import BoostLimits, SpeechContext, WordBoost, word_boost
 
     configure_logging("WARNING")
     manifest = args.manifest or demo_manifest()

@@ -1,7 +1,7 @@
 """The recognition core that every front end calls: audio in, transcripts out.
 
 Front ends convert their request into `AudioFormat` + `RecognitionOptions`, call
-`Recognizer.recognize`, and convert the `ChannelResult`s back; they never touch the engine.
+`Recognizer.transcribe`, and convert the `ChannelResult`s back; they never touch the engine.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ from typing import Protocol
 from parakeet_serve.audio import Audio, AudioFormat, decode_audio, decodes_cheaply
 from parakeet_serve.audio.pauses import split_at_pauses
 from parakeet_serve.audio.stream import StreamDecoder
-from parakeet_serve.boosting import BoostLimits, SpeechContext, WordBoost, word_boost
+from parakeet_serve.engine.streaming import StreamGeometry
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript
 from parakeet_serve.errors import UnknownModel, quote
 from parakeet_serve.scheduler import Scheduler
-from parakeet_serve.streaming import StreamGeometry, StreamOptions, StreamSession
+from parakeet_serve.session import StreamOptions, StreamSession
 from parakeet_serve.telemetry import Telemetry, Timing
 from parakeet_serve.telemetry.tracing import record_work
 from parakeet_serve.text import shape_hypothesis
 from parakeet_serve.usage import Usage
+from parakeet_serve.word_boost import BoostLimits, SpeechContext, WordBoost, word_boost
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +139,12 @@ class Recognizer:
             raise UnknownModel(f"Model {self.model_name!r} is served for Recognize only; it cannot stream.")
         if boost is not None:  # build its tree while the first audio arrives (`word_boost` checked the booster)
             asyncio.get_running_loop().run_in_executor(None, self._booster.prepare, boost)
-        with self._scheduler.stream(boost) as state:
+        with self._scheduler.stream(boost, stream.stop_history_s) as state:
             yield StreamSession(
                 self._scheduler, state, decoder, self._geometry, self._detokenize, stream, self._telemetry, boost
             )
 
-    async def recognize(
+    async def transcribe(
         self, data: bytes, fmt: AudioFormat, options: RecognitionOptions, usage: Usage | None = None,
         rpc: str = "Recognize",
     ) -> list[ChannelResult]:
@@ -172,7 +173,7 @@ class Recognizer:
         with tracer.start_as_current_span("decode"):
             return self._shape(transcripts, options, wanted, audio.duration_s)
 
-    async def recognize_progressively(
+    async def transcribe_progressively(
         self, data: bytes, fmt: AudioFormat, options: RecognitionOptions, usage: Usage | None = None,
         rpc: str = "Recognize",
     ) -> AsyncIterator[Hypothesis]:

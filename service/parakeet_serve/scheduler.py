@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.types import Recognition, StepOutput, StreamInput, Transcript, transcripts
+from parakeet_serve.engine.streaming import StepOutput, StreamInput
+from parakeet_serve.engine.types import Recognition, Transcript, transcripts
 from parakeet_serve.errors import EngineFailure, NotReady, QueueFull, QueueTimeout, StreamLimit, StreamsBehind
 from parakeet_serve.telemetry import Metrics, Timing
+from parakeet_serve.word_boost import WordBoost
 
 if TYPE_CHECKING:
     from parakeet_serve.engine.streaming import StreamState
@@ -247,9 +248,9 @@ class Scheduler:
             job.reply.cancel()  # a caller that left: the batcher skips its job
 
     @contextlib.contextmanager
-    def stream(self, boost: WordBoost | None = None) -> Iterator[StreamState]:
-        """Admit a stream for the duration of the block, or refuse it with `QueueFull`; `boost` favours
-        phrases in all of its utterances."""
+    def stream(self, boost: WordBoost | None = None, endpoint_s: float = 0.0) -> Iterator[StreamState]:
+        """Admit a stream for the duration of the block, or refuse it with `QueueFull` (its state as
+        `Streamer.open` makes it)."""
         self._check_running()
         if self._streamer is None:
             raise NotReady("This model cannot stream.")
@@ -265,7 +266,7 @@ class Scheduler:
                 retry_after_s=2.0,
             )
         self.active_streams += 1
-        state = self._streamer.open(boost)
+        state = self._streamer.open(boost, endpoint_s)
         try:
             yield state
         finally:

@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from parakeet_serve.engine.host_memory import MAX_RETAIN_MB
 from parakeet_serve.errors import SettingsError
+from parakeet_serve.host_memory import MAX_RETAIN_MB
 
 ENV_PREFIX = "PARAKEET_"
 

@@ -86,7 +86,7 @@ def _supervise(workers: list[BaseProcess], stop: threading.Event, grace_s: float
 def _serve_worker(settings: Settings, number: int, serve: Serve | None) -> None:
     """One worker process: the single-process server, its log lines marked with its number."""
     from parakeet_serve.app import serve_until_stopped
-    from parakeet_serve.engine.host_memory import retain_freed_memory
+    from parakeet_serve.host_memory import retain_freed_memory
 
     configure_logging(settings.log_level, worker=number)
     retain_freed_memory(settings.host_memory_retain_mb)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from parakeet_serve.bench.clips import read_audio
-from parakeet_serve.engine import NemoEngine, load_engine, nemo_engine
+from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.loader import load_nemo_model
+from parakeet_serve.engine.nemo import engine as nemo_engine
 from parakeet_serve.engine.types import Transcript
 from parakeet_serve.engine.words import PendingTranscript
 from parakeet_serve.errors import ModelLoadError, SettingsError
@@ -202,8 +203,8 @@ def test_a_cpu_batch_runs_in_sub_batches_by_length_and_changes_no_transcript(
     """On a CPU a batch is split into groups of similar length (less padding): each item still gets
     its own transcript, word for word and time for time as when it is recognised alone."""
     from parakeet_serve.audio import AudioFormat, decode_audio
-    from parakeet_serve.engine.export import export
-    from parakeet_serve.engine.onnx_engine import OnnxEngine
+    from parakeet_serve.engine.nemo.export import export
+    from parakeet_serve.engine.onnx.engine import OnnxEngine
     from parakeet_serve.evaluation import demo_manifest, read_manifest
 
     if backend == "onnx":

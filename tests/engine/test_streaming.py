@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from parakeet_serve.engine import NemoEngine, load_engine
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
 from parakeet_serve.engine.streaming import Streamer, StreamInput, StreamState, measure_capacity
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.types import TokenSpan
 from parakeet_serve.errors import ModelLoadError
 from tests.conftest import HEADS, speechlike
+from training.blueprint import Blueprint, build_model, train_tokenizer
 
 
 def stream_all(streamer: Streamer, audios: list[np.ndarray], chunk_samples: list[int]) -> list[list[TokenSpan]]:
@@ -179,8 +179,7 @@ def after_a_pause(engine: NemoEngine, first: np.ndarray, endpoint_s: float) -> t
     """A stream of `first`, a pause that ends an utterance at `endpoint_s` (0: none, one utterance
     throughout) and a later utterance: the encoder's caches after the pause, and the later tokens."""
     streamer = engine.streamer(10.0)
-    state = streamer.open()
-    state.endpoint_s = endpoint_s
+    state = streamer.open(endpoint_s=endpoint_s)
     out = streamer.step([StreamInput(state, np.concatenate([first, np.zeros(16000, np.float32)]))])[0]
     assert bool(out.endpoints) == bool(endpoint_s), "the pause ends the utterance where asked"
     caches = state.caches
@@ -221,8 +220,7 @@ def test_after_a_final_a_whole_utterance_model_encodes_without_the_audio_before(
 def test_an_utterance_ends_after_its_silence_even_inside_one_step(streaming_models: dict[str, Path]) -> None:
     engine = load_engine(str(streaming_models["rnnt"]))
     streamer = engine.streamer(10.0)
-    state = streamer.open()
-    state.endpoint_s = 0.5
+    state = streamer.open(endpoint_s=0.5)
     silence = np.zeros(16000, np.float32)
     audio = np.concatenate([speechlike(3.0, seed=6)[0], silence, speechlike(1.0, seed=7)[0], silence])
     piece, ends, tokens = 16000, [], 0  # a second per step; ends: (audio pushed, last token) in s

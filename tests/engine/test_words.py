@@ -8,8 +8,8 @@ import pytest
 from parakeet_serve.audio.decode import decode_audio
 from parakeet_serve.audio.formats import AudioFormat
 from parakeet_serve.engine import NemoEngine
-from parakeet_serve.engine.types import Word
-from parakeet_serve.engine.words import GrowingWords, TokenSpan, group_words, settle_times
+from parakeet_serve.engine.types import TokenSpan, Word
+from parakeet_serve.engine.words import GrowingWords, group_words, settle_times
 from parakeet_serve.warmup import sample_path
 
 

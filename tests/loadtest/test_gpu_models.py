@@ -7,7 +7,7 @@ from pathlib import Path
 
 from loadtest.gpu.build_models import TOKENS_PER_FRAME, bench_audio, calibrate
 from parakeet_serve.engine import load_engine
-from parakeet_serve.engine.blueprint import Blueprint, build_model, train_tokenizer
+from training.blueprint import Blueprint, build_model, train_tokenizer
 
 
 def tokens_per_frame(path: Path, audios: list) -> float:

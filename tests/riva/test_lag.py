@@ -15,7 +15,7 @@ import pytest
 
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.scheduler import LAG_MIN_STEPS, LagWatch
-from parakeet_serve.streaming import RESYNC_WAIT_S, SpeakingClock
+from parakeet_serve.session import RESYNC_WAIT_S, SpeakingClock
 from tests.conftest import LoopThread, rpc_code, start_server
 from tests.riva.test_streaming import PACKAGE, RATE, as_bytes, config, pcm_of
 from tests.telemetry.scrape import Scrape

@@ -14,7 +14,7 @@ import pytest
 from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.engine import NemoEngine, load_engine
-from parakeet_serve.streaming import LEAD_S
+from parakeet_serve.session import LEAD_S
 from tests.conftest import LoopThread, Served, start_server
 from tests.riva.test_streaming import EVAL, RATE, Result, as_bytes, config, finals, finals_together, offline, stream
 from tests.riva.test_streaming import utterances_with_pauses as with_pauses

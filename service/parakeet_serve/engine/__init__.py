@@ -1,6 +1,8 @@
 """The model engines: load a model and recognise batches of audio (NeMo, or ONNX Runtime).
 
-PyTorch and NeMo are imported only when a NeMo engine is asked for, so the ONNX backend runs without them.
+The core (interfaces, types, words, features, the streaming core) is this package's modules; each backend is a
+wing of its own (`nemo/`, `onnx/`), reached from outside only through this module. PyTorch and NeMo are imported
+only when a NeMo engine is asked for, so the ONNX backend runs without them.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from parakeet_serve.engine.loader import DEMO, load_nemo_model, quiet_nemo, reso
 from parakeet_serve.engine.types import Hypothesis, ModelInfo, Transcript, Word
 
 if TYPE_CHECKING:
-    from parakeet_serve.engine.nemo_engine import NemoEngine
+    from parakeet_serve.engine.nemo.engine import NemoEngine
+    from parakeet_serve.engine.onnx.engine import OnnxEngine
 
-__all__ = ["DEMO", "Hypothesis", "ModelInfo", "NemoEngine", "Transcript", "Word", "load_engine"]
+__all__ = ["DEMO", "Hypothesis", "ModelInfo", "NemoEngine", "Transcript", "Word", "export_onnx", "load_engine",
+           "load_onnx_engine"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "NemoEngine":
-        from parakeet_serve.engine.nemo_engine import NemoEngine
+        from parakeet_serve.engine.nemo.engine import NemoEngine
 
         return NemoEngine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -39,7 +43,7 @@ def load_engine(
     lookahead_ms: float | None = None,
 ) -> NemoEngine:
     """Resolve, load and prepare `model_id` for inference (not yet warmed up)."""
-    from parakeet_serve.engine.nemo_engine import NemoEngine
+    from parakeet_serve.engine.nemo.engine import NemoEngine
 
     quiet_nemo()
     model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline, revision))
@@ -53,3 +57,17 @@ def load_engine(
         local_attention_context=local_attention_context,
         lookahead_ms=lookahead_ms,
     )
+
+
+def load_onnx_engine(directory: Path, **options: Any) -> OnnxEngine:
+    """The ONNX Runtime engine of an exported directory (`OnnxEngine`'s options)."""
+    from parakeet_serve.engine.onnx.engine import OnnxEngine
+
+    return OnnxEngine(directory, **options)
+
+
+def export_onnx(model_id: str, out: Path, **options: Any) -> list[Path]:
+    """`parakeet-serve export`: `model_id` as ONNX graphs in `out` (the NeMo backend's exporter)."""
+    from parakeet_serve.engine.nemo.export import export
+
+    return export(model_id, out, **options)

@@ -9,8 +9,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.types import ModelInfo, Recognition, Transcript
+from parakeet_serve.errors import ModelLoadError
+from parakeet_serve.word_boost import WordBoost
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,20 @@ def warmup_clips(sample_rate: int, seconds: float = 2.0) -> list[np.ndarray]:
     """Quiet noise of two lengths: a batch that runs every part of a backend's path once."""
     clip = (np.random.default_rng(0).standard_normal(int(seconds * sample_rate)) * 0.01).astype(np.float32)
     return [clip, clip[: len(clip) // 2]]
+
+
+def pick_head(asked: str, transducer: str | None, has_ctc: bool, model: str) -> str:
+    """The decoder to serve (`ctc`, `rnnt` or `tdt`) of a model with a transducer of kind `transducer` (None:
+    none) and/or a CTC head, for the `PARAKEET_DECODER` asked (`auto` prefers the transducer); `ModelLoadError`
+    naming `model` when it has no such decoder."""
+    if asked == "ctc":
+        if not has_ctc:
+            raise ModelLoadError(f"decoder=ctc but {model} has no CTC head")
+        return "ctc"
+    if transducer is None:
+        if asked in ("rnnt", "tdt"):
+            raise ModelLoadError(f"decoder={asked} but {model} is CTC-only")
+        return "ctc"
+    if asked == "tdt" and transducer != "tdt":
+        raise ModelLoadError(f"decoder=tdt but {model}'s transducer is RNN-T")
+    return transducer

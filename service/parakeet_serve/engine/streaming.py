@@ -9,30 +9,30 @@ chunk it checks for an endpoint (silence after speech, heard by the decoder and 
 loudness); at one it reports where the utterance ended and restarts the decoder for the next.
 
 This module is the bookkeeping, in NumPy, shared by the backends; each backend's `StreamModel`
-(`nemo_streaming`, `onnx_streaming`) computes features, encoder steps and decoding.
+(`nemo/stream_model`, `onnx/stream_model`) computes features, encoder steps and decoding.
 
 For a model trained with chunked limited attention and causal convolutions (the demo model),
 this reproduces the offline encoding exactly. Models trained with full attention (the Parakeet
 checkpoints) run the same path with a bounded left context, the chunk as look-ahead and running
 per-mel normalisation in place of whole-utterance statistics, which costs them accuracy against
-their offline transcripts; their sessions stream in two passes (`parakeet_serve.streaming`), for
+their offline transcripts; their sessions stream in two passes (`parakeet_serve.session`), for
 which each endpoint also says where the utterance's audio ends.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine.loudness import Loudness
-from parakeet_serve.engine.types import StepOutput, StreamInput
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.types import TokenSpan
+from parakeet_serve.word_boost import WordBoost
 
 _FEATURE_CONTEXT = 2  # feature frames of audio kept before the next frame: the STFT window reaches back 16 ms
 
@@ -50,6 +50,27 @@ class ChunkGeometry:
     drop: int
     min_tail: int
     out_frames: int
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """New audio (mono float32 at the model's rate) for one stream; `last` flushes it."""
+
+    state: StreamState
+    audio: np.ndarray
+    last: bool = False
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step added to a stream: new tokens (absolute encoder frames) and its progress."""
+
+    tokens: tuple[TokenSpan, ...]
+    frames: int  # encoder frames of the stream so far
+    audio_s: float  # audio the encoded frames depend on: what the stream has had processed
+    encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
+    endpoints: tuple[int, ...] = ()  # an utterance ended after tokens[:k] for each k (the stream's decoder restarted)
+    cuts: tuple[int, ...] = ()  # for each endpoint, the sample (from the stream's start) where its audio closes
 
 
 @dataclass
@@ -143,6 +164,19 @@ class StreamModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StreamGeometry:
+    """How the engine streams: how much audio completes the n-th step, from its chunking, and
+    whether finals come from a second, offline pass over each utterance's audio."""
+
+    samples_for_chunks: Callable[[int], int]
+    chunks_per_step: int
+    frame_shift_s: float
+    sample_rate: int
+    two_pass: bool = False
+    timed_ends: bool = True  # the decoder gives tokens durations (TDT); else word times are settled
+
+
 class Streamer:
     """Runs streaming steps over a backend's `StreamModel`; not thread-safe (the inference thread calls it)."""
 
@@ -164,14 +198,24 @@ class Streamer:
     def recognise(self, audios: list[np.ndarray]) -> None:
         self.model.recognise(audios)
 
-    def open(self, boost: WordBoost | None = None) -> StreamState:
-        return StreamState(boost=boost if self.model.booster is not None else None)
+    def open(self, boost: WordBoost | None = None, endpoint_s: float = 0.0) -> StreamState:
+        """A new stream's state: `boost` favours phrases in all of its utterances; `endpoint_s` of silence after
+        speech ends an utterance (0: never)."""
+        return StreamState(boost=boost if self.model.booster is not None else None, endpoint_s=endpoint_s)
 
     def close(self, state: StreamState) -> None:
         """Unpin the stream's boosting model (any thread: the stream no longer steps)."""
         if self.model.booster is not None and state.boost_id is not None:
             self.model.booster.release([state.boost])
             state.boost_id = None
+
+    def stream_geometry(self, step_s: float, two_pass: bool, timed_ends: bool) -> StreamGeometry:
+        """How the sessions over this streamer step their streams: every `step_s` of audio (in whole encoder
+        chunks), with finals from a second pass or not, and word ends timed by the decoder or settled."""
+        return StreamGeometry(samples_for_chunks=self.samples_for_chunks,
+                              chunks_per_step=max(1, math.ceil(step_s / self.chunk_s - 1e-6)),
+                              frame_shift_s=self.model.frame_shift_s, sample_rate=self.model.sample_rate,
+                              two_pass=two_pass, timed_ends=timed_ends)
 
     def samples_for_chunks(self, n: int) -> int:
         """Samples of audio (at the model's rate) that complete the first `n` encoder chunks."""

@@ -5,13 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
-
-import numpy as np
-
-if TYPE_CHECKING:
-    from parakeet_serve.engine.streaming import StreamState
-    from parakeet_serve.engine.words import TokenSpan
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -33,6 +27,17 @@ class Token:
     text: str
     logprob: float
     start_s: float
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One emitted token: its id, its tokenizer piece, encoder frames [start, end) and confidence."""
+
+    token_id: int
+    piece: str
+    start_frame: int
+    end_frame: int
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -122,24 +127,3 @@ class ModelInfo:
     def timed_ends(self) -> bool:
         """Whether its decoder gives each token a duration (TDT); others only say in which frame it came."""
         return self.decoder == "tdt"
-
-
-@dataclass(frozen=True)
-class StreamInput:
-    """New audio (mono float32 at the model's rate) for one stream; `last` flushes it."""
-
-    state: StreamState
-    audio: np.ndarray
-    last: bool = False
-
-
-@dataclass(frozen=True)
-class StepOutput:
-    """What one step added to a stream: new tokens (absolute encoder frames) and its progress."""
-
-    tokens: tuple[TokenSpan, ...]
-    frames: int  # encoder frames of the stream so far
-    audio_s: float  # audio the encoded frames depend on: what the stream has had processed
-    encoder_input_s: float  # feature frames fed to the encoder so far, as seconds (context included)
-    endpoints: tuple[int, ...] = ()  # an utterance ended after tokens[:k] for each k (the stream's decoder restarted)
-    cuts: tuple[int, ...] = ()  # for each endpoint, the sample (from the stream's start) where its audio closes

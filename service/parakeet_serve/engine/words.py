@@ -6,20 +6,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from parakeet_serve.engine.types import Hypothesis, Token, Transcript, Word
+from parakeet_serve.engine.types import Hypothesis, Token, TokenSpan, Transcript, Word
 
 SENTENCEPIECE_WORD_START = "\u2581"
-
-
-@dataclass(frozen=True)
-class TokenSpan:
-    """One emitted token: its id, its tokenizer piece, encoder frames [start, end) and confidence."""
-
-    token_id: int
-    piece: str
-    start_frame: int
-    end_frame: int
-    confidence: float
 
 
 def group_words(

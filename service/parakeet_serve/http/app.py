@@ -18,12 +18,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -31,9 +31,8 @@ from starlette.websockets import WebSocket
 from parakeet_serve.audio import AudioFormat
 from parakeet_serve.engine.types import Hypothesis
 from parakeet_serve.errors import ParakeetError, Unauthenticated, UnknownModel, quote
-from parakeet_serve.http import formats
+from parakeet_serve.http import convert, formats
 from parakeet_serve.http.errors import HttpError, describe, envelope, error_response
-from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.http.realtime import RealtimeLimits, RealtimeTranscription
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
 from parakeet_serve.telemetry import Telemetry
@@ -41,7 +40,6 @@ from parakeet_serve.telemetry.metrics import TRANSCRIPTIONS
 from parakeet_serve.usage import Usage
 
 log = logging.getLogger(__name__)
-GRANULARITIES = ("word", "segment")
 TRANSCRIPTIONS_ROUTE = "/v1/audio/transcriptions"
 STATIC = Path(__file__).with_name("static")
 T = TypeVar("T")
@@ -150,9 +148,8 @@ class _Api:
         try:
             self._authorize(websocket)
             recognizer = self._recognizer()
-        except ParakeetError as exc:
-            kind = "authentication_error" if isinstance(exc, Unauthenticated) else "server_error"
-            await websocket.send_text(json.dumps({"type": "error", "error": {"type": kind, "message": str(exc)}}))
+        except ParakeetError as exc:  # the HTTP table, as every refusal on the socket
+            await websocket.send_text(json.dumps({"type": "error", "error": describe(exc)[1]["error"]}))
             await websocket.close(code=1008 if isinstance(exc, Unauthenticated) else 1013)
             return
         self._telemetry.metrics.http_requests.labels("/v1/realtime", "101").inc()
@@ -186,55 +183,18 @@ class _Api:
                              "use /v1/audio/transcriptions.", code="unsupported")
 
     async def transcriptions(self, request: Request, usage: Usage) -> Response:
-        form = await self._form(request)
+        asked = convert.transcription_request(await self._form(request))
         recognizer = self._recognizer()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise HttpError(400, "The form needs a 'file' field with the audio.", param="file")
-        _check_model(recognizer, str(form.get("model") or ""))
-        response_format = str(form.get("response_format") or "json")
-        if response_format not in formats.FORMATS:
-            raise HttpError(400, f"response_format {quote(response_format)} is not one of "
-                                 f"{', '.join(formats.FORMATS)}.", param="response_format")
-        granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
-        if any(g not in GRANULARITIES for g in granularities):
-            raise HttpError(400, "timestamp_granularities takes 'word' and 'segment'.", param="timestamp_granularities")
-        if granularities and response_format != "verbose_json":
-            raise HttpError(400, "timestamp_granularities needs response_format 'verbose_json'.",
-                            param="timestamp_granularities")
-        include = form.getlist("include[]") + form.getlist("include")
-        if any(item != "logprobs" for item in include):
-            raise HttpError(400, "include takes 'logprobs'.", param="include")
-        logprobs = bool(include)
-        if logprobs and response_format != "json":
-            raise HttpError(400, "include=logprobs needs response_format 'json'.", param="include")
-        stream = str(form.get("stream") or "false").lower() in ("true", "1")
-        if stream and response_format not in ("json", "text"):
-            raise HttpError(400, "stream=true gives text events: use response_format 'json' or 'text'.",
-                            param="stream")
-        language = str(form.get("language") or "")
-        options = RecognitionOptions(language_code=language, word_time_offsets=True, automatic_punctuation=True,
-                                     speech_contexts=prompt_contexts(str(form.get("prompt") or "")))
-        data = await upload.read()
-        if stream:
-            pieces = recognizer.recognize_progressively(data, AudioFormat(), options, usage, TRANSCRIPTIONS)
+        _check_model(recognizer, asked.model)
+        data = await asked.upload.read()
+        if asked.stream:
+            pieces = recognizer.transcribe_progressively(data, AudioFormat(), asked.options, usage, TRANSCRIPTIONS)
             first = await anext(pieces)  # refusals (bad audio, a full queue) come as statuses, before any event
-            return StreamingResponse(_events(first, pieces, logprobs), media_type="text/event-stream")
-        results = await _unless_gone(request, recognizer.recognize(data, AudioFormat(), options, usage,
+            return StreamingResponse(_events(first, pieces, asked.logprobs), media_type="text/event-stream")
+        results = await _unless_gone(request, recognizer.transcribe(data, AudioFormat(), asked.options, usage,
                                                                    TRANSCRIPTIONS))
-        best, duration_s = results[0].hypotheses[0], results[0].audio_processed_s
-        if response_format == "json":
-            billed = {"type": "duration", "seconds": max(1, round(duration_s))}
-            extra = {"logprobs": formats.logprobs(best)} if logprobs else {}
-            return JSONResponse({"text": best.text, **extra, "usage": billed})
-        if response_format == "text":
-            return PlainTextResponse(best.text)
-        if response_format == "verbose_json":
-            words, with_segments = "word" in granularities, "segment" in granularities or not granularities
-            body = formats.verbose_json(best, duration_s, language or recognizer.language_code, words, with_segments)
-            return JSONResponse(body)
-        media = "application/x-subrip" if response_format == "srt" else "text/vtt"
-        return PlainTextResponse(formats.subtitles(best, response_format), media_type=media)
+        return convert.transcription_response(asked, results[0].hypotheses[0], results[0].audio_processed_s,
+                                              recognizer.language_code)
 
     async def _form(self, request: Request) -> FormData:
         declared = int(request.headers.get("content-length") or 0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from parakeet_serve.boosting import SpeechContext
+from parakeet_serve.word_boost import SpeechContext
 
 PROMPT_BOOST = 50.0
 PROMPT_PHRASE_WORDS = 4

@@ -30,7 +30,7 @@ from parakeet_serve.http import realtime_events as events
 from parakeet_serve.http.errors import describe
 from parakeet_serve.http.prompt import prompt_contexts
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
-from parakeet_serve.streaming import StreamEvent, StreamOptions, StreamSession
+from parakeet_serve.session import StreamEvent, StreamOptions, StreamSession
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from riva.client.proto import riva_asr_pb2, riva_audio_pb2, riva_common_pb2
 
 from parakeet_serve.audio import AudioFormat, Encoding
-from parakeet_serve.boosting import SpeechContext
 from parakeet_serve.engine.types import Hypothesis
 from parakeet_serve.errors import InvalidAudio
 from parakeet_serve.recognizer import ChannelResult, RecognitionOptions
-from parakeet_serve.streaming import StreamEvent, StreamOptions
+from parakeet_serve.session import StreamEvent, StreamOptions
+from parakeet_serve.word_boost import SpeechContext
 
 _ENCODINGS = {
     riva_audio_pb2.ENCODING_UNSPECIFIED: Encoding.UNSPECIFIED,

@@ -67,7 +67,7 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             call.ignored = convert.ignored_fields(request.config)
             fmt = convert.audio_format(request.config)
             options = convert.recognition_options(request.config)
-            results = await recognizer.recognize(request.audio, fmt, options, call.usage)
+            results = await recognizer.transcribe(request.audio, fmt, options, call.usage)
             return convert.recognize_response(results, request.id)
 
     async def StreamingRecognize(

@@ -30,7 +30,7 @@ from wyoming.ping import Ping, Pong
 from parakeet_serve.audio import AudioFormat
 from parakeet_serve.errors import InvalidAudio, InvalidRequest, ParakeetError, QueueFull, StreamIdle, quote
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
-from parakeet_serve.streaming import StreamEvent, StreamOptions, StreamSession
+from parakeet_serve.session import StreamEvent, StreamOptions, StreamSession
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.metrics import WYOMING as RPC
 from parakeet_serve.usage import Usage
@@ -324,7 +324,7 @@ class Connection:
         u.stack.close()  # the interim stream's slot is free before the recognition queues
         try:
             with trace.use_span(u.call.span, end_on_exit=False):
-                results = await u.recognizer.recognize(bytes(u.audio), u.fmt, u.options, u.call.usage, rpc=RPC)
+                results = await u.recognizer.transcribe(bytes(u.audio), u.fmt, u.options, u.call.usage, rpc=RPC)
         except Exception as exc:
             if not isinstance(exc, ParakeetError):
                 log.exception("wyoming recognition failed", extra={"rpc": RPC, "request_id": u.call.request_id})

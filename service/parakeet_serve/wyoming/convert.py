@@ -13,9 +13,9 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 from parakeet_serve import __version__
 from parakeet_serve.audio import AudioFormat, Encoding
 from parakeet_serve.audio.decode import check_shape
-from parakeet_serve.boosting import SpeechContext
 from parakeet_serve.errors import InvalidAudio
 from parakeet_serve.recognizer import RecognitionOptions, Recognizer
+from parakeet_serve.word_boost import SpeechContext
 
 PROGRAM = "parakeet-serve"
 WIDTHS = (1, 2, 4)  # bytes per sample the protocol's audio uses (1 is unsigned, as in WAV)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from parakeet_serve.boosting import DEPTH_SCALING
-from parakeet_serve.engine.phrase_tree import PhraseTree
+from parakeet_serve.engine.onnx.boosting import PhraseTree
+from parakeet_serve.word_boost import DEPTH_SCALING
 
 A, B, C, D, OTHER = 1, 2, 3, 4, 9
 GAIN = 0.6

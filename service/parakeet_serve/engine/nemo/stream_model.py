@@ -5,21 +5,45 @@ continued from each stream's state (with its per-stream phrase boosting)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from parakeet_serve.engine.features import pad_batch
-from parakeet_serve.engine.nemo_greedy import transducer_spans
+from parakeet_serve.engine.nemo.greedy import transducer_spans
 from parakeet_serve.engine.streaming import ChunkGeometry, StreamState, pair
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.types import ModelInfo, TokenSpan
 
 _FULL_ATTENTION_CHUNK = 4  # encoder frames per chunk when a full-attention model streams
 
 
+class StreamingEngine(Protocol):
+    """What the stream model uses of its engine: the model, where and how it runs, and its decoders."""
+
+    model: Any
+    device: Any
+    blank_id: int
+    booster: Any
+    info: ModelInfo
+
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def frame_shift_s(self) -> float: ...
+    @property
+    def ctc_head(self) -> Any: ...
+    @property
+    def greedy_computer(self) -> Any: ...
+    def autocast(self) -> AbstractContextManager[None]: ...
+    def piece(self, token_id: int) -> str: ...
+    def transcribe(self, audios: Sequence[np.ndarray]) -> Any: ...
+
+
 class NemoStreamModel:
-    def __init__(self, engine: Any, left_context_s: float) -> None:
+    def __init__(self, engine: StreamingEngine, left_context_s: float) -> None:
         self._engine = engine
         model = engine.model
         self._encoder = model.encoder

@@ -4,19 +4,43 @@ across streams, and the engine's batched greedy decoders continued from each str
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-from parakeet_serve.engine.export import STREAM_ENCODER, STREAM_ENCODER_FIRST
+from parakeet_serve.engine.features import FeatureConfig, LogMel
+from parakeet_serve.engine.onnx.boosting import PhraseTree
+from parakeet_serve.engine.onnx.greedy import GreedyDecoder
+from parakeet_serve.engine.onnx.layout import STREAM_ENCODER, STREAM_ENCODER_FIRST
 from parakeet_serve.engine.streaming import ChunkGeometry, StreamState
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.types import ModelInfo, TokenSpan
+from parakeet_serve.word_boost import WordBoost
 
 _CACHES = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
 
 
+class StreamingEngine(Protocol):
+    """What the stream model uses of its engine: its features, graphs, decoders and boosting."""
+
+    sample_rate: int
+    frame_shift_s: float
+    subsampling: int
+    int8: bool
+    feature_config: FeatureConfig
+    log_mel: LogMel
+    greedy: GreedyDecoder
+    booster: Any
+    info: ModelInfo
+
+    def session(self, name: str, int8: bool) -> Any: ...
+    def ctc_log_probs(self, encoded: np.ndarray) -> np.ndarray: ...
+    def trees(self, boosts: Sequence[WordBoost | None]) -> list[PhraseTree | None]: ...
+    def transcribe(self, audios: Sequence[np.ndarray]) -> Any: ...
+
+
 class OnnxStreamModel:
-    def __init__(self, engine: Any, streaming: dict[str, Any]) -> None:
+    def __init__(self, engine: StreamingEngine, streaming: dict[str, Any]) -> None:
         self._engine = engine
         self.booster = engine.booster
         features = engine.feature_config
@@ -55,12 +79,12 @@ class OnnxStreamModel:
         offsets = [st.frames for st in states]
         if self._engine.info.decoder == "ctc":
             previous = [st.ctc_last for st in states]
-            spans, lasts = self._engine.decode_ctc(self._engine.ctc_log_probs(encoded), np.array(lengths), previous,
+            spans, lasts = self._engine.greedy.ctc(self._engine.ctc_log_probs(encoded), np.array(lengths), previous,
                                                    offsets)
             for st, label in zip(states, lasts, strict=True):
                 st.ctc_last = label
             return spans
-        spans, ends = self._engine.decode_transducer(encoded, np.array(lengths), [st.decoder for st in states],
+        spans, ends = self._engine.greedy.transducer(encoded, np.array(lengths), [st.decoder for st in states],
                                                      offsets, self._engine.trees([st.boost for st in states]))
         for st, end in zip(states, ends, strict=True):
             st.decoder = end

@@ -13,39 +13,36 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from parakeet_serve.audio.pauses import split_at_pauses
-from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import WarmupShape, sub_batches, warmup_clips
-from parakeet_serve.engine.beam import beam_search
-from parakeet_serve.engine.export import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER, TOKENIZER
+from parakeet_serve.engine.base import WarmupShape, pick_head, sub_batches, warmup_clips
 from parakeet_serve.engine.features import FeatureConfig, LogMel
-from parakeet_serve.engine.phrase_tree import PhraseTree, TreeBooster
+from parakeet_serve.engine.onnx.beam import beam_search
+from parakeet_serve.engine.onnx.boosting import PhraseTree, TreeBooster
+from parakeet_serve.engine.onnx.greedy import GreedyDecoder
+from parakeet_serve.engine.onnx.layout import CTC_HEAD, CTC_MODEL, DECODER_JOINT, ENCODER, STREAM_ENCODER, TOKENIZER
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, joined, runners_up, transcripts
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, PendingTranscript, TokenSpan
+from parakeet_serve.engine.types import (
+    Hypothesis,
+    ModelInfo,
+    Recognition,
+    TokenSpan,
+    Transcript,
+    joined,
+    runners_up,
+    transcripts,
+)
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, PendingTranscript
 from parakeet_serve.errors import ModelLoadError
+from parakeet_serve.word_boost import WordBoost
 
 log = logging.getLogger(__name__)
 
-_CONFIDENCE_ALPHA = 0.33  # NeMo's max_prob confidence, as the NeMo engine is configured
 _MIN_BEAM = 4  # as the NeMo engine's beam for alternatives
-
-
-@dataclass
-class DecoderState:
-    """Where one item's greedy transducer decoding stands between calls (a stream's chunks)."""
-
-    last: int  # the last label emitted (the blank before any)
-    h: np.ndarray  # the prediction network's state: (layers, hidden) each
-    c: np.ndarray
-    skip: int = 0  # frames a TDT duration jumped past the end of the frames decoded so far
-    node: int = 0  # where its phrase boosting stands (`PhraseTree` node)
 
 
 class OnnxEngine:
@@ -62,7 +59,6 @@ class OnnxEngine:
         config = self._config = _read_json(directory / "config.json")
         self._pieces, self.blank_id = _read_vocabulary(directory / "vocab.txt")
         self._durations = [int(d) for d in config.get("durations", [])]
-        self._max_symbols = int(config.get("max_tokens_per_step", 10))
         self._causal = bool(config.get("causal_downsampling", False))
         self.subsampling = int(config.get("subsampling_factor", 8))
         features = FeatureConfig(
@@ -79,16 +75,15 @@ class OnnxEngine:
         longest = features.frames(min(shape.audio_s, long_audio_seconds)) if shape else 0  # longer: in pieces
         profile = tensorrt_profile(features.n_mels, longest, shape.max_batch) if shape else {}
         self._encoder = self.session(ENCODER if self._transducer_dir else CTC_MODEL, int8, tensorrt=profile)
-        self._decoder = self.session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
+        joint = self.session(DECODER_JOINT, int8, threads=1) if self._head != "ctc" else None
+        self.greedy = GreedyDecoder(self._pieces, self.blank_id, joint, self._durations,
+                                    int(config.get("max_tokens_per_step", 10)))
         # A CTC model's own graph gives log-probs; its head alone (hybrids, and streaming) takes encoder output.
         ctc_head = self._head == "ctc" and (directory / CTC_HEAD).is_file()
         self._ctc_head = self.session(CTC_HEAD, False) if ctc_head else None
-        if self._decoder is not None:
-            state = {i.name: i.shape for i in self._decoder.get_inputs()}["input_states_1"]
-            self._state_shape = (int(state[0]), int(state[2]))
         # Boosting spells phrases with the export's SentencePiece model, and needs a transducer.
         tokenizer = directory / TOKENIZER
-        self.booster = TreeBooster(tokenizer, len(self._pieces)) if self._decoder and tokenizer.is_file() else None
+        self.booster = TreeBooster(tokenizer, len(self._pieces)) if joint and tokenizer.is_file() else None
         self.sample_rate = features.sample_rate
         self.frame_shift_s = features.window_stride_s * self.subsampling
         device = "cuda" if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self._providers) else "cpu"
@@ -153,9 +148,9 @@ class OnnxEngine:
         encoded, encoded_lengths = self._encode(features, lengths)
         if self._head == "ctc":
             log_probs = self.ctc_log_probs(encoded) if self._transducer_dir else encoded
-            spans, _ = self.decode_ctc(log_probs, encoded_lengths)
+            spans, _ = self.greedy.ctc(log_probs, encoded_lengths)
             return [self._pending(item) for item in spans]
-        spans, _ = self.decode_transducer(encoded, encoded_lengths, trees=self.trees(boosts))
+        spans, _ = self.greedy.transducer(encoded, encoded_lengths, trees=self.trees(boosts))
         out: list[Recognition] = []
         for i, item in enumerate(spans):
             recognition: Recognition = self._pending(item)
@@ -173,29 +168,10 @@ class OnnxEngine:
 
     def _alternatives(self, encoded: np.ndarray, best: Hypothesis, n: int) -> list[Hypothesis]:
         """Other hypotheses from a beam search; the greedy one stays first."""
-        layers, hidden = self._state_shape
-        fresh = np.zeros((layers, hidden), np.float32)
-        nbest = beam_search(self._joint_step, encoded, self.blank_id, (fresh, fresh), max(n, _MIN_BEAM),
-                            self._durations, self._max_symbols)
+        greedy = self.greedy
+        nbest = beam_search(greedy.joint_step, encoded, self.blank_id, greedy.fresh(), max(n, _MIN_BEAM),
+                            greedy.durations, greedy.max_symbols)
         return runners_up(best, [(self.detokenize(tokens), score) for tokens, score in nbest], n)
-
-    def _joint(self, frames: np.ndarray, last: np.ndarray, h: np.ndarray,
-               c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The joint's scores (n, tokens + blank + a TDT's durations) after `last` on each encoder frame
-        (n, dim), and the prediction network's state after `last`."""
-        assert self._decoder is not None
-        logits, _, h_next, c_next = self._decoder.run(None, {
-            "encoder_outputs": frames[:, :, None], "targets": last[:, None],
-            "target_length": np.ones(len(last), np.int32), "input_states_1": h, "input_states_2": c})
-        return logits.reshape(len(last), -1), h_next, c_next
-
-    def _joint_step(self, frames: np.ndarray, last: np.ndarray, h: np.ndarray,
-                    c: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-        """Log-probabilities of the tokens (and a TDT's durations) after `last` on each encoder frame."""
-        logits, h_next, c_next = self._joint(frames, last, h, c)
-        vocabulary = len(self._pieces) + 1
-        durations = _log_softmax(logits[:, vocabulary:]) if self._durations else None
-        return _log_softmax(logits[:, :vocabulary]), durations, h_next, c_next
 
     def _pending(self, spans: list[TokenSpan]) -> PendingTranscript:
         """One item's greedy tokens, its text and words left to build off the inference thread."""
@@ -218,7 +194,7 @@ class OnnxEngine:
         if not math.isclose(float(streaming["left_context_s"]), left_context_s):
             log.info("streaming left context is the export's", extra={
                 "exported_s": streaming["left_context_s"], "asked_s": left_context_s})
-        from parakeet_serve.engine.onnx_streaming import OnnxStreamModel
+        from parakeet_serve.engine.onnx.stream_model import OnnxStreamModel
 
         return Streamer(OnnxStreamModel(self, streaming))
 
@@ -249,97 +225,6 @@ class OnnxEngine:
         assert self._ctc_head is not None
         return self._ctc_head.run(None, {"encoder_output": encoded})[0]
 
-    def decode_ctc(self, log_probs: np.ndarray, lengths: np.ndarray, previous: Sequence[int] | None = None,
-                   offsets: Sequence[int] | None = None) -> tuple[list[list[TokenSpan]], list[int]]:
-        """Greedy CTC: each item's tokens (frames from `offsets[i]`) and its last label; `previous[i]`,
-        the label before its first frame, collapses a repeat across a stream's chunks."""
-        labels, best = log_probs.argmax(axis=-1), log_probs.max(axis=-1)
-        out, lasts = [], []
-        for row in range(len(labels)):
-            spans, before = [], -1 if previous is None else previous[row]
-            offset = 0 if offsets is None else offsets[row]
-            for t in range(int(lengths[row])):
-                label = int(labels[row, t])
-                if label != self.blank_id and label != before:
-                    spans.append(self._span(label, offset + t, offset + t + 1, math.exp(float(best[row, t]))))
-                before = label
-            out.append(spans)
-            lasts.append(before)
-        return out, lasts
-
-    def decode_transducer(self, encoded: np.ndarray, lengths: np.ndarray,
-                          states: Sequence[DecoderState | None] | None = None, offsets: Sequence[int] | None = None,
-                          trees: Sequence[PhraseTree | None] | None = None,
-                          ) -> tuple[list[list[TokenSpan]], list[DecoderState]]:
-        """Greedy label looping for the whole batch: each call advances every unfinished item by one
-        token or blank; the decoder's state changes only where a token was emitted. Items continue
-        from `states` (a stream's previous chunks; None: afresh) with frames from `offsets`; an item
-        with a phrase tree picks its tokens with the tree's gains (whether it emits one, without)."""
-        batch, vocabulary = len(encoded), len(self._pieces)
-        assert self._decoder is not None
-        layers, hidden = self._state_shape
-        starts = [s or DecoderState(self.blank_id, np.zeros((layers, hidden), np.float32),
-                                    np.zeros((layers, hidden), np.float32)) for s in (states or [None] * batch)]
-        t, symbols = np.array([s.skip for s in starts], np.int64), np.zeros(batch, np.int64)
-        last = np.array([s.last for s in starts], np.int32)  # the blank is the start symbol
-        h, c = np.stack([s.h for s in starts], axis=1), np.stack([s.c for s in starts], axis=1)
-        shift = np.zeros(batch, np.int64) if offsets is None else np.asarray(offsets, np.int64)
-        nodes, boosted = [s.node for s in starts], [i for i, tree in enumerate(trees or []) if tree is not None]
-        out: list[list[TokenSpan]] = [[] for _ in range(batch)]
-        while (active := np.flatnonzero(t < lengths)).size:
-            logits, h_next, c_next = self._joint(encoded[active, :, t[active]], last[active], h[:, active],
-                                                 c[:, active])
-            token_logits = logits[:, : vocabulary + 1]  # the pieces and the blank; a TDT's durations follow
-            tokens = token_logits.argmax(axis=-1)
-            steps = (np.array(self._durations)[logits[:, vocabulary + 1 :].argmax(axis=-1)] if self._durations
-                     else np.ones(active.size, np.int64))
-            emitted = tokens != self.blank_id
-            if boosted:
-                self._boost(tokens, token_logits, active, emitted, trees, nodes)  # type: ignore[arg-type]
-            probability = 1.0 / np.exp(token_logits - token_logits.max(axis=-1, keepdims=True)).sum(axis=-1)
-            for j in np.flatnonzero(emitted):
-                item = active[j]
-                start = int(t[item] + shift[item])
-                out[item].append(self._span(int(tokens[j]), start, start + int(max(steps[j], 1)),
-                                            float(probability[j])))
-            changed = active[emitted]
-            last[changed] = tokens[emitted]
-            h[:, changed], c[:, changed] = h_next[:, emitted], c_next[:, emitted]
-            symbols[changed] += 1
-            # RNN-T stays on a frame after a token, TDT moves by the predicted duration; a blank, or the
-            # most tokens one frame may emit, moves at least one frame on.
-            full = symbols[active] >= self._max_symbols
-            if self._durations:
-                move = np.where(emitted & ~full, steps, np.maximum(steps, 1))
-            else:
-                move = np.where(emitted & ~full, 0, 1)
-            t[active] += move
-            symbols[active[move > 0]] = 0
-        ends = [DecoderState(int(last[i]), h[:, i].copy(), c[:, i].copy(), int(t[i] - lengths[i]), nodes[i])
-                for i in range(batch)]
-        return out, ends
-
-    @staticmethod
-    def _boost(tokens: np.ndarray, logits: np.ndarray, active: np.ndarray, emitted: np.ndarray,
-               trees: Sequence[PhraseTree | None], nodes: list[int]) -> None:
-        """Re-pick the emitted tokens of boosted items with their trees' gains, and move their nodes on."""
-        for j in np.flatnonzero(emitted):
-            item = int(active[j])
-            tree = trees[item]
-            if tree is not None:
-                tokens[j] = int(np.argmax(logits[j, :-1] + tree.bias(nodes[item])))
-                nodes[item] = tree.next(nodes[item], int(tokens[j]))
-
-    # --- hypotheses ------------------------------------------------------------------------
-
-    def _span(self, token_id: int, start: int, end: int, probability: float) -> TokenSpan:
-        return TokenSpan(token_id, self._pieces[token_id], start, end, self._confidence(probability))
-
-    def _confidence(self, probability: float) -> float:
-        """NeMo's `max_prob` confidence with Tsallis entropy's alpha: 0 for a uniform guess, 1 for certainty."""
-        scale = (len(self._pieces) + 1) ** _CONFIDENCE_ALPHA
-        return (probability**_CONFIDENCE_ALPHA * scale - 1) / (scale - 1)
-
     # --- set-up -----------------------------------------------------------------------------
 
     @property
@@ -347,20 +232,11 @@ class OnnxEngine:
         return (self.directory / ENCODER).is_file()
 
     def _pick_head(self, decoder: str, model_type: str) -> str:
-        transducer = (self.directory / DECODER_JOINT).is_file()
+        transducer = None
+        if (self.directory / DECODER_JOINT).is_file():
+            transducer = "tdt" if model_type.endswith("tdt") or self._durations else "rnnt"
         has_ctc = (self.directory / CTC_HEAD).is_file() or (self.directory / CTC_MODEL).is_file()
-        kind = "tdt" if model_type.endswith("tdt") or self._durations else "rnnt"
-        if decoder == "ctc":
-            if not has_ctc:
-                raise ModelLoadError(f"decoder=ctc but {self.directory} has no CTC graph ({CTC_HEAD} or {CTC_MODEL})")
-            return "ctc"
-        if not transducer:
-            if decoder in ("rnnt", "tdt"):
-                raise ModelLoadError(f"decoder={decoder} but {self.directory} holds a CTC model")
-            return "ctc"
-        if decoder == "tdt" and kind != "tdt":
-            raise ModelLoadError("decoder=tdt but the exported transducer is RNN-T")
-        return kind
+        return pick_head(decoder, transducer, has_ctc, str(self.directory))
 
     def session(self, name: str, int8: bool, threads: int = 0, tensorrt: dict[str, str] | None = None) -> Any:
         """An inference session on the engine's providers. TensorRT runs only a graph given its `tensorrt` shape
@@ -408,11 +284,6 @@ def providers_for(providers: Sequence[Any], profile: dict[str, str] | None) -> l
         return isinstance(provider, tuple) and provider[0] == "TensorrtExecutionProvider"
 
     return [(p[0], {**p[1], **profile}) if tensorrt(p) else p for p in providers if profile or not tensorrt(p)]
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ request or stream uses it, a model in the decoder's biasing multi-model. Every b
 with its own model id (-1: none), so an unboosted item decodes exactly as it would without any
 boosting in the batch.
 
-Strength (`parakeet_serve.boosting`): a phrase's first token gains `boost * SCORE_PER_BOOST` in the
+Strength (`parakeet_serve.word_boost`): a phrase's first token gains `boost * SCORE_PER_BOOST` in the
 joint's log-probabilities, each further token of it more; a phrase abandoned half-way gives the gain
 back. Greedy fusion changes which token is emitted, never whether one is: a boost corrects a
 misheard word, not a dropped one.
@@ -19,8 +19,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 from parakeet_serve.errors import quote
+from parakeet_serve.word_boost import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,24 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.base import WarmupShape, sub_batches, warmup_clips
-from parakeet_serve.engine.boosting import PhraseBooster
+from parakeet_serve.engine.base import WarmupShape, pick_head, sub_batches, warmup_clips
 from parakeet_serve.engine.features import pad_batch
-from parakeet_serve.engine.nemo_greedy import transducer_spans
-from parakeet_serve.engine.nemo_streaming import NemoStreamModel
+from parakeet_serve.engine.nemo.boosting import PhraseBooster
+from parakeet_serve.engine.nemo.greedy import transducer_spans
+from parakeet_serve.engine.nemo.stream_model import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
-from parakeet_serve.engine.types import Hypothesis, ModelInfo, Recognition, Transcript, runners_up, transcripts
-from parakeet_serve.engine.words import PendingTranscript, TokenSpan, group_words, settle_times, token_logprobs
+from parakeet_serve.engine.types import (
+    Hypothesis,
+    ModelInfo,
+    Recognition,
+    TokenSpan,
+    Transcript,
+    runners_up,
+    transcripts,
+)
+from parakeet_serve.engine.words import PendingTranscript, group_words, settle_times, token_logprobs
 from parakeet_serve.errors import ModelLoadError, SettingsError
+from parakeet_serve.word_boost import WordBoost
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +403,7 @@ def _set_greedy(cfg: DictConfig, head: str) -> None:
             cfg.greedy.loop_labels = True
             cfg.greedy.enable_per_stream_biasing = False
         # CTC's words come from NeMo's character offsets; a transducer's from the computer's own
-        # alignment (`nemo_greedy`), which keeps a TDT's durations only with timestamps on.
+        # alignment (`greedy`), which keeps a TDT's durations only with timestamps on.
         cfg.compute_timestamps = True
         cfg[f"{head}_timestamp_type"] = "char"
         cfg.confidence_cfg = dict(_CONFIDENCE)
@@ -434,20 +442,10 @@ def _serve_lookahead(encoder: Any, lookahead_ms: float | None, frame_s: float) -
 
 
 def _pick_head(model: Any, decoder: str) -> str:
-    has_transducer = hasattr(model, "joint")
-    has_ctc = hasattr(model, "ctc_decoder") or not has_transducer
-    if decoder == "ctc":
-        if not has_ctc:
-            raise ModelLoadError("decoder=ctc but the model has no CTC head")
-        return "ctc"
-    if not has_transducer:
-        if decoder in ("rnnt", "tdt"):
-            raise ModelLoadError(f"decoder={decoder} but the model is CTC-only")
-        return "ctc"
-    is_tdt = str(model.cfg.decoding.get("model_type", "rnnt")) == "tdt"
-    if decoder == "tdt" and not is_tdt:
-        raise ModelLoadError("decoder=tdt but the model's transducer is RNN-T")
-    return "tdt" if is_tdt else "rnnt"
+    transducer = None
+    if hasattr(model, "joint"):
+        transducer = "tdt" if str(model.cfg.decoding.get("model_type", "rnnt")) == "tdt" else "rnnt"
+    return pick_head(decoder, transducer, hasattr(model, "ctc_decoder") or transducer is None, "the model")
 
 
 def _pick_device(device: str) -> torch.device:

@@ -23,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from parakeet_serve.engine.loader import load_nemo_model, quiet_nemo, resolve_model_file
-
-ENCODER, DECODER_JOINT, CTC_HEAD, CTC_MODEL = (
-    "encoder-model.onnx", "decoder_joint-model.onnx", "ctc_head-model.onnx", "model.onnx")
-STREAM_ENCODER, STREAM_ENCODER_FIRST = "streaming-encoder-model.onnx", "streaming-encoder-first-model.onnx"
-TOKENIZER = "tokenizer.model"  # the SentencePiece model, for spelling boosted phrases
+from parakeet_serve.engine.onnx.layout import (
+    CTC_HEAD,
+    CTC_MODEL,
+    DECODER_JOINT,
+    ENCODER,
+    STREAM_ENCODER,
+    STREAM_ENCODER_FIRST,
+    TOKENIZER,
+)
 
 
 def export(model_id: str, out: Path, int8: bool = False, cache_dir: Path | None = None,
@@ -82,7 +86,7 @@ def _config(model: Any, transducer: bool) -> dict[str, Any]:
 
 def _export_streaming(model: Any, out: Path, stream_context_s: float) -> dict[str, Any]:
     """The cache-aware encoder step as two graphs (first chunk, later chunks); the chunking, for config.json."""
-    from parakeet_serve.engine.nemo_streaming import setup_streaming, smallest_tail
+    from parakeet_serve.engine.nemo.stream_model import setup_streaming, smallest_tail
     from parakeet_serve.engine.streaming import pair
 
     encoder = model.encoder

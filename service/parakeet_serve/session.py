@@ -29,14 +29,15 @@ import numpy as np
 from opentelemetry import trace
 
 from parakeet_serve.audio.stream import StreamDecoder
-from parakeet_serve.boosting import WordBoost
-from parakeet_serve.engine.types import Hypothesis, StepOutput, StreamInput
-from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, GrowingWords, TokenSpan
+from parakeet_serve.engine.streaming import StepOutput, StreamGeometry, StreamInput
+from parakeet_serve.engine.types import Hypothesis, TokenSpan
+from parakeet_serve.engine.words import SENTENCEPIECE_WORD_START, GrowingWords
 from parakeet_serve.scheduler import Scheduler
 from parakeet_serve.telemetry import Telemetry, Timing
 from parakeet_serve.telemetry.tracing import record_span, record_work
 from parakeet_serve.text import shape_hypothesis
 from parakeet_serve.usage import Usage
+from parakeet_serve.word_boost import WordBoost
 
 if TYPE_CHECKING:
     from parakeet_serve.engine.streaming import StreamState
@@ -73,19 +74,6 @@ class StreamEvent:
     hypothesis: Hypothesis
     stability: float
     audio_processed_s: float
-
-
-@dataclass(frozen=True)
-class StreamGeometry:
-    """How the engine streams: how much audio completes the n-th step, from its chunking, and
-    whether finals come from a second, offline pass over each utterance's audio."""
-
-    samples_for_chunks: Callable[[int], int]
-    chunks_per_step: int
-    frame_shift_s: float
-    sample_rate: int
-    two_pass: bool = False
-    timed_ends: bool = True  # the decoder gives tokens durations (TDT); else word times are settled
 
 
 class SpeakingClock:
@@ -169,9 +157,7 @@ class StreamSession:
         boost: WordBoost | None = None,
     ) -> None:
         self._scheduler = scheduler
-        self._state = state
-        # the streamer ends an utterance within a step, at the chunk where the silence is long enough
-        state.endpoint_s = options.stop_history_s
+        self._state = state  # opened with `options.stop_history_s` as its endpointing (the streamer's to apply)
         self._decoder = decoder
         self._geometry = geometry
         self._detokenize = detokenize

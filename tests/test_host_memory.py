@@ -12,7 +12,7 @@ import pytest
 # prints the page faults of the last four.
 _CYCLES = """
 import ctypes, resource, sys, threading
-from parakeet_serve.engine.host_memory import retain_freed_memory
+from parakeet_serve.host_memory import retain_freed_memory
 applied = retain_freed_memory(int(sys.argv[1]))
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
@@ -50,7 +50,7 @@ def test_a_buffer_freed_and_allocated_again_faults_in_only_without_retention() -
 
 def test_a_limit_past_a_c_int_of_bytes_is_refused_not_wrapped() -> None:
     """4096 MB in bytes wraps to 0 as a C int, which would map every allocation on its own."""
-    from parakeet_serve.engine.host_memory import MAX_RETAIN_MB, retain_freed_memory
+    from parakeet_serve.host_memory import MAX_RETAIN_MB, retain_freed_memory
 
     with pytest.raises(ValueError, match="at most 2047 MB"):
         retain_freed_memory(MAX_RETAIN_MB + 1)
@@ -60,7 +60,7 @@ def test_a_limit_past_a_c_int_of_bytes_is_refused_not_wrapped() -> None:
 # Keeps 100,000 containers alive as a loaded model's would be, freezes, then makes a reference cycle.
 _FREEZE = """
 import gc, weakref
-from parakeet_serve.engine.host_memory import freeze_loaded_objects, release_loaded_objects
+from parakeet_serve.host_memory import freeze_loaded_objects, release_loaded_objects
 class Node:
     pass
 loaded = [Node() for _ in range(100_000)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parakeet_serve.boosting import MAX_BOOST, BoostLimits, SpeechContext, WordBoost, word_boost
 from parakeet_serve.errors import InvalidRequest
+from parakeet_serve.word_boost import MAX_BOOST, BoostLimits, SpeechContext, WordBoost, word_boost
 
 LIMITS = BoostLimits(max_phrases=3, max_phrase_chars=20)
 

@@ -20,16 +20,16 @@ from riva.client.proto import riva_asr_pb2
 from parakeet_serve.app import engine_for
 from parakeet_serve.audio import AudioFormat, decode_audio
 from parakeet_serve.audio.pauses import split_at_pauses
-from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine import NemoEngine, load_engine
-from parakeet_serve.engine.export import export
 from parakeet_serve.engine.features import FeatureConfig
-from parakeet_serve.engine.onnx_engine import OnnxEngine, providers_for, tensorrt_profile
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.nemo.export import export
+from parakeet_serve.engine.onnx.engine import OnnxEngine, providers_for, tensorrt_profile
+from parakeet_serve.engine.types import TokenSpan
 from parakeet_serve.errors import ModelLoadError
 from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
 from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
+from parakeet_serve.word_boost import WordBoost
 from tests.conftest import HEADS, MISHEARD, LoopThread, Served, rpc_code, speechlike, start_server
 from tests.engine.test_streaming import clips, paused_in_turn, stream_all
 from tests.riva.test_recognize import encodings
@@ -360,7 +360,7 @@ from pathlib import Path
 import soundfile as sf
 import parakeet_serve.app, parakeet_serve.cli
 from parakeet_serve.app import engine_for
-from parakeet_serve.engine.types import StreamInput
+from parakeet_serve.engine.streaming import StreamInput
 from parakeet_serve.settings import load_settings
 engine = engine_for(load_settings(backend="onnx", model_id={str(demo_onnx)!r}))
 audio, _ = sf.read({str(sample_path())!r}, dtype="float32")

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from parakeet_serve.boosting import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 from parakeet_serve.errors import quote
+from parakeet_serve.word_boost import DEPTH_SCALING, SCORE_PER_BOOST, BuiltCache, WordBoost
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from parakeet_serve.engine.nemo_greedy import transducer_spans
+from parakeet_serve.engine.nemo.greedy import transducer_spans
 
 CAPTURED_ROWS, CAPTURED_COLUMNS = 128, 3750  # a CUDA-graph computer's buffers, sized for its largest batch
 

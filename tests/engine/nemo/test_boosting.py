@@ -11,9 +11,9 @@ from nemo.collections.asr.parts.context_biasing.biasing_multi_model import GPUBi
 
 from parakeet_serve.audio.decode import decode_audio
 from parakeet_serve.audio.formats import AudioFormat
-from parakeet_serve.boosting import WordBoost
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.engine.streaming import StreamInput
+from parakeet_serve.word_boost import WordBoost
 from tests.conftest import MISHEARD
 
 BOOST = WordBoost(((MISHEARD.said, 20.0),))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from parakeet_serve.engine.words import TokenSpan
+from parakeet_serve.engine.types import TokenSpan
 
 
 def transducer_spans(
