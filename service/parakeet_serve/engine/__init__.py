@@ -29,34 +29,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_engine(
-    model_id: str,
-    *,
-    cache_dir: Path | None = None,
-    offline: bool = False,
-    revision: str | None = None,
-    decoder: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    long_audio_seconds: float = 480.0,
-    local_attention_context: int = 128,
-    lookahead_ms: float | None = None,
-) -> NemoEngine:
-    """Resolve, load and prepare `model_id` for inference (not yet warmed up)."""
+def load_engine(model_id: str, *, cache_dir: Path | None = None, offline: bool = False, revision: str | None = None,
+                **options: Any) -> NemoEngine:
+    """Resolve, load and prepare `model_id` for inference, not yet warmed up (`NemoEngine`'s options: decoder,
+    device, precision, long-audio attention, look-ahead)."""
     from parakeet_serve.engine.nemo.engine import NemoEngine
 
     quiet_nemo()
     model = load_nemo_model(resolve_model_file(model_id, cache_dir, offline, revision))
-    return NemoEngine(
-        model,
-        model_id=model_id,
-        decoder=decoder,
-        device=device,
-        precision=precision,
-        long_audio_seconds=long_audio_seconds,
-        local_attention_context=local_attention_context,
-        lookahead_ms=lookahead_ms,
-    )
+    return NemoEngine(model, model_id=model_id, **options)
 
 
 def load_onnx_engine(directory: Path, **options: Any) -> OnnxEngine:
