@@ -393,6 +393,7 @@ def test_a_recording_sent_at_once_costs_no_stream_and_gets_its_words_in_one_chun
 
     streams, events = loop_thread.run(send_at_once())
     assert streams == 0
+    assert [e.type for e in events] == ["transcript-start", "transcript-chunk", "transcript", "transcript-stop"]
     transcript = riva_transcript(demo, pcm(SAMPLE) * 3)
     assert texts(events, Transcript) == texts(events, TranscriptChunk) == [transcript]
 

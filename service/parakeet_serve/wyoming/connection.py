@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
-from wyoming.audio import AudioChunk, AudioStart
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event, Eventable, async_read_event, async_write_event
 from wyoming.ping import Ping, Pong
 
@@ -207,13 +207,14 @@ class Connection:
                                                                  f"events, not {quote(str(event.type))}."))
         try:
             await handler(event)
-        except ParakeetError as exc:
-            await self._fail(exc)
         except (ConnectionError, TimeoutError):
             raise
-        except Exception as exc:  # the engine's or this server's failure: the client is told, the connection lives
-            log.exception("wyoming event failed", extra={"rpc": RPC, "peer": self._peer, "event": event.type})
-            await self._fail(exc)
+        except Exception as exc:  # a bad request, or the engine's or this server's failure: the connection lives
+            if not isinstance(exc, ParakeetError):
+                request_id = self._utterance.call.request_id if self._utterance else None
+                log.exception("wyoming event failed", extra={"rpc": RPC, "peer": self._peer, "event": event.type,
+                                                             "request_id": request_id})
+            await self._fail(exc, audio_follows=not AudioStop.is_type(event.type))
 
     async def _describe(self, event: Event) -> None:
         await self._write(convert.info(self._recognizer()))
@@ -306,12 +307,16 @@ class Connection:
         """A transcript-chunk with what `text` adds to the chunks so far, if it adds to them."""
         if not text.startswith(u.said) or len(text) == len(u.said):
             return
-        if not u.started:
-            await self._write(TranscriptStart(language=u.recognizer.language_code))
-            u.started = True
+        await self._start(u)
         await self._write(TranscriptChunk(text=text[len(u.said):]))
         u.said = text
         u.call.chunks += 1
+
+    async def _start(self, u: _Utterance) -> None:
+        """`transcript-start`, once an utterance."""
+        if not u.started:
+            await self._write(TranscriptStart(language=u.recognizer.language_code))
+            u.started = True
 
     async def _audio_stop(self, event: Event) -> None:
         if self._refused:
@@ -322,21 +327,14 @@ class Connection:
             return await self._refuse(bad_event("no_audio_start", "An audio-stop came before audio-start."))
         u.call.stopped = time.monotonic()
         u.stack.close()  # the interim stream's slot is free before the recognition queues
-        try:
-            with trace.use_span(u.call.span, end_on_exit=False):
-                results = await u.recognizer.transcribe(bytes(u.audio), u.fmt, u.options, u.call.usage, rpc=RPC)
-        except Exception as exc:
-            if not isinstance(exc, ParakeetError):
-                log.exception("wyoming recognition failed", extra={"rpc": RPC, "request_id": u.call.request_id})
-            return await self._fail(exc, audio_follows=False)
+        with trace.use_span(u.call.span, end_on_exit=False):
+            results = await u.recognizer.transcribe(bytes(u.audio), u.fmt, u.options, u.call.usage, rpc=RPC)
         hypotheses = results[0].hypotheses if results else ()
         text = hypotheses[0].text if hypotheses else ""
-        language = u.recognizer.language_code
         if u.streams_to:
-            if not u.started:
-                await self._write(TranscriptStart(language=language))
+            await self._start(u)
             await self._extend(u, text)
-        await self._write(Transcript(text=text, language=language))
+        await self._write(Transcript(text=text, language=u.recognizer.language_code))
         if u.streams_to:
             await self._write(TranscriptStop())
         self._utterances += 1
