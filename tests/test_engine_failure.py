@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ import grpc
 import httpx
 import pytest
 import riva.client
-import soundfile as sf
 from websockets.sync.client import connect
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -23,16 +21,11 @@ from wyoming.client import AsyncTcpClient
 from parakeet_serve.engine import NemoEngine
 from parakeet_serve.errors import INTERNAL_FAILURE
 from tests.conftest import SAMPLE_RATE, LoopThread, Served, pcm16, speechlike, start_server
+from tests.riva.test_bad_input import WAV
 from tests.telemetry.scrape import Scrape
 from tests.test_cli import free_port
 
 CAUSE = "CUDA error: an illegal memory access was encountered"
-
-
-def wav_bytes(samples: Any, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 class BrokenStreamer:
@@ -74,7 +67,6 @@ def broken(loop_thread: LoopThread, engine: NemoEngine) -> Iterator[Served]:
 
 
 AUDIO = pcm16(speechlike(1.0))
-WAV = wav_bytes(speechlike(1.0)[0], SAMPLE_RATE)
 
 
 def test_grpc_calls_end_internal_with_one_sentence(broken: Served, caplog: pytest.LogCaptureFixture) -> None:

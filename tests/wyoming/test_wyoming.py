@@ -32,7 +32,7 @@ from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import read_manifest
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.warmup import sample_path
-from tests.conftest import DEMO_EVAL, LoopThread, Served, start_server
+from tests.conftest import DEMO_EVAL, LoopThread, Served, pcm16, start_server
 from tests.riva.test_admission import HeldEngine, busy_server, poll
 from tests.telemetry.scrape import Scrape
 from tests.test_cli import free_port
@@ -55,7 +55,7 @@ def pcm(path: Any, rate: int = RATE, channels: int = 1) -> bytes:
     """A file as interleaved 16-bit PCM at `rate`, its channel copied `channels` times."""
     audio, source_rate = sf.read(path, dtype="float32")
     audio = soxr.resample(audio, source_rate, rate) if rate != source_rate else audio
-    return (np.clip(np.repeat(audio[:, None], channels, axis=1), -1, 1) * 32767).astype("<i2").tobytes()
+    return pcm16(np.repeat(audio[None], channels, axis=0))
 
 
 def utterance(audio: bytes, rate: int = RATE, width: int = 2, channels: int = 1, chunk: int = CHUNK,
