@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from parakeet_serve.bench.clips import RATE, read_audio
 from parakeet_serve.bench.stream import StreamBenchOptions, StreamReport, bench_stream
 from parakeet_serve.cli import server_process
 from parakeet_serve.evaluation import ManifestEntry, corpus_wer, demo_manifest, read_manifest
+from parakeet_serve.net import free_port
 
 GREEDY_DELAY_S = 2.0
 
@@ -81,12 +81,6 @@ async def with_greedy(target: str, http_port: int, entries: list[ManifestEntry],
         return await greedy_client(http_port, pcm, texts)
 
     return await asyncio.gather(bench_stream(target, entries, options), delayed())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def summary(report: StreamReport) -> dict[str, Any]:

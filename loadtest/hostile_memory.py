@@ -105,11 +105,10 @@ def server_pid() -> int:
 
 def against_server(name: str, hostile: Callable[[int], str]) -> dict[str, object]:
     from parakeet_serve.cli import server_process
+    from parakeet_serve.net import free_port
     from parakeet_serve.warmup import sample_path
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        http_port = probe.getsockname()[1]
+    http_port = free_port()
     os.environ.update(PARAKEET_HTTP_PORT=str(http_port), PARAKEET_HTTP_HOST="127.0.0.1")
     with server_process("demo"):
         pid = server_pid()

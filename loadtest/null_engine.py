@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from parakeet_serve.engine import load_engine
 from parakeet_serve.engine.streaming import StepOutput, StreamInput, StreamState
 from parakeet_serve.engine.types import Hypothesis, TokenSpan, Transcript
 from parakeet_serve.logs import configure_logging
+from parakeet_serve.net import free_port
 from parakeet_serve.settings import Settings, load_settings
 from parakeet_serve.workers import run_workers
 
@@ -121,7 +121,7 @@ def serve_main(workers: int, port: int, metrics_port: int) -> None:
 def null_server(workers: int) -> Iterator[tuple[str, psutil.Process]]:
     """The null server in a process of its own (its CPU time then counts apart from the bench's): its address,
     and the process (its workers are its children)."""
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, "-m", "loadtest.null_engine", "--serve-workers", str(workers),
                                 "--port", str(port), "--metrics-port", str(metrics_port)])
     try:
@@ -149,12 +149,6 @@ def _wait_ready(metrics_url: str, process: subprocess.Popen, timeout_s: float = 
                 return
         time.sleep(0.5)
     raise SystemExit("the null server was not ready in time")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main() -> None:

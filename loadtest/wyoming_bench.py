@@ -36,6 +36,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 
 from parakeet_serve.evaluation import ManifestEntry, corpus_wer, read_manifest
+from parakeet_serve.net import free_port
 
 EVAL = Path(__file__).resolve().parent.parent / "service" / "parakeet_serve" / "eval"
 RATE = 16000
@@ -166,12 +167,6 @@ def ready(port: int) -> bool:
         return asyncio.run(describe())
     except (OSError, TimeoutError):
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,15 +16,10 @@ import pytest
 import riva.client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from parakeet_serve.net import free_port
 from tests.conftest import pcm16, speechlike
 
 CLI = [sys.executable, "-m", "parakeet_serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_serving(address: str, process: subprocess.Popen, timeout: float = 120) -> None:

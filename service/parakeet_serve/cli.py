@@ -390,15 +390,14 @@ def _print_and_save(args: argparse.Namespace, title: str, report: Any, mode: str
 @contextlib.contextmanager
 def server_process(model: str, timeout_s: float = 300.0) -> Iterator[str]:
     """A `parakeet-serve serve` subprocess on a free loopback port (settings from the environment)."""
-    import socket
     import subprocess
 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from parakeet_serve.net import free_port
+
+    port = free_port()
     command = [sys.executable, "-m", "parakeet_serve", "serve", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--metrics-port", "0", "--log-level", "WARNING"]
     process = subprocess.Popen(command)

@@ -23,3 +23,10 @@ def bind_tcp(host: str, port: int, shared: bool = False) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def free_port() -> int:
+    """A loopback port free at the moment (for servers started by the bench, the load tests and the tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ import riva.client
 from riva.client.proto import riva_asr_pb2
 
 from parakeet_serve.engine import NemoEngine
+from parakeet_serve.net import free_port
 from tests.conftest import LoopThread, Served, rpc_code, start_server
 from tests.dashboards.queries import REPO, Query, all_queries, metric_names
 from tests.riva.test_streaming import EVAL, RATE, as_bytes, config, pcm_of, utterances_with_pauses
@@ -38,12 +38,6 @@ from tests.telemetry.scrape import Scrape
 RULES = REPO / "dashboards" / "prometheus-rules.yaml"
 # Panels that can only have data on a GPU: their queries must run, but return nothing on a CPU.
 GPU_ONLY = ("parakeet_gpu_memory_",)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prometheus:
