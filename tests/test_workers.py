@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import riva.client
 from wyoming.asr import Transcript
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.client import AsyncTcpClient
 
 from parakeet_serve.errors import SettingsError
 from parakeet_serve.settings import load_settings
+from parakeet_serve.warmup import sample_path
 from tests.riva.test_streaming import PACKAGE
 from tests.telemetry.scrape import Scrape
 from tests.test_cli import CLI, LineWatcher, free_port, wait_serving
+from tests.wyoming.test_wyoming import Peer, pcm, texts, utterance
 
 
 def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both() -> None:
@@ -45,7 +45,7 @@ def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both
         assert texts == {((PACKAGE / "samples") / "quickstart.txt").read_text().strip()}
         served = [json.loads(line).get("worker") for line in logs.lines if '"rpc": "Recognize"' in line]
         assert sorted(set(served)) == [0, 1], served
-        heard = asyncio.run(wyoming_utterances(wyoming_port, wav, 12))  # the Wyoming port is shared too
+        heard = asyncio.run(wyoming_utterances(wyoming_port, 12))  # the Wyoming port is shared too
         assert set(heard) == texts
         served = [json.loads(line).get("worker") for line in logs.lines if '"rpc": "Wyoming"' in line]
         assert sorted(set(served)) == [0, 1], served
@@ -78,17 +78,11 @@ def test_workers_need_fixed_ports() -> None:
         load_settings(workers=2, port=0)
 
 
-async def wyoming_utterances(port: int, wav: bytes, connections: int) -> list[str]:
-    """The WAV's samples as one utterance on each of `connections` Wyoming connections; their transcripts."""
-    audio = wav[44:]  # the bundled sample's canonical header
-
-    async def one() -> str:
-        async with AsyncTcpClient("127.0.0.1", port) as client:
-            for event in (AudioStart(rate=16000, width=2, channels=1),
-                          AudioChunk(rate=16000, width=2, channels=1, audio=audio), AudioStop()):
-                await client.write_event(event.event())
-            while not Transcript.is_type((event := await client.read_event()).type):
-                pass
-            return Transcript.from_event(event).text
-
-    return [await one() for _ in range(connections)]
+async def wyoming_utterances(port: int, connections: int) -> list[str]:
+    """The bundled sample as one utterance on each of `connections` Wyoming connections; their transcripts."""
+    heard = []
+    for _ in range(connections):
+        async with Peer(port) as peer:
+            await peer.send(*utterance(pcm(sample_path())))
+            heard += texts(await peer.until("transcript"), Transcript)
+    return heard
