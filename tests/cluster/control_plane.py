@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,8 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from parakeet_serve.net import free_port
 
 KUBERNETES = "v1.34.4"
 ETCD = "v3.6.4"
@@ -115,6 +114,13 @@ def _build_etcd(cache: Path) -> None:
 
 
 # -- running ----------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """`parakeet_serve.net.free_port`'s twin: the system tools' installer runs this module before the venv exists."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
 
 @dataclass
 class ControlPlane:
