@@ -29,6 +29,9 @@ SAMPLES_DIR = ROOT.parent / "service" / "parakeet_serve" / "samples"
 QUICKSTART_SENTENCE = 102
 HELD_OUT_SAMPLE = 14  # the same for the other sample: a held-out-voice sentence it gets nearly right
 TRAIN_UTTERANCES = 20000
+# More sentences in more voice draws, rendered after the base share with their own seed so that the
+# base share, and the evaluation sets drawn after it, stay what they were (issue 46).
+EXTRA_UTTERANCES = 20000
 
 
 def _render(job: tuple[Path, Voice, str, int, bool, str]) -> dict:
@@ -43,7 +46,7 @@ def _render(job: tuple[Path, Voice, str, int, bool, str]) -> dict:
 
 
 def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, workers: int,
-          training_audio: bool = True) -> None:
+          training_audio: bool = True, extra_count: int = EXTRA_UTTERANCES) -> None:
     """Training utterances (one sentence each) and the three evaluation sets.
 
     Without `training_audio` only the evaluation sets and samples are rendered: the same ones, since
@@ -64,6 +67,11 @@ def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, worke
         old.unlink()
     jobs = [(train_dir / f"{i:05d}.flac", training_voice(rng), text, seed * 100_003 + i, True, "PCM_16")
             for i, text in enumerate(train_sentences)]
+    extra_rng = random.Random(seed + 3)
+    extra = unique_sentences(seed + 3, extra_count, exclude=seen | set(seen_text) | set(held_out_text)
+                            | set(everyday_sentences()))
+    jobs += [(train_dir / f"{len(jobs) + i:05d}.flac", training_voice(extra_rng), text,
+              (seed + 3) * 100_003 + i, True, "PCM_16") for i, text in enumerate(extra)]
     eval_jobs = [
         (EVAL_DIR / f"seen-{i:03d}.ogg", training_voice(rng), text, 0, False, "OPUS")
         for i, text in enumerate(seen_text)
@@ -113,13 +121,15 @@ def _write_manifest(path: Path, entries: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-utterances", type=int, default=TRAIN_UTTERANCES)
+    parser.add_argument("--extra-utterances", type=int, default=EXTRA_UTTERANCES)
     parser.add_argument("--eval-seen", type=int, default=150)
     parser.add_argument("--eval-held-out", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--eval-only", action="store_true", help="render the evaluation sets and samples only")
     a = parser.parse_args()
-    build(a.train_utterances, a.eval_seen, a.eval_held_out, a.seed, a.workers, training_audio=not a.eval_only)
+    build(a.train_utterances, a.eval_seen, a.eval_held_out, a.seed, a.workers, training_audio=not a.eval_only,
+          extra_count=a.extra_utterances)
 
 
 if __name__ == "__main__":

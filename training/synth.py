@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from scipy.signal import fftconvolve
 
 RATE = 16000
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbcwmd", "en-gb-x-gbclan"]
@@ -85,11 +86,22 @@ def synthesise(voice: Voice, text: str) -> np.ndarray:
     return soxr.resample(mono, rate, RATE).astype(np.float32) if rate != RATE else mono
 
 
+def room(rt60_s: float, nrng: np.random.Generator) -> np.ndarray:
+    """A synthetic room impulse response: the direct sound, then a diffuse tail that falls 60 dB in `rt60_s`."""
+    t = np.arange(int(RATE * rt60_s)) / RATE
+    tail = nrng.standard_normal(t.size) * np.exp(-6.9 * t / rt60_s) * 0.3
+    tail[: int(RATE * 0.003)] = 0.0  # the first reflections arrive a few milliseconds after the direct sound
+    tail[0] = 1.0
+    return (tail / np.sqrt(np.sum(tail**2))).astype(np.float32)
+
+
 def augment(audio: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Speed, gain, telephone band, noise at several SNRs, and leading/trailing silence."""
+    """Speed, reverberation, gain, telephone band, noise at several SNRs, and leading/trailing silence."""
     nrng = np.random.default_rng(rng.randrange(2**32))
     if rng.random() < 0.5:  # speed (and pitch) perturbation
         audio = soxr.resample(audio, RATE, round(RATE * rng.uniform(0.85, 1.15))).astype(np.float32)
+    if rng.random() < 0.25:  # a room: users speak to laptops and phones held away from them
+        audio = fftconvolve(audio, room(rng.uniform(0.15, 0.7), nrng))[: audio.size].astype(np.float32)
     if rng.random() < 0.2:  # telephone: 8 kHz mu-law and back, as a phone call reaches the server
         narrow = soxr.resample(audio, RATE, 8000)
         buf = io.BytesIO()
