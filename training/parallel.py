@@ -77,3 +77,12 @@ def _worker(index: int, workers: int, port: int, fn: Callable[..., None], args: 
         fn(*args)
     finally:
         dist.destroy_process_group()
+
+
+def gather(value: Any) -> list[Any]:
+    """Every worker's `value`, in rank order."""
+    if world() == 1:
+        return [value]
+    values: list[Any] = [None] * world()
+    dist.all_gather_object(values, value)
+    return values

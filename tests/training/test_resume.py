@@ -1,0 +1,67 @@
+"""A training run stopped anywhere and resumed from its checkpoint ends with the weights of a run that
+never stopped: the schedule counts updates, and the checkpoint holds the optimiser, the random state
+and each worker's place in its data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import DEMO_EVAL as EVAL_DIR
+from training import checkpoint
+from training.blueprint import Blueprint
+from training.train import Plan, train
+
+TINY = Blueprint(head="hybrid_tdt_ctc", n_layers=1, d_model=32, n_heads=2, subsampling_channels=16, pred_hidden=32,
+                 joint_hidden=32, vocab_size=48, streaming=True, att_context=(16, 1), dropout=0.0)
+# 3 teacher updates, 3 of distillation, 3 of the hybrid TDT loss (the last 2 decaying)
+PLAN = Plan(teacher=3, distil=3, updates=6, decay=2, batch_seconds=6.0)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve utterances of real speech: the demo evaluation set's first clips."""
+    lines = (EVAL_DIR / "demo-eval-seen-voices.jsonl").read_text().splitlines()[:12]
+    entries = [{**json.loads(line), "audio_filepath": str(EVAL_DIR / json.loads(line)["audio_filepath"])}
+               for line in lines]
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return path
+
+
+def _weights(nemo_file: Path) -> dict[str, torch.Tensor]:
+    from nemo.collections.asr.models import ASRModel
+
+    return ASRModel.restore_from(str(nemo_file), map_location="cpu").state_dict()
+
+
+def test_a_resumed_run_ends_where_an_unbroken_one_does(manifest: Path, tmp_path: Path) -> None:
+    whole = tmp_path / "whole.nemo"
+    train(manifest, whole, PLAN, seed=3, bp=TINY, workers=1, checkpoint_path=tmp_path / "whole" / "checkpoint.pt")
+
+    broken, saved = tmp_path / "broken.nemo", tmp_path / "broken" / "checkpoint.pt"
+    # the first sitting stops inside the distillation, with the teacher done
+    train(manifest, broken, Plan(**{**PLAN.__dict__, "sitting_updates": 5}), seed=3, bp=TINY, workers=1,
+          checkpoint_path=saved)
+    assert not broken.exists()
+    state = checkpoint.load(saved)
+    assert (state.progress.phase, state.progress.step) == ("conformer", 2)
+    assert state.blueprint == TINY and state.progress.positions[0].index > 0
+    train(manifest, broken, PLAN, seed=3, bp=TINY, workers=1, resume=saved, checkpoint_path=saved)
+    assert checkpoint.load(saved).progress.phase == "done"
+
+    expected, got = _weights(whole), _weights(broken)
+    assert expected.keys() == got.keys()
+    changed = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not changed, f"{len(changed)} tensors differ, e.g. {changed[:3]}"
+
+
+def test_the_comparison_tells_runs_apart(manifest: Path, tmp_path: Path) -> None:
+    """What the test above compares can tell runs apart: a second seed ends elsewhere."""
+    train(manifest, tmp_path / "a.nemo", PLAN, seed=3, bp=TINY, workers=1, checkpoint_path=tmp_path / "a" / "c.pt")
+    train(manifest, tmp_path / "b.nemo", PLAN, seed=4, bp=TINY, workers=1, checkpoint_path=tmp_path / "b" / "c.pt")
+    a, b = _weights(tmp_path / "a.nemo"), _weights(tmp_path / "b.nemo")
+    assert any(not torch.equal(a[k], b[k]) for k in a)

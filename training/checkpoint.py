@@ -1,0 +1,79 @@
+"""A training run's whole state in one file, so that a stopped run continues exactly where it was.
+
+The weights (the Conformer's and the teacher's), the optimiser's moments, the update counts, the
+tokenizer, the random state and each worker's place in its data: resuming from it gives the same
+weights as never having stopped (`tests/training/test_resume.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.blueprint import Blueprint
+
+
+@dataclass
+class Position:
+    """Where a worker is in its data: the next batch is batch `index` of epoch `epoch`."""
+
+    epoch: int = 1
+    index: int = 0
+
+
+@dataclass
+class Progress:
+    """How far the run has come: the phase, the updates done in it, and every worker's position."""
+
+    phase: str = "teacher"  # "teacher", then "conformer", then "done"
+    step: int = 0
+    positions: list[Position] = field(default_factory=list)
+
+
+@dataclass
+class Checkpoint:
+    blueprint: Blueprint
+    seed: int
+    progress: Progress
+    model: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # the current phase's
+    tokenizer: dict[str, bytes]  # file name -> contents
+    rng: torch.Tensor
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write atomically: a run killed while saving keeps its previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    state = dataclasses.asdict(checkpoint)
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load(path: Path) -> Checkpoint:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    progress = state["progress"]
+    progress["positions"] = [Position(**p) for p in progress["positions"]]
+    state["progress"] = Progress(**progress)
+    blueprint = state["blueprint"]
+    # tuples come back from asdict as tuples, but a nested att_context may have become lists
+    blueprint["att_context"] = tuple(tuple(c) if isinstance(c, list) else c for c in blueprint["att_context"])
+    state["blueprint"] = Blueprint(**blueprint)
+    return Checkpoint(**state)
+
+
+def tokenizer_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def write_tokenizer(files: dict[str, bytes], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+    return directory
