@@ -27,13 +27,20 @@ class OversizedHyps:
         return lengths, labels, times, durations, confidence
 
 
-def test_only_the_rows_and_columns_in_use_are_read_back_in_two_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each read of a GPU tensor waits for the device: the counts, then one copy of all fields in use."""
-    read: list[int] = []
-    for method in ("tolist", "cpu", "item"):  # what reads a GPU tensor (.numpy() refuses one)
+@pytest.fixture
+def read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every read of a tensor to the host (what waits for a GPU; .numpy() refuses one)."""
+    sizes: list[int] = []
+    for method in ("tolist", "cpu", "item"):
         original = getattr(torch.Tensor, method)
-        monkeypatch.setattr(torch.Tensor, method, lambda self, *a, _o=original, **k: read.append(self.numel())
+        monkeypatch.setattr(torch.Tensor, method, lambda self, *a, _o=original, **k: sizes.append(self.numel())
                             or _o(self, *a, **k))
+    return sizes
+
+
+def test_only_the_rows_in_use_are_read_back_in_one_read(read: list[int]) -> None:
+    """Each read of a GPU tensor waits for the device: one copy of the counts and all fields, as many
+    columns as the items have frames (plus a little), not the buffers' thousands."""
 
     def computer(**_: Any) -> tuple[OversizedHyps, str]:
         return OversizedHyps(), "state"
@@ -43,4 +50,23 @@ def test_only_the_rows_and_columns_in_use_are_read_back_in_two_reads(monkeypatch
     assert state == "state"
     assert [[(s.token_id, s.piece, s.start_frame, s.end_frame, s.confidence) for s in row] for row in spans] == [
         [(5, "p5", 1, 3, 0.5), (6, "p6", 4, 5, 0.5)], [], [(9, "p9", 103, 104, 0.5)]]
-    assert read == [3, 4 * 3 * 2], read  # the lengths of the rows in use, then each field's rows x 2 columns
+    assert read == [3 * (1 + 4 * (10 + 8))], read  # the rows' counts and each field's rows x (frames + 8)
+
+
+class TalkativeHyps(OversizedHyps):
+    """Item 0 emitted 12 tokens in 2 frames: more than a read as wide as the frames (plus 8) holds."""
+
+    def get_data_without_blank(self) -> tuple[torch.Tensor, ...]:
+        lengths, labels, times, durations, confidence = super().get_data_without_blank()
+        lengths[0] = 12
+        labels[0, :12] = torch.arange(12)
+        durations[0, :12] = 0
+        return lengths, labels, times, durations, confidence
+
+
+def test_an_item_with_more_tokens_than_frames_is_read_whole_in_a_second_read(read: list[int]) -> None:
+    spans, _ = transducer_spans(lambda **_: (TalkativeHyps(), None), torch.zeros(3, 4, 2), torch.tensor([2, 2, 2]),
+                                lambda t: f"p{t}", starts=[0, 0, 0])
+    assert [s.token_id for s in spans[0]] == list(range(12))
+    assert [s.token_id for s in spans[2]] == [9] and spans[1] == []
+    assert read == [3 * (1 + 4 * 10), 3 * (1 + 4 * 12)], read

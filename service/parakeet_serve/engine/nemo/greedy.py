@@ -1,7 +1,7 @@
 """NeMo's greedy transducer decoding straight to token spans, for whole audios and stream steps alike.
 
 NeMo's label-looping computer (RNN-T and TDT, each item with its own phrase-boosting model) is
-called directly and its alignment read to the host once per field. NeMo's public decoding would
+called directly and its alignment read to the host in one copy. NeMo's public decoding would
 also build a Hypothesis object per item, with character offsets and copies, on the inference
 thread while a GPU waits (issue 19 measured 0.1-0.8 s per 128-item batch).
 """
@@ -26,7 +26,8 @@ def transducer_spans(
     gives each item's boosting model (-1: none); `previous` is a batched state to continue from."""
     hyps, state = computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=previous,
                            multi_biasing_ids=boost_ids)
-    counts, labels, times, durations, confidence = _host_lists(hyps.get_data_without_blank(), len(starts))
+    frames = int(encoded.shape[-1])  # the shape is on the host: no wait for the device
+    counts, labels, times, durations, confidence = _host_lists(hyps.get_data_without_blank(), len(starts), frames)
     out = []
     for row, origin in enumerate(starts):
         spans = []
@@ -39,18 +40,35 @@ def transducer_spans(
     return out, state
 
 
-def _host_lists(data: tuple[torch.Tensor | None, ...], rows: int) -> tuple[list | None, ...]:
-    """The decoder's results as host lists, in two reads from the device: the rows' token counts, then every
-    field's rows and columns in use in one copy. With CUDA graphs its buffers keep the largest batch it was
-    captured for, thousands of columns wide (converting them whole cost ~50 ms a 128-row batch), and each
-    read of a GPU tensor waits for the device (a stream step made five)."""
+# Tokens an item may emit beyond one per encoder frame before a second read is needed: speech gives
+# about one token every two or three 80 ms frames, so a read as wide as the frames almost always holds all.
+_SLACK = 8
+
+
+def _host_lists(data: tuple[torch.Tensor | None, ...], rows: int, frames: int) -> tuple[list | None, ...]:
+    """The decoder's results as host lists, in one read from the device: the rows' token counts and every
+    field's rows, as many columns as `frames` (plus a little) in one copy; a second read only for an item
+    that emitted more. With CUDA graphs its buffers keep the largest batch it was captured for, thousands
+    of columns wide (converting them whole cost ~50 ms a 128-row batch), and each read of a GPU tensor
+    waits for the device."""
     lengths, *fields = data
-    counts = lengths[:rows].tolist()
-    used = max(counts, default=0)
     present = [x for x in fields if x is not None]
-    # float64 holds every label, frame and duration exactly, and the confidences
-    packed = iter(torch.stack([x[:rows, :used].to(torch.float64) for x in present]).cpu().numpy())
-    return (counts, *(None if x is None else _as_list(next(packed), x.dtype) for x in fields))
+    width = min(int(present[0].shape[1]), frames + _SLACK)
+    packed = _read(lengths, present, rows, width)
+    counts = packed[:, 0].astype(np.int64)
+    used = int(counts.max(initial=0))
+    if used > width:
+        width = used
+        packed = _read(lengths, present, rows, width)
+    columns = iter(packed[:, 1:].reshape(rows, len(present), width)[:, :, :used].transpose(1, 0, 2))
+    return (counts.tolist(), *(None if x is None else _as_list(next(columns), x.dtype) for x in fields))
+
+
+def _read(lengths: torch.Tensor, fields: list[torch.Tensor], rows: int, width: int) -> np.ndarray:
+    """(rows, 1 + fields x width): each row's count, then its fields' first `width` columns; float64 holds
+    every label, frame and duration exactly, and the confidences."""
+    parts = [lengths[:rows, None]] + [x[:rows, :width] for x in fields]
+    return torch.cat([x.to(torch.float64) for x in parts], dim=1).cpu().numpy()
 
 
 def _as_list(values: np.ndarray, dtype: torch.dtype) -> list:
