@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from parakeet_serve.engine import NemoEngine, load_engine
+from parakeet_serve.engine.nemo.stream_model import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer, StreamInput, StreamState, measure_capacity
 from parakeet_serve.engine.types import TokenSpan
 from parakeet_serve.errors import ModelLoadError
@@ -367,3 +368,26 @@ def test_a_new_stream_starts_with_caches_in_the_encoders_dtype(streaming_models:
     dtypes = {t.dtype for state in (first, second) for t in arrays_in(state.caches)
               if isinstance(t, torch.Tensor) and t.is_floating_point()}
     assert dtypes == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("trained", ["for streaming", "with full attention"])
+def test_the_encoders_output_lengths_are_worked_out_on_the_host(
+    trained: str, streaming_models: dict[str, Path], tiny_models: dict[str, Path]
+) -> None:
+    """A stream step takes its encoded lengths from NeMo's formula instead of reading the device's (one wait
+    for a GPU less); they must be the lengths the encoder itself gives, for chunks of any length."""
+    models = streaming_models if trained == "for streaming" else tiny_models
+    engine = load_engine(str(models["rnnt"]), device="cpu")
+    stream_model = NemoStreamModel(engine, 10.0)
+    encoder = engine.model.encoder
+    lengths = np.arange(1, 70, dtype=np.int64)  # feature frames: less than one encoder frame, to several chunks
+    signal = torch.randn(len(lengths), encoder._feat_in, int(lengths.max()))
+    for starting in (True, False):
+        channel, time, channel_len = encoder.get_initial_cache_state(batch_size=len(lengths))
+        with torch.inference_mode():
+            _, device_lengths, *_ = encoder.cache_aware_stream_step(
+                processed_signal=signal, processed_signal_length=torch.from_numpy(lengths), cache_last_channel=channel,
+                cache_last_time=time, cache_last_channel_len=channel_len,
+                keep_all_outputs=encoder.att_context_style != "regular",
+                drop_extra_pre_encoded=0 if starting else stream_model.geometry.drop)
+        assert stream_model.encoded_lengths(lengths, starting) == device_lengths.tolist()

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from nemo.collections.asr.parts.submodules.subsampling import calc_length
 
 from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.nemo.greedy import transducer_spans
@@ -92,7 +93,7 @@ class NemoStreamModel:
         device = self._engine.device
         channel, time, channel_len = self._batched_caches(caches)
         with torch.inference_mode(), self._engine.autocast():
-            encoded, encoded_len, channel, time, channel_len = self._encoder.cache_aware_stream_step(
+            encoded, _, channel, time, channel_len = self._encoder.cache_aware_stream_step(
                 processed_signal=torch.from_numpy(signal).to(device),
                 processed_signal_length=torch.from_numpy(lengths).to(device),
                 cache_last_channel=channel,
@@ -102,7 +103,21 @@ class NemoStreamModel:
                 drop_extra_pre_encoded=0 if starting else self.geometry.drop,
             )
         rows = [(channel[:, r : r + 1], time[:, r : r + 1], channel_len[r : r + 1]) for r in range(len(caches))]
-        return encoded, encoded_len.tolist(), rows
+        return encoded, self.encoded_lengths(lengths, starting), rows
+
+    def encoded_lengths(self, lengths: np.ndarray, starting: bool) -> list[int]:
+        """The output lengths the encoder's step gives for feature `lengths`, worked out on the host by NeMo's
+        own formula: reading them from the device would make the step wait for it once more."""
+        pre = self._encoder.pre_encode
+        out = calc_length(torch.from_numpy(lengths), all_paddings=pre._left_padding + pre._right_padding,
+                          kernel_size=pre._kernel_size, stride=pre._stride, ceil_mode=pre._ceil_mode,
+                          repeat_num=pre._sampling_num).long()
+        if not starting:
+            out = (out - self.geometry.drop).clamp(min=0)
+        valid = int(self._encoder.streaming_cfg.valid_out_len)
+        if valid > 0 and (not self._keep_all or self._encoder.att_context_style == "regular"):
+            out = out.clamp(max=valid)
+        return out.tolist()
 
     def own(self, state: StreamState) -> None:
         state.caches, state.decoder = _copied(state.caches), _copied(state.decoder)
