@@ -8,7 +8,11 @@ minute. Gloo over loopback; with one worker nothing here communicates.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -67,10 +71,11 @@ def launch(fn: Callable[..., None], workers: int, *args: Any) -> None:
     with socket.socket() as s:  # a free loopback port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_worker, args=(workers, port, fn, args), nprocs=workers, join=True)
+    torch.multiprocessing.spawn(_worker, args=(workers, port, os.getpid(), fn, args), nprocs=workers, join=True)
 
 
-def _worker(index: int, workers: int, port: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+def _worker(index: int, workers: int, port: int, parent: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    _die_with(parent)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=workers)
     try:
@@ -86,3 +91,12 @@ def gather(value: Any) -> list[Any]:
     values: list[Any] = [None] * world()
     dist.all_gather_object(values, value)
     return values
+
+
+def _die_with(parent: int) -> None:
+    """Stop when the launching process does: a run killed by its process id (its workers' command lines
+    do not name it) would otherwise leave its workers training on, writing the same checkpoint."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above took effect
+        raise SystemExit(1)
