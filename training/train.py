@@ -368,8 +368,11 @@ def _train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None
         if not fit(phase, model, data, plan, progress, seed, sitting, save):
             save()
             return
-        progress.phase, progress.step = ("conformer", 0) if phase.name == "teacher" else ("done", progress.step)
-        save()
+        if phase.name == "teacher":  # saved next by the Conformer's phase, with its own optimiser
+            progress.phase, progress.step = "conformer", 0
+        else:
+            progress.phase = "done"
+            save()
     if parallel.rank() == 0:
         export(model, out)
 

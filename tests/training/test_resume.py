@@ -38,24 +38,31 @@ def _weights(nemo_file: Path) -> dict[str, torch.Tensor]:
     return ASRModel.restore_from(str(nemo_file), map_location="cpu").state_dict()
 
 
-def test_a_resumed_run_ends_where_an_unbroken_one_does(manifest: Path, tmp_path: Path) -> None:
-    whole = tmp_path / "whole.nemo"
-    train(manifest, whole, PLAN, seed=3, bp=TINY, workers=1, checkpoint_path=tmp_path / "whole" / "checkpoint.pt")
+@pytest.fixture(scope="module")
+def unbroken(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    whole = tmp_path_factory.mktemp("whole")
+    train(manifest, whole / "model.nemo", PLAN, seed=3, bp=TINY, workers=1, checkpoint_path=whole / "checkpoint.pt")
+    return _weights(whole / "model.nemo")
 
+
+# The first sitting stops inside the teacher's phase, at its end, and inside the distillation.
+@pytest.mark.parametrize(("stop_after", "where"), [(2, ("teacher", 2)), (3, ("conformer", 0)), (5, ("conformer", 2))])
+def test_a_resumed_run_ends_where_an_unbroken_one_does(
+    manifest: Path, tmp_path: Path, unbroken: dict[str, torch.Tensor], stop_after: int, where: tuple[str, int]
+) -> None:
     broken, saved = tmp_path / "broken.nemo", tmp_path / "broken" / "checkpoint.pt"
-    # the first sitting stops inside the distillation, with the teacher done
-    train(manifest, broken, Plan(**{**PLAN.__dict__, "sitting_updates": 5}), seed=3, bp=TINY, workers=1,
+    train(manifest, broken, Plan(**{**PLAN.__dict__, "sitting_updates": stop_after}), seed=3, bp=TINY, workers=1,
           checkpoint_path=saved)
     assert not broken.exists()
     state = checkpoint.load(saved)
-    assert (state.progress.phase, state.progress.step) == ("conformer", 2)
+    assert (state.progress.phase, state.progress.step) == where
     assert state.blueprint == TINY and state.progress.positions[0].index > 0
     train(manifest, broken, PLAN, seed=3, bp=TINY, workers=1, resume=saved, checkpoint_path=saved)
     assert checkpoint.load(saved).progress.phase == "done"
 
-    expected, got = _weights(whole), _weights(broken)
-    assert expected.keys() == got.keys()
-    changed = [k for k in expected if not torch.equal(expected[k], got[k])]
+    got = _weights(broken)
+    assert unbroken.keys() == got.keys()
+    changed = [k for k in unbroken if not torch.equal(unbroken[k], got[k])]
     assert not changed, f"{len(changed)} tensors differ, e.g. {changed[:3]}"
 
 
