@@ -86,11 +86,14 @@ def synthesise(voice: Voice, text: str) -> np.ndarray:
     return soxr.resample(mono, rate, RATE).astype(np.float32) if rate != RATE else mono
 
 
-def room(rt60_s: float, nrng: np.random.Generator) -> np.ndarray:
-    """A synthetic room impulse response: the direct sound, then a diffuse tail that falls 60 dB in `rt60_s`."""
+def room(rt60_s: float, drr_db: float, nrng: np.random.Generator) -> np.ndarray:
+    """A synthetic room impulse response: the direct sound, then a diffuse tail that falls 60 dB in
+    `rt60_s`, `drr_db` below the direct sound in energy (0-12 dB: a talker at arm's length from a
+    phone or laptop; a far-field hall would be below 0)."""
     t = np.arange(int(RATE * rt60_s)) / RATE
-    tail = nrng.standard_normal(t.size) * np.exp(-6.9 * t / rt60_s) * 0.3
+    tail = nrng.standard_normal(t.size) * np.exp(-6.9 * t / rt60_s)
     tail[: int(RATE * 0.003)] = 0.0  # the first reflections arrive a few milliseconds after the direct sound
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail**2))
     tail[0] = 1.0
     return (tail / np.sqrt(np.sum(tail**2))).astype(np.float32)
 
@@ -101,7 +104,8 @@ def augment(audio: np.ndarray, rng: random.Random) -> np.ndarray:
     if rng.random() < 0.5:  # speed (and pitch) perturbation
         audio = soxr.resample(audio, RATE, round(RATE * rng.uniform(0.85, 1.15))).astype(np.float32)
     if rng.random() < 0.25:  # a room: users speak to laptops and phones held away from them
-        audio = fftconvolve(audio, room(rng.uniform(0.15, 0.7), nrng))[: audio.size].astype(np.float32)
+        audio = fftconvolve(audio, room(rng.uniform(0.15, 0.7), rng.uniform(0.0, 12.0), nrng))[: audio.size]
+        audio = audio.astype(np.float32)
     if rng.random() < 0.2:  # telephone: 8 kHz mu-law and back, as a phone call reaches the server
         narrow = soxr.resample(audio, RATE, 8000)
         buf = io.BytesIO()

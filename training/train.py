@@ -49,7 +49,7 @@ TDT_SIGMA = 0.02  # the label logits' under-normalisation, as Parakeet's TDT mod
 # posteriors (plus some CTC) for DISTIL_UPDATES (with the transducer from the start its prediction
 # network learns the sentence grammar instead), then both heads until UPDATES, the learning rate
 # decaying over the last DECAY_UPDATES.
-TEACHER_UPDATES, DISTIL_UPDATES, UPDATES, DECAY_UPDATES = 14000, 6000, 80000, 8000
+TEACHER_UPDATES, DISTIL_UPDATES, UPDATES, DECAY_UPDATES = 20000, 6000, 80000, 8000
 DISTIL_CTC_WEIGHT = 0.3
 WARMUP = 300
 CHECKPOINT_EVERY = 500  # updates (about two minutes on 2 cores)
