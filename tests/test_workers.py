@@ -38,10 +38,14 @@ def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both
         wait_serving(address, process)
         wav = ((PACKAGE / "samples") / "quickstart.wav").read_bytes()
         texts = set()
-        for _ in range(12):  # a client each: a connection stays with the worker the kernel gave it
-            asr = riva.client.ASRService(riva.client.Auth(uri=address))
+        for _ in range(12):  # a connection each: a connection stays with the worker the kernel gave it
+            # gRPC shares one connection among live channels to the same address (its global subchannel
+            # pool), and a channel not yet collected kept every request on one worker
+            auth = riva.client.Auth(uri=address, options=[("grpc.use_local_subchannel_pool", 1)])
+            asr = riva.client.ASRService(auth)
             texts.add(asr.offline_recognize(wav, riva.client.RecognitionConfig(language_code="en-US"))
                       .results[0].alternatives[0].transcript)
+            auth.channel.close()
         assert texts == {((PACKAGE / "samples") / "quickstart.txt").read_text().strip()}
         served = [json.loads(line).get("worker") for line in logs.lines if '"rpc": "Recognize"' in line]
         assert sorted(set(served)) == [0, 1], served
