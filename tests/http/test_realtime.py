@@ -228,10 +228,13 @@ def test_a_commit_always_gets_an_answer_an_error_under_100_ms_and_an_empty_item_
 
 
 def test_a_socket_past_the_stream_limit_is_told_it_is_a_rate_limit(demo: Served) -> None:
+    poll(lambda: demo.app._scheduler.active_streams == 0)  # earlier tests' streams have ended
     sockets = [Socket(demo) for _ in range(5)]  # the server takes 4 streams
     try:
-        for ws in sockets:
+        for held, ws in enumerate(sockets, start=1):
             ws.append(b"\x00\x00" * 2400, chunk=4800)
+            if held < len(sockets):  # the sockets' events race each other: the fifth must come last
+                poll(lambda held=held: demo.app._scheduler.active_streams == held)
         (refused,) = [e for ws in sockets[-1:] for e in ws.until("error")]
     finally:
         for ws in sockets:
