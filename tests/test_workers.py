@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,37 @@ def test_two_workers_share_the_port_and_sum_their_metrics_and_sigterm_stops_both
         assert sum('"msg": "stopped"' in line for line in logs.lines) == 2
     finally:
         process.kill()
+
+
+def test_workers_drain_and_end_when_their_supervisor_is_killed_outright(tiny_models: dict[str, Path]) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--model", str(tiny_models["tdt"]), "--workers", "2", "--host", "127.0.0.1",
+         "--port", str(port), "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port())],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        logs = LineWatcher(process.stderr)  # the workers keep writing to it after the supervisor is gone
+        for worker in (0, 1):
+            logs.wait_for(f'"msg": "model ready", "worker": {worker}', timeout=240)
+        started = json.loads(next(line for line in logs.lines if '"workers started"' in line))["workers"]
+        process.kill()  # SIGKILL: the supervisor runs no clean-up
+        process.wait()
+        logs.wait_for('"msg": "stopped"', timeout=60)
+        deadline = time.monotonic() + 60
+        while not all(gone(pid) for pid in started):
+            assert time.monotonic() < deadline, [pid for pid in started if not gone(pid)]
+            time.sleep(0.1)
+        assert sum('"msg": "stopped"' in line for line in logs.lines) == 2  # each drained, none was killed
+    finally:
+        process.kill()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited: no such process, or a zombie its new parent has not reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_a_worker_that_cannot_start_ends_the_set_with_its_one_line(tmp_path: Path) -> None:

@@ -8,16 +8,15 @@ minute. Gloo over loopback; with one worker nothing here communicates.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import socket
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from parakeet_serve.lifeline import end_with_parent
 
 
 def rank() -> int:
@@ -75,7 +74,7 @@ def launch(fn: Callable[..., None], workers: int, *args: Any) -> None:
 
 
 def _worker(index: int, workers: int, port: int, parent: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
-    _die_with(parent)
+    end_with_parent(parent)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=workers)
     try:
@@ -91,12 +90,3 @@ def gather(value: Any) -> list[Any]:
     values: list[Any] = [None] * world()
     dist.all_gather_object(values, value)
     return values
-
-
-def _die_with(parent: int) -> None:
-    """Stop when the launching process does: a run killed by its process id (its workers' command lines
-    do not name it) would otherwise leave its workers training on, writing the same checkpoint."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before the line above took effect
-        raise SystemExit(1)

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.process import BaseProcess
 
 from parakeet_serve.errors import ParakeetError, listening
+from parakeet_serve.lifeline import end_with_parent
 from parakeet_serve.logs import configure_logging
 from parakeet_serve.settings import Settings
 
@@ -47,8 +48,8 @@ def run_workers(settings: Settings, serve: Serve | None = None) -> int:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked threads or CUDA state
     # One record announces the shared Wyoming port: the first worker's.
     quiet = settings.model_copy(update={"wyoming_zeroconf": ""})
-    workers = [context.Process(target=_serve_worker, args=(quiet if n else settings, n, serve), name=f"worker-{n}")
-               for n in range(settings.workers)]
+    workers = [context.Process(target=_serve_worker, args=(quiet if n else settings, n, serve, os.getpid()),
+                               name=f"worker-{n}") for n in range(settings.workers)]
     metrics = None
     try:
         with listening("metrics", settings.metrics_host, settings.metrics_port, "PARAKEET_METRICS_PORT"):
@@ -83,8 +84,10 @@ def _supervise(workers: list[BaseProcess], stop: threading.Event, grace_s: float
     return failed.exitcode if failed.exitcode and failed.exitcode > 0 else 1  # a signal's end (negative) is 1
 
 
-def _serve_worker(settings: Settings, number: int, serve: Serve | None) -> None:
-    """One worker process: the single-process server, its log lines marked with its number."""
+def _serve_worker(settings: Settings, number: int, serve: Serve | None, parent: int) -> None:
+    """One worker process: the single-process server, its log lines marked with its number. It drains and
+    ends when its parent does, even one killed outright, so no worker goes on holding the ports."""
+    end_with_parent(parent)
     from parakeet_serve.app import serve_until_stopped
     from parakeet_serve.host_memory import retain_freed_memory
 
