@@ -51,7 +51,9 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
     """Write atomically: a run killed while saving keeps its previous checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    state = dataclasses.asdict(checkpoint)
+    # a shallow dict: asdict() would deep-copy every tensor only for torch.save to serialise it
+    state = {f.name: getattr(checkpoint, f.name) for f in dataclasses.fields(checkpoint)}
+    state.update(blueprint=dataclasses.asdict(checkpoint.blueprint), progress=dataclasses.asdict(checkpoint.progress))
     torch.save(state, partial)
     os.replace(partial, path)
 
@@ -61,10 +63,7 @@ def load(path: Path) -> Checkpoint:
     progress = state["progress"]
     progress["positions"] = [Position(**p) for p in progress["positions"]]
     state["progress"] = Progress(**progress)
-    blueprint = state["blueprint"]
-    # tuples come back from asdict as tuples, but a nested att_context may have become lists
-    blueprint["att_context"] = tuple(tuple(c) if isinstance(c, list) else c for c in blueprint["att_context"])
-    state["blueprint"] = Blueprint(**blueprint)
+    state["blueprint"] = Blueprint(**state["blueprint"])
     return Checkpoint(**state)
 
 
