@@ -65,13 +65,11 @@ def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, worke
     EVAL_DIR.mkdir(parents=True, exist_ok=True)
     for old in EVAL_DIR.glob("*.ogg"):
         old.unlink()
-    jobs = [(train_dir / f"{i:05d}.flac", training_voice(rng), text, seed * 100_003 + i, True, "PCM_16")
-            for i, text in enumerate(train_sentences)]
-    extra_rng = random.Random(seed + 3)
+    jobs = _training_jobs(train_dir, train_sentences, rng, seed)
+    # More sentences and voices under their own seed, so that everything drawn above stays as it was.
     extra = unique_sentences(seed + 3, extra_count, exclude=seen | set(seen_text) | set(held_out_text)
                             | set(everyday_sentences()))
-    jobs += [(train_dir / f"{len(jobs) + i:05d}.flac", training_voice(extra_rng), text,
-              (seed + 3) * 100_003 + i, True, "PCM_16") for i, text in enumerate(extra)]
+    jobs += _training_jobs(train_dir, extra, random.Random(seed + 3), seed + 3, first=len(jobs))
     eval_jobs = [
         (EVAL_DIR / f"seen-{i:03d}.ogg", training_voice(rng), text, 0, False, "OPUS")
         for i, text in enumerate(seen_text)
@@ -94,6 +92,13 @@ def build(train_count: int, eval_seen: int, eval_held_out: int, seed: int, worke
     write_samples(seen_text[QUICKSTART_SENTENCE], held_out_text[HELD_OUT_SAMPLE])
     hours = sum(e["duration"] for e in train) / 3600
     print(f"train: {len(train)} utterances, {hours:.2f} h; eval: {len(evaluation)} utterances")
+
+
+def _training_jobs(directory: Path, texts: list[str], rng: random.Random, seed: int,
+                   first: int = 0) -> list[tuple]:
+    """Render jobs for training utterances, numbered from `first`, each voice drawn from `rng`."""
+    return [(directory / f"{first + i:05d}.flac", training_voice(rng), text, seed * 100_003 + i, True, "PCM_16")
+            for i, text in enumerate(texts)]
 
 
 def everyday_sentences() -> list[str]:
