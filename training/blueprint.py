@@ -19,6 +19,11 @@ from omegaconf import OmegaConf
 Head = Literal["ctc", "rnnt", "tdt", "hybrid_rnnt_ctc", "hybrid_tdt_ctc"]
 
 TDT_DURATIONS = (0, 1, 2, 3, 4)
+# The recipe's losses (training.train), written into the model's config as it trains them: the label
+# logits' under-normalisation as Parakeet's TDT models have it, no RNN-T loss mixed in (omega), and
+# the CTC head's share of the hybrid loss.
+TDT_SIGMA = 0.02
+CTC_WEIGHT = 0.5
 
 # Sentences for a tokenizer when no corpus is given: enough to learn common English pieces.
 _DEFAULT_TEXT = (
@@ -142,11 +147,11 @@ def model_config(bp: Blueprint, tokenizer_dir: Path) -> dict[str, Any]:
         durations = list(TDT_DURATIONS)
         cfg["joint"]["num_extra_outputs"] = len(durations)
         cfg["decoding"].update({"model_type": "tdt", "durations": durations})
-        cfg["loss"] = {"loss_name": "tdt", "tdt_kwargs": {"durations": durations, "sigma": 0.02, "omega": 0.1}}
+        cfg["loss"] = {"loss_name": "tdt", "tdt_kwargs": {"durations": durations, "sigma": TDT_SIGMA, "omega": 0.0}}
         cfg["model_defaults"]["tdt_durations"] = durations
     if bp.head.startswith("hybrid"):
         cfg["aux_ctc"] = {
-            "ctc_loss_weight": 0.3, "use_cer": False, "ctc_reduction": "mean_batch",
+            "ctc_loss_weight": CTC_WEIGHT, "use_cer": False, "ctc_reduction": "mean_batch",
             "decoder": {**ctc_decoder, "feat_in": None}, "decoding": {"strategy": "greedy_batch"},
         }
     return cfg

@@ -25,9 +25,9 @@ def main() -> None:
     began = time.monotonic()
     data.build(train_count=data.TRAIN_UTTERANCES, eval_seen=150, eval_held_out=100, seed=a.seed, workers=2)
     manifest = train.ROOT / "data" / "train.jsonl"
-    bp, out = train.recipe(a.offline)
-    train.train(manifest, out, train.Plan(minutes=a.minutes), a.seed, bp=bp)
-    print(f"{out.name} trained in {(time.monotonic() - began) / 60:.1f} min")
+    bp = train.recipe(a.offline)
+    train.train(manifest, None, train.Plan(minutes=a.minutes), a.seed, bp=bp)
+    print(f"{train.default_out(bp).name} trained in {(time.monotonic() - began) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ class Checkpoint:
     teacher: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # the current phase's
     tokenizer: dict[str, bytes]  # file name -> contents
-    rng: torch.Tensor
+    rng: list[tuple[torch.Tensor, Any]]  # each worker's torch and Python random states
+    batch_seconds: float  # the positions count batches of this much audio
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from parakeet_serve.engine.loader import quiet_nemo
 from training import checkpoint, parallel
-from training.blueprint import TDT_DURATIONS, Blueprint, build_model, train_tokenizer
+from training.blueprint import CTC_WEIGHT, TDT_DURATIONS, TDT_SIGMA, Blueprint, build_model, train_tokenizer
 from training.checkpoint import Checkpoint, Position, Progress
 from training.rnnt_loss import rnnt_loss, tdt_loss
 from training.teacher import Teacher, distillation_loss
@@ -43,8 +43,6 @@ DEMO = Blueprint(
 # The proxy for offline-trained checkpoints (issue 20): the same model trained as Parakeet is, with
 # full attention, non-causal convolutions and per-utterance feature normalisation.
 DEMO_OFFLINE = dataclasses.replace(DEMO, streaming=False, att_context=(-1, -1))
-CTC_WEIGHT = 0.5
-TDT_SIGMA = 0.02  # the label logits' under-normalisation, as Parakeet's TDT models are trained
 # The schedule, in updates. The teacher first; then the Conformer learns from the teacher's frame
 # posteriors (plus some CTC) for DISTIL_UPDATES (with the transducer from the start its prediction
 # network learns the sentence grammar instead), then both heads until UPDATES, the learning rate
@@ -81,9 +79,14 @@ class Plan:
     batch_seconds: float = BATCH_SECONDS
 
 
-def recipe(offline: bool) -> tuple[Blueprint, Path]:
-    """The model to train and where it goes: the demo model, or with `offline` its offline-trained proxy."""
-    return (DEMO_OFFLINE, OFFLINE_OUT) if offline else (DEMO, DEFAULT_OUT)
+def recipe(offline: bool) -> Blueprint:
+    """The model to train: the demo model, or with `offline` its offline-trained proxy."""
+    return DEMO_OFFLINE if offline else DEMO
+
+
+def default_out(bp: Blueprint) -> Path:
+    """Where a trained model goes by default: the shipped file of its kind."""
+    return DEFAULT_OUT if bp.streaming else OFFLINE_OUT
 
 
 def load(manifest: Path, share: int = 0, shares: int = 1) -> tuple[list[torch.Tensor], list[str]]:
@@ -326,14 +329,15 @@ def log(message: str) -> None:
         print(message, flush=True)
 
 
-def train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None = None, bp: Blueprint = DEMO,
+def train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path | None = None, bp: Blueprint = DEMO,
           workers: int = WORKERS, checkpoint_path: Path = CHECKPOINT) -> None:
     """Train (or continue `resume`) for the sitting's minutes: teacher, distillation, then the
-    hybrid; the model is exported to `out` when the plan's last update is done."""
+    hybrid; the model is exported to `out` (by default its kind's shipped file) when the plan's last update
+    is done."""
     parallel.launch(_train, workers, manifest, out, plan, seed, resume, bp, checkpoint_path)
 
 
-def _train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None, bp: Blueprint,
+def _train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path | None, bp: Blueprint,
            checkpoint_path: Path) -> None:
     """One worker of `train` (or the only one), on its share of the utterances."""
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
@@ -345,7 +349,7 @@ def _train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None
         bp, seed = state.blueprint, state.seed
     torch.manual_seed(seed)
     audios, texts = load(manifest, parallel.rank(), parallel.world())
-    model, progress = _start_model(manifest, bp, seed, state, audios, tokenizer)
+    model, progress = _start_model(manifest, bp, seed, state, audios, tokenizer, plan.batch_seconds)
     data = with_joined((audios, [model.tokenizer.text_to_ids(t) for t in texts]), random.Random(seed + parallel.rank()))
     log(f"{len(audios)} utterances ({len(data[0]) - len(audios)} joined runs besides), "
         f"{sum(map(len, data[0])) / 16000 / 3600:.2f} h per worker, {parallel.world()} workers; model "
@@ -355,6 +359,14 @@ def _train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None
     if state is not None:
         teacher.load_state_dict(state.teacher)
     parallel.broadcast_parameters(teacher)
+    # Last, so that nothing built above draws from it: what dropout and NeMo draw continues where it stopped.
+    if state is not None:
+        torch_state, python_state = state.rng[parallel.rank()]
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+    else:
+        torch.manual_seed(seed * 64 + parallel.rank())
+        random.seed(seed * 64 + parallel.rank())
     resumed = state.progress.phase if state is not None else None
     while progress.phase != "done":
         phase = _phase(progress.phase, plan, model, teacher, TDT_DURATIONS if "tdt" in bp.head else None)
@@ -363,8 +375,8 @@ def _train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None
         resumed = None
         teacher.train(phase.name == "teacher").requires_grad_(phase.name == "teacher")
         model.train()
-        save = functools.partial(_save, checkpoint_path, tokenizer, bp, seed, progress, model, teacher,
-                                 phase.optimizer)
+        save = functools.partial(_save, checkpoint_path, tokenizer, bp, seed, plan.batch_seconds, progress, model,
+                                 teacher, phase.optimizer)
         if not fit(phase, model, data, plan, progress, seed, sitting, save):
             save()
             return
@@ -374,7 +386,7 @@ def _train(manifest: Path, out: Path, plan: Plan, seed: int, resume: Path | None
             progress.phase = "done"
             save()
     if parallel.rank() == 0:
-        export(model, out)
+        export(model, out or default_out(bp))
 
 
 def _phase(name: str, plan: Plan, model, teacher: Teacher, durations: tuple[int, ...] | None) -> Phase:
@@ -394,17 +406,19 @@ def _phase(name: str, plan: Plan, model, teacher: Teacher, durations: tuple[int,
 
 
 def _start_model(manifest: Path, bp: Blueprint, seed: int, state: Checkpoint | None, audios: list[torch.Tensor],
-                 tokenizer: Path) -> tuple[object, Progress]:
+                 tokenizer: Path, batch_seconds: float) -> tuple[object, Progress]:
     """The model and the run's progress: a checkpoint's, or new ones with a new tokenizer."""
     if state is not None:
         if len(state.progress.positions) != parallel.world():
             raise SystemExit(f"the checkpoint was made by {len(state.progress.positions)} workers: resume with as many")
+        if state.batch_seconds != batch_seconds:
+            raise SystemExit(f"the checkpoint's data positions count {state.batch_seconds:g}-second batches: resume "
+                             f"with --batch-seconds {state.batch_seconds:g}")
         if parallel.rank() == 0:
             checkpoint.write_tokenizer(state.tokenizer, tokenizer)
         parallel.barrier()
         model = build_model(bp, tokenizer, seed).train()
         model.load_state_dict(state.model)
-        torch.set_rng_state(state.rng)
         return model, state.progress
     if parallel.rank() == 0:
         train_tokenizer(tokenizer, bp.vocab_size, transcripts(manifest))
@@ -416,14 +430,16 @@ def _start_model(manifest: Path, bp: Blueprint, seed: int, state: Checkpoint | N
     return model, Progress(positions=[Position() for _ in range(parallel.world())])
 
 
-def _save(path: Path, tokenizer: Path, bp: Blueprint, seed: int, progress: Progress, model, teacher: Teacher,
-          optimizer: torch.optim.Optimizer) -> None:
-    """Every worker's position, gathered, and the rest from the first worker (the others hold the same)."""
+def _save(path: Path, tokenizer: Path, bp: Blueprint, seed: int, batch_seconds: float, progress: Progress, model,
+          teacher: Teacher, optimizer: torch.optim.Optimizer) -> None:
+    """Every worker's position and random state, gathered, and the rest from the first worker (the others hold
+    the same)."""
     positions = parallel.gather(progress.positions[parallel.rank()])
+    rng = parallel.gather((torch.get_rng_state(), random.getstate()))
     if parallel.rank() == 0:
         state = Checkpoint(bp, seed, Progress(progress.phase, progress.step, positions), model.state_dict(),
-                           teacher.state_dict(), optimizer.state_dict(), checkpoint.tokenizer_files(tokenizer),
-                           torch.get_rng_state())
+                           teacher.state_dict(), optimizer.state_dict(), checkpoint.tokenizer_files(tokenizer), rng,
+                           batch_seconds)
         checkpoint.save(path, state)
     parallel.barrier()
 
@@ -435,21 +451,23 @@ def export(model, out: Path) -> None:
     log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
-def export_checkpoint(path: Path, out: Path) -> None:
+def export_checkpoint(path: Path, out: Path | None) -> None:
     """A checkpoint's Conformer as a `.nemo` file, wherever the run is (to evaluate it mid-run)."""
     quiet_nemo()
     state = checkpoint.load(path)
     with tempfile.TemporaryDirectory() as tokenizer:
         model = build_model(state.blueprint, checkpoint.write_tokenizer(state.tokenizer, Path(tokenizer)), state.seed)
         model.load_state_dict(state.model)
-        export(model, out)
+        export(model, out or default_out(state.blueprint))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "train.jsonl")
-    parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT.name}, with --offline {OFFLINE_OUT.name}")
-    parser.add_argument("--offline", action="store_true", help="the offline-trained proxy (full attention)")
+    parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT.name}, for the offline proxy "
+                        f"{OFFLINE_OUT.name}")
+    parser.add_argument("--offline", action="store_true", help="the offline-trained proxy (full attention); a "
+                        "resumed run is the checkpoint's model")
     parser.add_argument("--minutes", type=float, default=math.inf, help="this sitting's budget, then a checkpoint")
     parser.add_argument("--sitting-updates", type=int, default=Plan.sitting_updates,
                         help="the most updates this sitting makes, then a checkpoint")
@@ -463,13 +481,12 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
     parser.add_argument("--export", type=Path, help="only write this checkpoint's model to --out")
     a = parser.parse_args()
-    bp, out = recipe(a.offline)
     if a.export:
-        export_checkpoint(a.export, a.out or out)
+        export_checkpoint(a.export, a.out)
         return
     plan = Plan(updates=a.updates, decay=a.decay, minutes=a.minutes, sitting_updates=a.sitting_updates, peak_lr=a.lr,
                 batch_seconds=a.batch_seconds)
-    train(a.manifest, a.out or out, plan, a.seed, a.resume, bp, a.workers, a.checkpoint)
+    train(a.manifest, a.out, plan, a.seed, a.resume, recipe(a.offline), a.workers, a.checkpoint)
 
 
 if __name__ == "__main__":

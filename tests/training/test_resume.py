@@ -16,7 +16,7 @@ from training.blueprint import Blueprint
 from training.train import Plan, train
 
 TINY = Blueprint(head="hybrid_tdt_ctc", n_layers=1, d_model=32, n_heads=2, subsampling_channels=16, pred_hidden=32,
-                 joint_hidden=32, vocab_size=48, streaming=True, att_context=(16, 1), dropout=0.0)
+                 joint_hidden=32, vocab_size=48, streaming=True, att_context=(16, 1), dropout=0.1)
 # 3 teacher updates, 3 of distillation, 3 of the hybrid TDT loss (the last 2 decaying)
 PLAN = Plan(teacher=3, distil=3, updates=6, decay=2, batch_seconds=6.0)
 
@@ -72,3 +72,13 @@ def test_the_comparison_tells_runs_apart(manifest: Path, tmp_path: Path) -> None
     train(manifest, tmp_path / "b.nemo", PLAN, seed=4, bp=TINY, workers=1, checkpoint_path=tmp_path / "b" / "c.pt")
     a, b = _weights(tmp_path / "a.nemo"), _weights(tmp_path / "b.nemo")
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_resumed_with_other_batches_is_refused(manifest: Path, tmp_path: Path) -> None:
+    """The data positions count batches of the checkpoint's size: other batches would silently skip or repeat."""
+    saved = tmp_path / "checkpoint.pt"
+    train(manifest, tmp_path / "m.nemo", Plan(**{**PLAN.__dict__, "sitting_updates": 1}), seed=3, bp=TINY, workers=1,
+          checkpoint_path=saved)
+    with pytest.raises(SystemExit, match="count 6-second batches: resume with --batch-seconds 6"):
+        train(manifest, tmp_path / "m.nemo", Plan(**{**PLAN.__dict__, "batch_seconds": 8.0}), seed=3, bp=TINY,
+              workers=1, resume=saved, checkpoint_path=saved)
