@@ -204,3 +204,11 @@ def rpc_code(call: Callable[[], Any]) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's new parent may never reap it here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -51,9 +51,10 @@ class LineWatcher:
                 self.lines.append(line)
                 self._cond.notify_all()
 
-    def wait_for(self, text: str, timeout: float = 60) -> None:
+    def wait_for(self, text: str, timeout: float = 60, count: int = 1) -> None:
+        """Until `count` lines have said `text`."""
         with self._cond:
-            assert self._cond.wait_for(lambda: any(text in line for line in self.lines), timeout), text
+            assert self._cond.wait_for(lambda: sum(text in line for line in self.lines) >= count, timeout), text
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(tiny_models: dict[str, Path]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from tests.conftest import running
 from training import parallel
 
 
@@ -58,7 +60,9 @@ def test_one_worker_runs_in_process_without_a_group(tmp_path: Path) -> None:
 
 
 def _train_forever(out: Path) -> None:
-    (out / f"worker{parallel.rank()}").write_text(str(os.getpid()))
+    partial = out / f"partial{parallel.rank()}"
+    partial.write_text(str(os.getpid()))
+    partial.replace(out / f"worker{parallel.rank()}")  # whole, or not there yet
     while True:
         time.sleep(0.1)
 
@@ -68,22 +72,21 @@ def test_workers_stop_when_the_launching_process_is_killed(tmp_path: Path) -> No
                                  "from tests.training.test_parallel import _train_forever; "
                                  f"parallel.launch(_train_forever, 2, Path({str(tmp_path)!r}))"],
                                 cwd=Path(__file__).parents[2])
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("worker*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    workers = [int(p.read_text()) for p in tmp_path.glob("worker*")]
-    assert len(workers) == 2, "the workers never started"
-    launcher.kill()
-    launcher.wait()
-    deadline = time.monotonic() + 10
-    while any(map(_running, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in workers if _running(pid)]
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (nobody may reap an orphan here)."""
+    workers: list[int] = []
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [int(p.read_text()) for p in tmp_path.glob("worker*")]
+        assert len(workers) == 2, "the workers never started"
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if running(pid)]
+    finally:
+        launcher.kill()
+        for pid in filter(running, workers):
+            os.kill(pid, signal.SIGKILL)
+
