@@ -55,7 +55,10 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
     # a shallow dict: asdict() would deep-copy every tensor only for torch.save to serialise it
     state = {f.name: getattr(checkpoint, f.name) for f in dataclasses.fields(checkpoint)}
     state.update(blueprint=dataclasses.asdict(checkpoint.blueprint), progress=dataclasses.asdict(checkpoint.progress))
-    torch.save(state, partial)
+    with open(partial, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before it replaces the last one: a machine crash keeps one whole file
     os.replace(partial, path)
 
 
