@@ -359,14 +359,7 @@ def _train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path
     if state is not None:
         teacher.load_state_dict(state.teacher)
     parallel.broadcast_parameters(teacher)
-    # Last, so that nothing built above draws from it: what dropout and NeMo draw continues where it stopped.
-    if state is not None:
-        torch_state, python_state = state.rng[parallel.rank()]
-        torch.set_rng_state(torch_state)
-        random.setstate(python_state)
-    else:
-        torch.manual_seed(seed * 64 + parallel.rank())
-        random.seed(seed * 64 + parallel.rank())
+    _continue_random(state, seed)  # last, so that nothing built above draws from it
     resumed = state.progress.phase if state is not None else None
     while progress.phase != "done":
         phase = _phase(progress.phase, plan, model, teacher, TDT_DURATIONS if "tdt" in bp.head else None)
@@ -387,6 +380,18 @@ def _train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path
             save()
     if parallel.rank() == 0:
         export(model, out or default_out(bp))
+
+
+def _continue_random(state: Checkpoint | None, seed: int) -> None:
+    """This worker's random draws (dropout's, NeMo's) go on where the checkpoint's stopped, or start from
+    the seed and the worker's rank."""
+    if state is not None:
+        torch_state, python_state = state.rng[parallel.rank()]
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+    else:
+        torch.manual_seed(seed * 64 + parallel.rank())
+        random.seed(seed * 64 + parallel.rank())
 
 
 def _phase(name: str, plan: Plan, model, teacher: Teacher, durations: tuple[int, ...] | None) -> Phase:
