@@ -15,10 +15,11 @@ import sys
 PR_SET_PDEATHSIG = 1
 
 
-def end_with_parent(parent: int, sig: signal.Signals = signal.SIGTERM) -> None:
-    """Have the kernel send `sig` to this process when its parent exits; exit now if `parent`, the process
-    that started this one, is already gone (it may have died before the request took effect)."""
+def end_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM (a server worker drains on it) to this process when its parent exits; exit
+    now if `parent`, the process that started this one, is already gone (it may have died before the request
+    took effect)."""
     if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         raise SystemExit(1)
