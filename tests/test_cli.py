@@ -20,6 +20,11 @@ from parakeet_serve.net import free_port
 from tests.conftest import pcm16, speechlike
 
 CLI = [sys.executable, "-m", "parakeet_serve"]
+# The CLI with Ctrl-C as a terminal delivers it. A suite started as a background job of a shell without job
+# control inherits SIGINT ignored, and Python then installs no handler for it: the child would never see it.
+AS_IN_A_TERMINAL = [sys.executable, "-c", "import runpy, signal; "
+                    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "runpy.run_module('parakeet_serve', run_name='__main__')"]
 
 
 def wait_serving(address: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -175,7 +180,8 @@ def test_ctrl_c_during_transcribe_exits_quietly_with_130(tmp_path: Path) -> None
     with socket.socket() as silent:  # a server that accepts and never answers: the client waits
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        process = subprocess.Popen([*CLI, "transcribe", str(audio), "--server", f"127.0.0.1:{silent.getsockname()[1]}"],
+        process = subprocess.Popen([*AS_IN_A_TERMINAL, "transcribe", str(audio), "--server",
+                                    f"127.0.0.1:{silent.getsockname()[1]}"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         process.send_signal(signal.SIGINT)
