@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 import torch
 
+from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.nemo.greedy import transducer_spans
+from training.blueprint import Blueprint, build_model, train_tokenizer
 
 CAPTURED_ROWS, CAPTURED_COLUMNS = 128, 3750  # a CUDA-graph computer's buffers, sized for its largest batch
 
@@ -70,3 +72,34 @@ def test_an_item_with_more_tokens_than_frames_is_read_whole_in_a_second_read(rea
     assert [s.token_id for s in spans[0]] == list(range(12))
     assert [s.token_id for s in spans[2]] == [9] and spans[1] == []
     assert read == [3 * (1 + 4 * 10), 3 * (1 + 4 * 12)], read
+
+
+@pytest.fixture(scope="module")
+def tdt_engine(tmp_path_factory: pytest.TempPathFactory) -> NemoEngine:
+    """A random TDT model that predicts durations of 0 to 4 frames and blank often: its decoding
+    moves items through the label loop's stages at different steps."""
+    root = tmp_path_factory.mktemp("tdt")
+    model = build_model(Blueprint(head="tdt"), train_tokenizer(root / "tokenizer", vocab_size=64), seed=0)
+    with torch.no_grad():
+        output = model.joint.joint_net[-1]
+        output.weight[-5:] *= 30  # the duration outputs: varied from frame to frame
+        output.bias[-6] += 1.0  # the blank
+    model.save_to(str(root / "tdt.nemo"))
+    return load_engine(str(root / "tdt.nemo"))
+
+
+@torch.inference_mode()
+def _spans(engine: NemoEngine, encoded: torch.Tensor) -> list[list[tuple[int, int, int]]]:
+    lengths = torch.full((encoded.shape[0],), encoded.shape[-1])
+    out, _ = transducer_spans(engine.greedy_computer, encoded, lengths, str, [0] * encoded.shape[0])
+    return [[(s.token_id, s.start_frame, s.end_frame) for s in row] for row in out]
+
+
+def test_a_tdt_tokens_duration_is_its_own_whatever_else_is_in_the_batch(tdt_engine: NemoEngine) -> None:
+    """NeMo 3.0's batched TDT decoder on the CPU gave a token the duration predicted for another item
+    (NVIDIA-NeMo/Speech#16097): the same audio got other word end times in another batch."""
+    encoded = torch.randn(6, 64, 40, generator=torch.Generator().manual_seed(0)) * 3
+    alone = [_spans(tdt_engine, encoded[i : i + 1])[0] for i in range(len(encoded))]
+    assert sum(len(row) for row in alone) > 60
+    assert len({end - start for row in alone for _, start, end in row}) >= 3  # durations do vary
+    assert _spans(tdt_engine, encoded) == alone

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 from parakeet_serve.engine.base import WarmupShape, pick_head, sub_batches, warmup_clips
 from parakeet_serve.engine.features import pad_batch
 from parakeet_serve.engine.nemo.boosting import PhraseBooster
-from parakeet_serve.engine.nemo.greedy import transducer_spans
+from parakeet_serve.engine.nemo.greedy import exact_tdt_durations, transducer_spans
 from parakeet_serve.engine.nemo.stream_model import NemoStreamModel
 from parakeet_serve.engine.streaming import Streamer
 from parakeet_serve.engine.types import (
@@ -83,6 +83,9 @@ class NemoEngine:
         # decoder of its own, so batches without a boost run the plain one (no fusion at every step).
         self.booster = (PhraseBooster(model, self._decoding(_biasing(self._greedy_cfg)).decoding)
                         if self._head != "ctc" and hasattr(model, "tokenizer") else None)
+        if self._head == "tdt":
+            for computer in [self.greedy_computer] + ([self.booster.computer] if self.booster else []):
+                exact_tdt_durations(computer, self.device)
         self.info = ModelInfo(
             model_id=model_id,
             architecture=type(model).__name__,

@@ -40,6 +40,25 @@ def transducer_spans(
     return out, state
 
 
+def exact_tdt_durations(computer: Any, device: torch.device) -> None:
+    """Make a TDT computer that decodes without CUDA graphs record each token's own duration.
+
+    NeMo 3.0's batched TDT decoder (`torch_impl`, the path on a CPU) stores, for an item that found its
+    token before others in the batch, the duration last predicted for another item: word end times
+    then depend on what else was in the batch (NVIDIA-NeMo/Speech#16097, fixed after 3.0). Recording
+    every step, blanks included, stores each step's own duration, and the blanks are dropped on reading
+    (`get_data_without_blank`). The CUDA-graph decoder is right as it is, and its record-every-step
+    variant is not, so it is left alone.
+    """
+    from nemo.collections.asr.parts.submodules.transducer_decoding.tdt_label_looping import (
+        GreedyBatchedTDTLabelLoopingComputer,
+    )
+
+    graphs = device.type == "cuda" and computer.cuda_graphs_mode is not None
+    if isinstance(computer, GreedyBatchedTDTLabelLoopingComputer) and not graphs:
+        computer.record_all_steps = True
+
+
 # Tokens an item may emit beyond one per encoder frame before a second read is needed: speech gives
 # about one token every two or three 80 ms frames, so a read as wide as the frames almost always holds all.
 _SLACK = 8
