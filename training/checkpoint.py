@@ -33,6 +33,7 @@ class Progress:
     phase: str = "teacher"  # "teacher", then "conformer", then "done"
     step: int = 0
     positions: list[Position] = field(default_factory=list)
+    warm_from: int = 0  # the update the phase's optimiser started at: its warm-up counts from there
 
 
 @dataclass

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import io
 import json
 import math
 import random
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -243,11 +245,13 @@ def center_first_convolution(model, audios: list[torch.Tensor], sample: int = 20
     return mean
 
 
-def learning_rate(step: int, end: int, decay: int, peak: float) -> float:
-    """Linear warm-up, constant, then a cosine decay over the last `decay` updates before `end` to 2%
-    of the peak: any checkpoint before the decay can be continued, or decayed into a finished model."""
+def learning_rate(step: int, end: int, decay: int, peak: float, warm_from: int = 0) -> float:
+    """Linear warm-up from `warm_from` (where the optimiser started), constant, then a cosine decay over
+    the last `decay` updates before `end` to 2% of the peak: any checkpoint before the decay can be
+    continued, or decayed into a finished model."""
     into_decay = min(1.0, max(0, step - (end - decay)) / decay) if decay else 0.0
-    return peak * min(1.0, (step + 1) / WARMUP) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * into_decay)))
+    warm = min(1.0, (step - warm_from + 1) / WARMUP)
+    return peak * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * into_decay)))
 
 
 @dataclasses.dataclass
@@ -293,7 +297,7 @@ def fit(phase: Phase, model, data: Data, plan: Plan, progress: Progress, seed: i
     for position, idx in stream:
         if progress.step >= phase.end or sitting.over():
             break
-        lr = learning_rate(progress.step, phase.end, phase.decay, plan.peak_lr)
+        lr = learning_rate(progress.step, phase.end, phase.decay, plan.peak_lr, progress.warm_from)
         for group in phase.optimizer.param_groups:
             group["lr"] = lr
         # the warp's draws follow from the update, so a resumed run draws what it would have
@@ -330,15 +334,16 @@ def log(message: str) -> None:
 
 
 def train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path | None = None, bp: Blueprint = DEMO,
-          workers: int = WORKERS, checkpoint_path: Path = CHECKPOINT) -> None:
+          workers: int = WORKERS, checkpoint_path: Path = CHECKPOINT, init: Path | None = None) -> None:
     """Train (or continue `resume`) for the sitting's minutes: teacher, distillation, then the
     hybrid; the model is exported to `out` (by default its kind's shipped file) when the plan's last update
-    is done."""
-    parallel.launch(_train, workers, manifest, out, plan, seed, resume, bp, checkpoint_path)
+    is done. A new run with `init` (a `.nemo` transducer of the same encoder) starts the hybrid phase from
+    its weights and tokenizer instead (`warm_start`)."""
+    parallel.launch(_train, workers, manifest, out, plan, seed, resume, bp, checkpoint_path, init)
 
 
 def _train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path | None, bp: Blueprint,
-           checkpoint_path: Path) -> None:
+           checkpoint_path: Path, init: Path | None) -> None:
     """One worker of `train` (or the only one), on its share of the utterances."""
     torch.set_flush_denormal(True)  # tiny probabilities in the lattice would otherwise crawl through denormals
     quiet_nemo()
@@ -349,7 +354,10 @@ def _train(manifest: Path, out: Path | None, plan: Plan, seed: int, resume: Path
         bp, seed = state.blueprint, state.seed
     torch.manual_seed(seed)
     audios, texts = load(manifest, parallel.rank(), parallel.world())
-    model, progress = _start_model(manifest, bp, seed, state, audios, tokenizer, plan.batch_seconds)
+    if state is None and init is not None:
+        model, progress = warm_start(init, bp, seed, tokenizer, plan.distil)
+    else:
+        model, progress = _start_model(manifest, bp, seed, state, audios, tokenizer, plan.batch_seconds)
     data = with_joined((audios, [model.tokenizer.text_to_ids(t) for t in texts]), random.Random(seed + parallel.rank()))
     log(f"{len(audios)} utterances ({len(data[0]) - len(audios)} joined runs besides), "
         f"{sum(map(len, data[0])) / 16000 / 3600:.2f} h per worker, {parallel.world()} workers; model "
@@ -435,6 +443,52 @@ def _start_model(manifest: Path, bp: Blueprint, seed: int, state: Checkpoint | N
     return model, Progress(positions=[Position() for _ in range(parallel.world())])
 
 
+def warm_start(init: Path, bp: Blueprint, seed: int, tokenizer: Path, distil: int) -> tuple[object, Progress]:
+    """A model of shape `bp` holding a trained `.nemo` transducer's tokenizer and weights, and progress at
+    the hybrid phase's start (the teacher and distillation are for a model that knows nothing yet).
+
+    An RNN-T's joint becomes a TDT's: its token and blank outputs are copied, and the duration outputs
+    NeMo appends after them start untrained. Any other difference in shape is refused.
+    """
+    if parallel.rank() == 0:
+        _unpack_tokenizer(init, tokenizer)
+    parallel.barrier()
+    model = build_model(bp, tokenizer, seed).train()
+    source = _nemo_weights(init)
+    target = model.state_dict()
+    for name, weights in target.items():
+        given = source.get(name)
+        if given is None or not _fits(name, given.shape, weights.shape):
+            raise SystemExit(f"{init} does not fit the {bp.head} model: {name} is "
+                             f"{None if given is None else tuple(given.shape)}, wanted {tuple(weights.shape)}")
+        weights[tuple(slice(0, n) for n in given.shape)] = given
+    log(f"started from {init}: {sum(int(source[n].numel()) for n in target)} weights")
+    return model, Progress("conformer", distil, [Position() for _ in range(parallel.world())], warm_from=distil)
+
+
+def _fits(name: str, given: torch.Size, wanted: torch.Size) -> bool:
+    """The same shape; or, in the joint, the outputs of an RNN-T that TDT extends with durations."""
+    grows = name.startswith("joint.") and len(given) == len(wanted) and given[1:] == wanted[1:] and given[0] < wanted[0]
+    return given == wanted or grows
+
+
+def _unpack_tokenizer(nemo_file: Path, directory: Path) -> None:
+    """The SentencePiece model and vocabulary a `.nemo` file carries, under the names `build_model` reads
+    (NeMo prefixes each packed file with a hash)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(nemo_file) as packed:
+        for member in packed.getmembers():
+            for name in ("tokenizer.model", "vocab.txt"):
+                if member.name.endswith("_" + name):
+                    (directory / name).write_bytes(packed.extractfile(member).read())
+
+
+def _nemo_weights(nemo_file: Path) -> dict[str, torch.Tensor]:
+    with tarfile.open(nemo_file) as packed:
+        member = next(m for m in packed.getmembers() if m.name.endswith("model_weights.ckpt"))
+        return torch.load(io.BytesIO(packed.extractfile(member).read()), map_location="cpu")
+
+
 def _save(path: Path, tokenizer: Path, bp: Blueprint, seed: int, batch_seconds: float, progress: Progress, model,
           teacher: Teacher, optimizer: torch.optim.Optimizer) -> None:
     """Every worker's position and random state, gathered, and the rest from the first worker (the others hold
@@ -484,6 +538,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=WORKERS, help="single-threaded training processes")
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="where the run's state is kept")
     parser.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
+    parser.add_argument("--init", type=Path, help="start a new run's hybrid phase from this trained .nemo "
+                        "transducer (an RNN-T's joint grows TDT's duration outputs)")
     parser.add_argument("--export", type=Path, help="only write this checkpoint's model to --out")
     a = parser.parse_args()
     if a.export:
@@ -491,7 +547,7 @@ def main() -> None:
         return
     plan = Plan(updates=a.updates, decay=a.decay, minutes=a.minutes, sitting_updates=a.sitting_updates, peak_lr=a.lr,
                 batch_seconds=a.batch_seconds)
-    train(a.manifest, a.out, plan, a.seed, a.resume, recipe(a.offline), a.workers, a.checkpoint)
+    train(a.manifest, a.out, plan, a.seed, a.resume, recipe(a.offline), a.workers, a.checkpoint, a.init)
 
 
 if __name__ == "__main__":
