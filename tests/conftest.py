@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import riva.client
+import torch
 
 from parakeet_serve.app import Application
 from parakeet_serve.engine import NemoEngine, load_engine
@@ -69,6 +70,21 @@ def _models_of_every_head(root: Path, blueprint: Callable[[str], Blueprint], see
         paths[head] = root / f"{head}.nemo"
         build_model(blueprint(head), tokenizer, seed=seed).save_to(str(paths[head]))
     return paths
+
+
+def varied_tdt_model(root: Path, blank_bias: float, token_scale: float = 1.0) -> Path:
+    """A random TDT model whose durations vary from frame to frame (0 to 4) and that says blank often
+    (`blank_bias`): its items leave the decoder's loops at different steps, and a beam search has
+    hypotheses at many frames to weigh. `token_scale` sharpens the token outputs."""
+    quiet_nemo()
+    model = build_model(Blueprint(head="tdt"), train_tokenizer(root / "tokenizer", vocab_size=64), seed=0)
+    with torch.no_grad():
+        output = model.joint.joint_net[-1]  # the vocabulary, the blank, then the 5 durations
+        output.weight[-5:] *= 30
+        output.weight[:-5] *= token_scale
+        output.bias[-6] += blank_bias
+    model.save_to(str(root / "tdt.nemo"))
+    return root / "tdt.nemo"
 
 
 @pytest.fixture(scope="session")

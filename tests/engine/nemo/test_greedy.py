@@ -9,7 +9,7 @@ import torch
 
 from parakeet_serve.engine import NemoEngine, load_engine
 from parakeet_serve.engine.nemo.greedy import transducer_spans
-from training.blueprint import Blueprint, build_model, train_tokenizer
+from tests.conftest import varied_tdt_model
 
 CAPTURED_ROWS, CAPTURED_COLUMNS = 128, 3750  # a CUDA-graph computer's buffers, sized for its largest batch
 
@@ -76,16 +76,7 @@ def test_an_item_with_more_tokens_than_frames_is_read_whole_in_a_second_read(rea
 
 @pytest.fixture(scope="module")
 def tdt_engine(tmp_path_factory: pytest.TempPathFactory) -> NemoEngine:
-    """A random TDT model that predicts durations of 0 to 4 frames and blank often: its decoding
-    moves items through the label loop's stages at different steps."""
-    root = tmp_path_factory.mktemp("tdt")
-    model = build_model(Blueprint(head="tdt"), train_tokenizer(root / "tokenizer", vocab_size=64), seed=0)
-    with torch.no_grad():
-        output = model.joint.joint_net[-1]
-        output.weight[-5:] *= 30  # the duration outputs: varied from frame to frame
-        output.bias[-6] += 1.0  # the blank
-    model.save_to(str(root / "tdt.nemo"))
-    return load_engine(str(root / "tdt.nemo"))
+    return load_engine(str(varied_tdt_model(tmp_path_factory.mktemp("tdt"), blank_bias=1.0)))
 
 
 @torch.inference_mode()

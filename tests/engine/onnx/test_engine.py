@@ -30,7 +30,16 @@ from parakeet_serve.evaluation import corpus_wer, demo_manifest, read_manifest
 from parakeet_serve.settings import load_settings
 from parakeet_serve.warmup import sample_path
 from parakeet_serve.word_boost import WordBoost
-from tests.conftest import HEADS, MISHEARD, LoopThread, Served, rpc_code, speechlike, start_server
+from tests.conftest import (
+    HEADS,
+    MISHEARD,
+    LoopThread,
+    Served,
+    rpc_code,
+    speechlike,
+    start_server,
+    varied_tdt_model,
+)
 from tests.engine.test_streaming import clips, paused_in_turn, stream_all
 from tests.riva.test_recognize import encodings
 from tests.riva.test_streaming import EVAL, as_bytes, config, finals, pcm_of, stream, utterances_with_pauses
@@ -121,6 +130,21 @@ def test_alternatives_come_from_a_beam_search_close_to_nemos(demo_onnx: Path, de
         assert texts[0] == b.best.text and 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
         shared += len(set(texts[1:]) & {h.text for h in b.hypotheses[1:]})
     assert shared >= 12  # of 24: mostly the same runners-up as NeMo's own beam search (malsd)
+
+
+def test_a_tdt_models_alternatives_are_nemos_beam_searchs(tmp_path: Path) -> None:
+    """TDT hypotheses jump 0 to 4 frames a token: a search that weighed them frame by frame kept the
+    ones that jumped far (fewer terms) and lost NeMo's (3 of 24 runners-up shared). One beam, each
+    hypothesis one emission further per step, as NeMo's malsd, keeps NeMo's."""
+    model = varied_tdt_model(tmp_path, blank_bias=2.0, token_scale=4.0)
+    export(str(model), tmp_path / "onnx")
+    clips = [speechlike(1.5 + 0.25 * i, seed=i)[0] for i in range(8)]
+    ours = OnnxEngine(tmp_path / "onnx", model_id="tdt").transcribe(clips, [4] * 8)
+    theirs = load_engine(str(model)).transcribe(clips, [4] * 8)
+    assert [t.best.text for t in ours] == [t.best.text for t in theirs]
+    shared = sum(len({h.text for h in a.hypotheses[1:]} & {h.text for h in b.hypotheses[1:]})
+                 for a, b in zip(ours, theirs, strict=True))
+    assert shared >= 20  # of 24
 
 
 @pytest.mark.parametrize("head", ["rnnt", "tdt"])
