@@ -4,13 +4,11 @@ and each worker's place in its data."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import DEMO_EVAL as EVAL_DIR
 from training import checkpoint
 from training.blueprint import Blueprint
 from training.train import Plan, train
@@ -19,17 +17,6 @@ TINY = Blueprint(head="hybrid_tdt_ctc", n_layers=1, d_model=32, n_heads=2, subsa
                  joint_hidden=32, vocab_size=48, streaming=True, att_context=(16, 1), dropout=0.1)
 # 3 teacher updates, 3 of distillation, 3 of the hybrid TDT loss (the last 2 decaying)
 PLAN = Plan(teacher=3, distil=3, updates=6, decay=2, batch_seconds=6.0)
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twelve utterances of real speech: the demo evaluation set's first clips."""
-    lines = (EVAL_DIR / "demo-eval-seen-voices.jsonl").read_text().splitlines()[:12]
-    entries = [{**json.loads(line), "audio_filepath": str(EVAL_DIR / json.loads(line)["audio_filepath"])}
-               for line in lines]
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    return path
 
 
 def _weights(nemo_file: Path) -> dict[str, torch.Tensor]:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from training import checkpoint
 from training.blueprint import Blueprint, build_model, train_tokenizer
-from training.train import PEAK_LR, WARMUP, learning_rate, warm_start
+from training.train import PEAK_LR, WARMUP, Plan, learning_rate, train, warm_start
 
 TDT = Blueprint(head="hybrid_tdt_ctc", n_layers=1, d_model=32, n_heads=2, subsampling_channels=16, pred_hidden=32,
                 joint_hidden=32, vocab_size=48, streaming=True, att_context=(16, 1), dropout=0.0)
@@ -51,3 +52,15 @@ def test_the_warm_up_counts_from_where_the_optimiser_started() -> None:
     assert learning_rate(6000, 80000, 8000, PEAK_LR, warm_from=6000) == pytest.approx(PEAK_LR / WARMUP)
     assert learning_rate(6000 + WARMUP, 80000, 8000, PEAK_LR, warm_from=6000) == pytest.approx(PEAK_LR)
     assert learning_rate(6000, 80000, 8000, PEAK_LR) == pytest.approx(PEAK_LR)
+
+
+def test_a_run_from_an_rnnt_trains_only_the_hybrid_phase(rnnt: tuple[Path, dict[str, torch.Tensor]],
+                                                         manifest: Path, tmp_path: Path) -> None:
+    """Through `train`: no teacher or distillation updates, the plan's hybrid updates, then the export."""
+    saved = tmp_path / "checkpoint.pt"
+    plan = Plan(teacher=3, distil=3, updates=5, decay=1, batch_seconds=6.0)
+    train(manifest, tmp_path / "tdt.nemo", plan, seed=3, bp=TDT, workers=1, checkpoint_path=saved, init=rnnt[0])
+    state = checkpoint.load(saved)
+    assert (state.progress.phase, state.progress.step) == ("done", 5)
+    assert state.optimizer["state"][0]["step"] == 2  # updates 3 and 4: the hybrid phase's only
+    assert (tmp_path / "tdt.nemo").exists()
