@@ -4,9 +4,11 @@ NeMo's modified ALSD (malsd_batch): one beam of `beam` hypotheses, each at its o
 step expands every unfinished hypothesis by one emission: its `beam` best (label, duration) pairs,
 scored jointly (token log-prob + duration log-prob); a blank moves on by its duration, at least one
 frame (RNN-T: one), a token by its duration (RNN-T: none). A hypothesis with `max_symbols` tokens on its
-frame may only take a blank. Finished hypotheses stay in the beam as they are. The `beam` best
-candidates by log-probability are kept, then those with the same tokens at the same frame are one (the
-best, with both probabilities). Finished hypotheses are ranked by log-prob / (tokens + 1), NeMo's score_norm.
+frame may only take a blank. Finished hypotheses stay in the beam as they are. Candidates with the same
+tokens at the same frame (any frame past the end counting as one) are one, with both probabilities,
+then the `beam` best are kept: unlike NeMo's, which merges after pruning and can end with one text
+several times, the beam holds distinct hypotheses. Finished hypotheses are ranked by log-prob /
+(tokens + 1), NeMo's score_norm.
 """
 
 from __future__ import annotations
@@ -62,18 +64,20 @@ def beam_search(step: JointStep, encoded: np.ndarray, blank: int, state: tuple[n
                 else:
                     candidates.append(_Hypothesis((*hyp.tokens, label), logp, label, h_next[:, i], c_next[:, i],
                                                   0 if move else hyp.symbols + 1, hyp.frame + move))
-        hyps = _recombined(sorted(candidates, key=lambda h: h.logp, reverse=True)[:beam])
+        hyps = sorted(_recombined(candidates, frames), key=lambda h: h.logp, reverse=True)[:beam]
     ranked = sorted(hyps, key=lambda h: h.logp / (len(h.tokens) + 1), reverse=True)
     return [(list(h.tokens), h.logp / (len(h.tokens) + 1)) for h in ranked]
 
 
-def _recombined(hyps: list[_Hypothesis]) -> list[_Hypothesis]:
-    """The same tokens at the same frame: one hypothesis (the best one's), both probabilities."""
+def _recombined(hyps: list[_Hypothesis], frames: int) -> list[_Hypothesis]:
+    """The same tokens at the same frame (any past the end: finished) are one hypothesis, both
+    probabilities: the beam then holds distinct hypotheses, and alternatives distinct texts."""
     kept: dict[tuple[tuple[int, ...], int], _Hypothesis] = {}
-    for hyp in hyps:  # best first
-        same = kept.get((hyp.tokens, hyp.frame))
+    for hyp in hyps:
+        key = (hyp.tokens, min(hyp.frame, frames))
+        same = kept.get(key)
         if same is None:
-            kept[(hyp.tokens, hyp.frame)] = hyp
+            kept[key] = hyp
         else:
             same.logp = float(np.logaddexp(same.logp, hyp.logp))
     return list(kept.values())
