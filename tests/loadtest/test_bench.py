@@ -51,7 +51,7 @@ def test_bench_offline_starts_a_server_and_compares_it_with_the_engine_in_proces
     assert doc["results"]["in_process_batch"] == 2
     # which decoder NeMo really ran, as the warmed-up server says (label looping; CUDA graphs only on a GPU)
     decoding = doc["server"]["models"][0]["parameters"]["decoding"]
-    assert decoding == "GreedyBatchedRNNTLabelLoopingComputer, cuda_graphs=off"
+    assert decoding == "GreedyBatchedTDTLabelLoopingComputer, cuda_graphs=off"
     r = doc["results"]
     assert r["requests"] == 12 and r["codes"] == {"OK": 12}
     assert 6 < r["audio_s"] < 60 and r["wall_s"] > 0

@@ -71,7 +71,7 @@ def test_the_export_is_onnx_asrs_layout(demo_onnx: Path) -> None:
     assert {"streaming-encoder-model.onnx", "streaming-encoder-first-model.onnx",
             "streaming-encoder-model.int8.onnx", "streaming-encoder-first-model.int8.onnx"} <= names
     config = json.loads((demo_onnx / "config.json").read_text())
-    assert config["model_type"] == "nemo-conformer-rnnt" and config["features_size"] == 80
+    assert config["model_type"] == "nemo-conformer-tdt" and config["features_size"] == 80
     # the demo model's own chunking: 25 feature frames first, then 32 after 9 of context (2 encoder frames)
     assert {k: config["streaming"][k] for k in ("first", "later", "context", "drop", "out_frames")} == {
         "first": 25, "later": 32, "context": 9, "drop": 2, "out_frames": 4}
@@ -129,7 +129,9 @@ def test_alternatives_come_from_a_beam_search_close_to_nemos(demo_onnx: Path, de
         texts = [h.text for h in a.hypotheses]
         assert texts[0] == b.best.text and 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
         shared += len(set(texts[1:]) & {h.text for h in b.hypotheses[1:]})
-    assert shared >= 12  # of 24: mostly the same runners-up as NeMo's own beam search (malsd)
+    # of 24, NeMo's own beam search (malsd) keeping the same text at several end frames where ours merges them
+    # into one hypothesis, to offer distinct alternatives: 8 on the TDT demo (4 before ours followed malsd)
+    assert shared >= 8
 
 
 def test_a_tdt_models_alternatives_are_nemos_beam_searchs(tmp_path: Path) -> None:
