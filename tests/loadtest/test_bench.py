@@ -11,8 +11,9 @@ import pytest
 
 from parakeet_serve.bench.clips import RATE, joined, read_audio
 from parakeet_serve.cli import main
+from parakeet_serve.engine import NemoEngine
 from parakeet_serve.evaluation import demo_manifest, read_manifest
-from tests.conftest import Served
+from tests.conftest import LoopThread, Served, start_server
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -119,11 +120,34 @@ def test_bench_stream_ramp_stops_at_the_latency_objective(
     assert all(t["offline_wer"] is None and t["final_ms"] for t in r["trials"])
 
 
-def test_bench_stream_beyond_capacity_refuses_the_excess_with_resource_exhausted(
-    demo_server: Served, tmp_path: Path
+def test_bench_stream_compares_with_recognize_on_the_admitted_streams_files_only(
+    demo_engine: NemoEngine, loop_thread: LoopThread, tmp_path: Path
 ) -> None:
+    """One stream of two is admitted: the offline WER it is compared with is that stream's file's, not both's
+    (one file's reference is wrong in every word, so the two files' WERs are far apart)."""
+    right, other = read_manifest(demo_manifest())[:2]
+    manifest = tmp_path / "two.jsonl"
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(e.audio), "duration": e.duration_s, "text": text})
+                                + "\n" for e, text in ((right, right.text), (other, "zz " * 20))))
+    served = start_server(loop_thread, demo_engine, max_streams=1)
+    try:
+        doc = run_bench(tmp_path, "stream", "--server", served.address, "--streams", "2", "--files-per-stream", "1",
+                        "--manifest", str(manifest), "--fast")
+    finally:
+        served.stop()
+    r = doc["results"]
+    assert r["codes"] == {"OK": 1, "RESOURCE_EXHAUSTED": 1}
+    assert r["offline_wer"] == pytest.approx(r["streamed_wer"], abs=0.15)
+
+
+@pytest.mark.parametrize("pace", [[], ["--fast"]], ids=["real time", "fast"])
+def test_bench_stream_beyond_capacity_refuses_the_excess_with_resource_exhausted(
+    demo_server: Served, tmp_path: Path, pace: list[str]
+) -> None:
+    """Sent fast, a refused stream's audio is still being written when the refusal comes: an asyncio client
+    then reports INTERNAL (grpc#36066) unless it waits for the server's headers first."""
     doc = run_bench(tmp_path, "stream", "--server", demo_server.address, "--capacity-multiple", "1.5",
-                    "--files-per-stream", "1", "--gap-s", "1.0")
+                    "--files-per-stream", "1", "--gap-s", "1.0", *pace)
     r = doc["results"]
     admits = demo_server.settings.max_streams  # 8
     assert r["streams"] == 12 and r["admitted"] == admits

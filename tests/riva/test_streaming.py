@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import riva.client
-from riva.client.proto import riva_asr_pb2
+from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc, riva_common_pb2
 
 from parakeet_serve.audio import AudioFormat, decode_audio
 from parakeet_serve.engine import NemoEngine
@@ -290,6 +290,27 @@ def test_streams_beyond_the_maximum_are_refused_and_admitted_ones_go_on(
     finally:
         release.set()
         served.stop()
+
+
+def test_an_admitted_stream_gets_headers_with_its_request_id_before_it_sends_audio(demo: Served) -> None:
+    """Headers the moment a stream is admitted let a client wait for them before writing audio: an asyncio
+    client whose write is in flight when a refusal arrives reports INTERNAL instead (grpc#36066)."""
+    audio, admitted = as_bytes(pcm_of(SAMPLE)), threading.Event()
+
+    def requests() -> Iterator[riva_asr_pb2.StreamingRecognizeRequest]:
+        yield riva_asr_pb2.StreamingRecognizeRequest(streaming_config=config(interim=False),
+                                                     id=riva_common_pb2.RequestId(value="call-7"))
+        if admitted.wait(10):
+            yield from (riva_asr_pb2.StreamingRecognizeRequest(audio_content=audio[i : i + 3200])
+                        for i in range(0, len(audio), 3200))
+
+    with grpc.insecure_channel(demo.address) as channel:
+        call = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel).StreamingRecognize(requests(), timeout=60)
+        headers = dict(call.initial_metadata())
+        admitted.set()
+        said = [r.alternatives[0].transcript for response in call for r in response.results if r.is_final]
+    assert headers.get("x-parakeet-request-id") == "call-7"
+    assert " ".join(said) == offline(demo, pcm_of(SAMPLE))
 
 
 def _stream_chunks(served: Served, chunks: Iterator[bytes]) -> list[Result]:

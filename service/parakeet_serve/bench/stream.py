@@ -94,9 +94,11 @@ async def bench_stream(
                                          for k, clip in enumerate(clips)))
         wall = time.perf_counter() - started
     admitted = [r for r in results if r.code == "OK"]
+    # the admitted streams' files only: a refused stream's files would count on one side of the comparison
+    heard = [files for files, r in zip(assigned, results, strict=True) if r.code == "OK"]
     offline_wer = None
-    if options.offline_wer:
-        streamed = list({id(e): e for files in assigned for e in files}.values())
+    if options.offline_wer and heard:
+        streamed = list({id(e): e for files in heard for e in files}.values())
         offline_wer = (await recognize_all(target, streamed, OfflineOptions(concurrency=4, warmup_requests=0))).wer
     audio = sum(r.audio_s for r in admitted)
     return StreamReport(
@@ -131,6 +133,10 @@ async def _one_stream(
 
     async def requests() -> AsyncIterator[riva_asr_pb2.StreamingRecognizeRequest]:
         yield streaming_config(options.stop_history_ms)
+        # Audio only once admitted: a write in flight when a refusal arrives turns it into INTERNAL (grpc#36066).
+        await call.initial_metadata()
+        if call.done():
+            return
         for due, audio in timeline.chunks():
             if options.realtime:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))

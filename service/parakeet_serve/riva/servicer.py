@@ -18,7 +18,7 @@ from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc
 from parakeet_serve.errors import EngineFailure, InvalidRequest, NotReady, ParakeetError, StreamIdle
 from parakeet_serve.recognizer import Recognizer
 from parakeet_serve.riva import convert
-from parakeet_serve.riva.status import status_for, trailers_for
+from parakeet_serve.riva.status import REQUEST_ID_KEY, status_for, trailers_for
 from parakeet_serve.telemetry import Telemetry
 from parakeet_serve.telemetry.tracing import incoming_context
 from parakeet_serve.usage import Usage
@@ -86,6 +86,10 @@ class RivaAsrServicer(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             options = convert.stream_options(config, self._stop_history_ms)
             fmt = convert.audio_format(config.config)
             with recognizer.stream(fmt, convert.recognition_options(config.config), options) as session:
+                # Admitted: headers now, not with the first result, so that a client can wait for them before
+                # sending audio (an asyncio client whose write is in flight when a refusal arrives reports
+                # INTERNAL instead of the refusal: grpc/grpc#36066).
+                await context.send_initial_metadata(((REQUEST_ID_KEY, call.request_id),))
                 call.usage = session.usage
                 if first.audio_content:
                     async for event in session.push(first.audio_content):

@@ -28,6 +28,7 @@ _CODES: tuple[tuple[type[ParakeetError], grpc.StatusCode], ...] = (
 
 # gRPC's standard trailer for server pushback: clients with retry policies wait this long.
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+REQUEST_ID_KEY = "x-parakeet-request-id"  # a stream's id in the server's logs, in its headers once admitted
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
