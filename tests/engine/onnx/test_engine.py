@@ -124,14 +124,16 @@ def test_alternatives_come_from_a_beam_search_close_to_nemos(demo_onnx: Path, de
                                                            audios: list) -> None:
     ours = OnnxEngine(demo_onnx, model_id="demo").transcribe(audios[:8], [4] * 8)
     theirs = demo_engine.transcribe(audios[:8], [4] * 8)
-    shared = 0
+    shared = offered = 0
     for a, b in zip(ours, theirs, strict=True):
         texts = [h.text for h in a.hypotheses]
         assert texts[0] == b.best.text and 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
-        shared += len(set(texts[1:]) & {h.text for h in b.hypotheses[1:]})
-    # of 24, NeMo's own beam search (malsd) keeping the same text at several end frames where ours merges them
-    # into one hypothesis, to offer distinct alternatives: 8 on the TDT demo (4 before ours followed malsd)
-    assert shared >= 8
+        runners_up = {h.text for h in b.hypotheses[1:]} - {b.best.text}
+        offered += min(len(runners_up), len(texts) - 1)
+        shared += len(set(texts[1:]) & runners_up)
+    # NeMo's search (malsd, int8 or not) keeps one text at several end frames, so it offers fewer distinct
+    # runners-up than asked for: 9 on these clips with the TDT demo, 8 of them ours (4 before ours followed malsd)
+    assert offered >= 5 and shared >= offered - 1, (shared, offered)
 
 
 def test_a_tdt_models_alternatives_are_nemos_beam_searchs(tmp_path: Path) -> None:
