@@ -309,7 +309,7 @@ def test_the_transcription_prompt_boosts_its_phrases(demo: Served) -> None:
         (completed,) = ws.until("conversation.item.input_audio_transcription.completed")
     finally:
         ws.close()
-    assert MISHEARD.which(completed["transcript"]) == MISHEARD.said  # unboosted, it says a MISHEARD.heard
+    assert MISHEARD.which(completed["transcript"]) == MISHEARD.said  # unboosted, the model says MISHEARD.heard
 
 
 def test_a_large_append_is_transcribed_in_steps_that_other_clients_work_runs_between(demo: Served) -> None:

@@ -69,7 +69,7 @@ def test_a_boosted_request_leaves_the_unboosted_one_in_its_batch_unchanged(demo:
 def test_a_stream_keeps_its_boost_across_utterances(demo: Served) -> None:
     clip = pcm_of(CLIP)
     pause = np.zeros(RATE, np.float32)
-    data = as_bytes(np.concatenate([pause, clip, pause, clip, pause]))
+    data = as_bytes(np.concatenate([clip, pause, clip, pause]))
     cfg = config(interim=False)
     plain = finals(stream(demo, data, 3200, cfg))
     riva.client.add_word_boosting_to_config(cfg, [SAID], 20.0)

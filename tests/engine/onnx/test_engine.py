@@ -131,10 +131,9 @@ def test_alternatives_come_from_a_beam_search_close_to_nemos(demo_onnx: Path, de
         runners_up = {h.text for h in b.hypotheses[1:]} - {b.best.text}
         offered += min(len(runners_up), len(texts) - 1)
         shared += len(set(texts[1:]) & runners_up)
-    # NeMo's search (malsd) keeps one text at several end frames, so it offers fewer distinct runners-up than
-    # asked for: 9 on these clips with the TDT demo; ours holds 7 of them (8 with the first TDT demo, int8 or
-    # fp32; 4 before ours followed malsd)
-    assert offered >= 5 and 4 * shared >= 3 * offered, (shared, offered)
+    # NeMo's search (malsd, int8 or not) keeps one text at several end frames, so it offers fewer distinct
+    # runners-up than asked for: 9 on these clips with the TDT demo, 8 of them ours (4 before ours followed malsd)
+    assert offered >= 5 and shared >= offered - 1, (shared, offered)
 
 
 def test_a_tdt_models_alternatives_are_nemos_beam_searchs(tmp_path: Path) -> None:
