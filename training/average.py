@@ -1,7 +1,7 @@
 """Average the weights of two `.nemo` models of one run: a sitting's end and the model it started from.
 
 Each sitting is a warm restart (a warm-up to the full learning rate, then a decay), so its model and the
-one it started from sit in one basin; their mean generalises better than either end (the fifth sitting:
+one it started from sit in one basin; their mean can generalise better than either end (the fifth sitting,
 training/README.md). Floating-point tensors are averaged, the rest (BatchNorm's batch counts) come from
 the second model, which also gives the configuration and tokenizer.
 """
