@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from parakeet_serve.engine.loader import load_nemo_model, quiet_nemo
+from training.train import export
 
 
 def mix(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
@@ -28,9 +29,7 @@ def average(first: Path, second: Path, out: Path, weight: float = 0.5) -> None:
     quiet_nemo()
     model = load_nemo_model(second)
     model.load_state_dict(mix(load_nemo_model(first).state_dict(), model.state_dict(), weight))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.eval().save_to(str(out))
-    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    export(model, out)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ class Candidate:
     said: str
     heard: str
     plain: str
-    boosted: str = ""
+    boosted: str
 
     def fixed(self) -> bool:
         """Boosting `said` changed the misheard word, and only it, into `said`."""
@@ -54,11 +54,11 @@ def candidates(engine: Engine, entries: list[ManifestEntry], boost: float) -> li
                            max_seconds=60).mono()
               for e in entries]
     plains = [normalise(t.best.text) for t in engine.transcribe(audios)]
-    found = [Candidate(e, said, heard, plain) for e, audio, plain in zip(entries, audios, plains, strict=True)
-             for said, heard in substitutions(e.text, plain)]
-    for i, c in enumerate(found):
-        boosted = engine.transcribe([audios[entries.index(c.entry)]], boosts=[WordBoost(((c.said, boost),))])
-        found[i] = Candidate(c.entry, c.said, c.heard, c.plain, normalise(boosted[0].best.text))
+    found = []
+    for entry, audio, plain in zip(entries, audios, plains, strict=True):
+        for said, heard in substitutions(entry.text, plain):
+            boosted = engine.transcribe([audio], boosts=[WordBoost(((said, boost),))])[0].best.text
+            found.append(Candidate(entry, said, heard, plain, normalise(boosted)))
     return sorted((c for c in found if c.fixed()), key=lambda c: error_counts(c.entry.text, c.boosted)[0])
 
 
